@@ -1,0 +1,164 @@
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It must import nothing but numpy.
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one zero-filled C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels write only non-zero entries.
+"""
+
+import numpy
+
+_FLOAT = numpy.dtype(numpy.float64)
+
+
+def _size(shape):
+    size = 1
+    for extent in shape:
+        size *= extent
+    return size
+
+
+class Signature:
+    """Argument names and shapes, differentiated arguments, output shapes."""
+
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+        self.names = tuple(names)
+        self.shapes = tuple(tuple(shape) for shape in shapes)
+        self.sizes = tuple(_size(shape) for shape in self.shapes)
+        self.wrt = tuple(wrt)
+        self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
+        self.output_is_tuple = bool(output_is_tuple)
+        self.wrt_is_tuple = bool(wrt_is_tuple)
+
+    def buffer_shapes(self, kind):
+        """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
+        shapes = []
+        if kind in ("function", "function_and_jacobian"):
+            shapes += list(self.output_shapes)
+        if kind in ("jacobian", "function_and_jacobian"):
+            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+        return shapes
+
+    def nest(self, kind, items):
+        """Arrange flat per-buffer items as the caller sees them.
+
+        Jacobian blocks follow torch.autograd.functional.jacobian: a tuple of
+        outputs and/or of ``wrt`` arguments gives tuples (of tuples).
+        """
+        items = list(items)
+        if kind == "function":
+            return tuple(items) if self.output_is_tuple else items[0]
+        if kind == "function_and_jacobian":
+            count = len(self.output_shapes)
+            return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        width = len(self.wrt)
+        rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
+        rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
+        return tuple(rows) if self.output_is_tuple else rows[0]
+
+    def flatten(self, kind, nested):
+        """Inverse of :meth:`nest` for a caller-supplied ``out=`` structure."""
+        if kind == "function_and_jacobian":
+            if not isinstance(nested, (tuple, list)) or len(nested) != 2:
+                raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
+            return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        items = [nested]
+        for is_tuple in levels:
+            if is_tuple:
+                if not all(isinstance(item, (tuple, list)) for item in items):
+                    raise TypeError("out= must have the same (tuple) structure as the result")
+                items = [inner for item in items for inner in item]
+        if len(items) != len(self.buffer_shapes(kind)):
+            raise TypeError("out= must have the same (tuple) structure as the result")
+        return items
+
+
+def _as_float_array(value, name):
+    array = numpy.asarray(value)
+    if array.dtype.kind not in "biuf":
+        if array.dtype.kind == "c":
+            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
+        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, array.dtype))
+    return array.astype(_FLOAT, copy=False)
+
+
+def prepare_arguments(signature, args):
+    """Validate and broadcast call arguments.
+
+    Returns ``(batch_shape, n, flat_args)`` where each flat argument has shape
+    ``(1 or n, size)`` and is laid out as kernels require.
+    """
+    if len(args) != len(signature.names):
+        raise TypeError(
+            "expected %d arguments (%s), got %d" % (len(signature.names), ", ".join(signature.names), len(args))
+        )
+    arrays, batches = [], []
+    for value, name, shape in zip(args, signature.names, signature.shapes):
+        array = _as_float_array(value, name)
+        core = len(shape)
+        if array.ndim < core or tuple(array.shape[array.ndim - core:]) != shape:
+            raise ValueError(
+                "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+                % (name, shape, array.shape)
+            )
+        arrays.append(array)
+        batches.append(array.shape[:array.ndim - core])
+    try:
+        batch_shape = numpy.broadcast_shapes(*batches)
+    except ValueError:
+        shown = ", ".join("%s %s" % (name, batch) for name, batch in zip(signature.names, batches))
+        raise ValueError("batch dimensions of the arguments do not broadcast together: %s" % shown) from None
+    n = _size(batch_shape)
+    flat_args = []
+    for array, batch, shape, size in zip(arrays, batches, signature.shapes, signature.sizes):
+        if _size(batch) == 1 and n != 0:
+            flat = array.reshape(1, size)
+        else:
+            if batch != batch_shape:
+                array = numpy.broadcast_to(array, batch_shape + shape)
+            flat = array.reshape(n, size)
+        if not flat.flags.aligned or (size > 1 and flat.strides[1] != _FLOAT.itemsize) or flat.strides[0] % _FLOAT.itemsize:
+            flat = numpy.ascontiguousarray(flat)
+        flat_args.append(flat)
+    return batch_shape, n, flat_args
+
+
+def _check_out(out, shape, arguments):
+    if not isinstance(out, numpy.ndarray):
+        raise TypeError("out= must be a numpy array (or a tuple of them), got %s" % type(out).__name__)
+    if out.dtype != _FLOAT:
+        raise TypeError("out= must have dtype float64, got %s" % out.dtype)
+    if out.shape != shape:
+        raise ValueError("out= must have shape %s, got %s" % (shape, out.shape))
+    if not out.flags.c_contiguous:
+        raise ValueError("out= must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out= is read-only")
+    for argument in arguments:
+        if numpy.may_share_memory(out, argument):
+            raise ValueError("out= overlaps an input argument")
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=1):
+    """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
+    batch_shape, n, flat_args = prepare_arguments(signature, args)
+    shapes = signature.buffer_shapes(kind)
+    if out is None:
+        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+    else:
+        results = signature.flatten(kind, out)
+        for result, shape in zip(results, shapes):
+            _check_out(result, batch_shape + shape, args)
+            result[...] = 0.0
+    buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
+    kernel(tuple(flat_args), buffers, n, num_threads)
+    return out if out is not None else signature.nest(kind, results)

@@ -1,0 +1,68 @@
+"""The exceptions symjac raises, all in one place.
+
+    SymjacError                      base of everything below
+    ├── TracingError (TypeError)     the function cannot be traced (stage: trace)
+    ├── InvalidNameError (ValueError) a name cannot become an identifier in generated code
+    ├── ShapeError (ValueError)      bad shape specification or call arguments of the wrong shape
+    └── BuildError (RuntimeError)    compiling or loading a generated module failed;
+                                     carries the command and the compiler's whole log
+    CacheError (SymjacError, PermissionError)
+                                     the build cache is not private to this user
+
+Each class also inherits the builtin exception a caller would naturally catch,
+so ``except ValueError`` keeps working around symjac calls.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BuildError",
+    "CacheError",
+    "InvalidNameError",
+    "ShapeError",
+    "SymjacError",
+    "TracingError",
+]
+
+
+class SymjacError(Exception):
+    """Base class of every error symjac raises on purpose."""
+
+
+class TracingError(SymjacError, TypeError):
+    """An operation in the traced function cannot be turned into sympy.
+
+    The message names the operation, suggests the fix and, where it can be
+    found, the line of the user's function that triggered it.
+    """
+
+
+class InvalidNameError(SymjacError, ValueError):
+    """A function, argument or module name is not a safe identifier."""
+
+
+class ShapeError(SymjacError, ValueError):
+    """A shape specification or a call argument has the wrong shape."""
+
+
+class BuildError(SymjacError, RuntimeError):
+    """Generating C, compiling or loading the extension failed.
+
+    ``command`` is the failing command (a list of strings, or a description),
+    ``log`` the complete output of the tool that failed.
+    """
+
+    def __init__(self, message: str, *, command=None, log: str = "") -> None:
+        self.command = command
+        self.log = log
+        details = message
+        if command is not None:
+            shown = " ".join(command) if isinstance(command, (list, tuple)) else str(command)
+            details += f"\ncommand: {shown}"
+        if log:
+            details += f"\n--- log ---\n{log.rstrip()}"
+        super().__init__(details)
+
+
+class CacheError(SymjacError, PermissionError):
+    """The cache directory or an entry in it is not private to this user."""

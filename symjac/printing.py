@@ -1,0 +1,103 @@
+"""Expression printers used by ``render.py``: sympy expression -> C or numpy text.
+
+All expression text in generated code comes from these printers (sympy's code
+printers with a few methods overridden), never from pasting strings:
+
+- symbols of the traced arguments print as element accesses of the kernel's
+  argument pointers (C: ``y[1]``) or batch columns (numpy: ``y[:, 1]``);
+- floats print as the shortest text that round-trips the same double;
+- small integer powers print as products (``x*x``), not ``pow`` calls;
+- ``strict`` printing refuses anything it cannot print exactly.
+"""
+
+from __future__ import annotations
+
+import sympy
+from sympy.printing.c import C99CodePrinter
+from sympy.printing.numpy import NumPyPrinter
+
+__all__ = ["CPrinter", "NumpyPrinter", "symbol_names"]
+
+
+def symbol_names(arguments, element_format: str) -> dict:
+    """Map each argument symbol to its text, e.g. ``"{name}[{flat}]"``."""
+    return {
+        symbol: element_format.format(name=argument.name, flat=flat)
+        for argument in arguments
+        for flat, symbol in enumerate(argument.symbols.flat)
+    }
+
+
+def _float_text(value: float) -> str:
+    text = repr(float(value))
+    return text if any(c in text for c in ".eEn") else text + ".0"
+
+
+class CPrinter(C99CodePrinter):
+    """C99 printer for kernel bodies."""
+
+    def __init__(self, symbols: dict, settings=None):
+        super().__init__({"strict": True, **(settings or {})})
+        self._symbol_text = symbols
+
+    def _print_Symbol(self, expr):
+        return self._symbol_text.get(expr, expr.name)
+
+    def _print_Float(self, expr):
+        return _float_text(expr)
+
+    def _print_Pow(self, expr):
+        base, exponent = expr.args
+        if exponent.is_Integer and 2 <= abs(int(exponent)) <= 4:
+            factor = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Mul"] + 1)
+            product = "*".join([factor] * abs(int(exponent)))
+            return product if exponent > 0 else f"1.0/({product})"
+        if exponent == -1:
+            return f"1.0/{self.parenthesize(base, sympy.printing.precedence.PRECEDENCE['Mul'] + 1)}"
+        if exponent == sympy.S.Half:
+            return f"sqrt({self._print(base)})"
+        if exponent == -sympy.S.Half:
+            return f"1.0/sqrt({self._print(base)})"
+        return f"pow({self._print(base)}, {self._print(exponent)})"
+
+    def _print_Piecewise(self, expr):
+        if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
+            raise ValueError("Piecewise without a default branch cannot be printed")
+        text = self._print(expr.args[-1].expr)
+        for piece in reversed(expr.args[:-1]):
+            text = f"(({self._print(piece.cond)}) ? ({self._print(piece.expr)}) : ({text}))"
+        return text
+
+    def _print_BooleanTrue(self, expr):
+        return "1"
+
+    def _print_BooleanFalse(self, expr):
+        return "0"
+
+    def _print_cbrt(self, expr):
+        return f"cbrt({self._print(expr.args[0])})"
+
+
+class NumpyPrinter(NumPyPrinter):
+    """numpy printer for batch-vectorised kernels: every value is an array over points."""
+
+    def __init__(self, symbols: dict, settings=None):
+        super().__init__({"strict": True, "fully_qualified_modules": True, **(settings or {})})
+        self._symbol_text = symbols
+
+    def _print_Symbol(self, expr):
+        return self._symbol_text.get(expr, expr.name)
+
+    def _print_Float(self, expr):
+        return _float_text(expr)
+
+    def _print_cbrt(self, expr):
+        return f"numpy.cbrt({self._print(expr.args[0])})"
+
+    def _print_Piecewise(self, expr):
+        if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
+            raise ValueError("Piecewise without a default branch cannot be printed")
+        text = self._print(expr.args[-1].expr)
+        for piece in reversed(expr.args[:-1]):
+            text = f"numpy.where({self._print(piece.cond)}, {self._print(piece.expr)}, {text})"
+        return text

@@ -1,0 +1,85 @@
+"""Stage 3 — simplify: one straight-line program per kernel.
+
+Takes a :class:`~symjac.diff.Derivative`; produces a :class:`Program`,
+consumed by ``render.py``. Common subexpressions are eliminated over all the
+non-zero entries a kernel writes at once (the Jacobian entries, the function
+values, or both for ``function_and_jacobian``), so shared work is done once
+per point. Structural zeros are never part of a program: the runtime zero-fills
+output buffers and programs write only non-zero entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+
+from .diff import Derivative
+
+__all__ = ["Buffer", "Program", "KINDS", "simplify", "count_operations"]
+
+KINDS = ("jacobian", "function", "function_and_jacobian")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One output array of a kernel: function value ``output`` or block (output, argument)."""
+
+    name: str  # identifier in generated code, e.g. "_f0" or "_jac0_1"
+    shape: tuple[int, ...]
+    output: int
+    argument: int | None = None  # None for a function value
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """Temporaries, then assignments ``buffers[b][index] = expr``."""
+
+    kind: str
+    buffers: tuple[Buffer, ...]
+    temporaries: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
+    results: tuple[tuple[int, int, sympy.Expr], ...]  # (buffer number, flat index, expr)
+
+    def __str__(self) -> str:
+        lines = [f"program {self.kind}: {len(self.temporaries)} temporaries, {len(self.results)} results"]
+        lines += [f"  {symbol} = {expr}" for symbol, expr in self.temporaries]
+        lines += [f"  {self.buffers[b].name}[{index}] = {expr}" for b, index, expr in self.results]
+        return "\n".join(lines)
+
+
+def count_operations(exprs) -> int:
+    """Arithmetic operations and function calls in ``exprs`` (sympy's count_ops)."""
+    return int(sum(sympy.count_ops(expr) for expr in exprs))
+
+
+def _buffers_and_entries(derivative: Derivative, kind: str):
+    buffers, entries = [], []
+    if kind in ("function", "function_and_jacobian"):
+        for number, output in enumerate(derivative.traced.outputs):
+            buffers.append(Buffer(f"_f{number}", output.shape, number))
+            entries.append([(flat, expr) for flat, expr in enumerate(output.flat) if expr != 0])
+    if kind in ("jacobian", "function_and_jacobian"):
+        for row in derivative.blocks:
+            for block in row:
+                buffers.append(Buffer(f"_jac{block.output}_{block.argument}", block.shape, block.output, block.argument))
+                entries.append(list(block.entries))
+    return buffers, entries
+
+
+def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
+    """Build the straight-line program for one kernel ``kind`` (see :data:`KINDS`)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    buffers, entries = _buffers_and_entries(derivative, kind)
+    targets = [(b, flat) for b, found in enumerate(entries) for flat, _ in found]
+    exprs = [expr for found in entries for _, expr in found]
+    temporaries, reduced = sympy.cse(
+        exprs, symbols=sympy.numbered_symbols("_t", real=True), optimizations=None, order="none"
+    )
+    results = tuple((b, flat, expr) for (b, flat), expr in zip(targets, reduced))
+    return Program(kind, tuple(buffers), tuple(temporaries), results)
