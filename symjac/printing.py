@@ -6,7 +6,9 @@ printers with a few methods overridden), never from pasting strings:
 - symbols of the traced arguments print as element accesses of the kernel's
   argument pointers (C: ``y[1]``) or batch columns (numpy: ``y[:, 1]``);
 - floats print as the shortest text that round-trips the same double;
-- small integer powers print as products (``x*x``), not ``pow`` calls;
+- small integer powers print as parenthesised products (``(x*x)``), not
+  ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
+  printing, which takes a Pow to bind tighter than ``*`` and ``/``;
 - ``strict`` printing refuses anything it cannot print exactly.
 """
 
@@ -51,13 +53,13 @@ class CPrinter(C99CodePrinter):
         if exponent.is_Integer and 2 <= abs(int(exponent)) <= 4:
             factor = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Mul"] + 1)
             product = "*".join([factor] * abs(int(exponent)))
-            return product if exponent > 0 else f"1.0/({product})"
+            return f"({product})" if exponent > 0 else f"(1.0/({product}))"
         if exponent == -1:
-            return f"1.0/{self.parenthesize(base, sympy.printing.precedence.PRECEDENCE['Mul'] + 1)}"
+            return f"(1.0/{self.parenthesize(base, sympy.printing.precedence.PRECEDENCE['Mul'] + 1)})"
         if exponent == sympy.S.Half:
             return f"sqrt({self._print(base)})"
         if exponent == -sympy.S.Half:
-            return f"1.0/sqrt({self._print(base)})"
+            return f"(1.0/sqrt({self._print(base)}))"
         return f"pow({self._print(base)}, {self._print(exponent)})"
 
     def _print_Piecewise(self, expr):

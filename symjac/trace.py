@@ -188,7 +188,8 @@ class TracerArray:
     def __setitem__(self, index, value) -> None:
         if contains_tracer(index):
             _unsupported("Indexing with a traced value", "Indices must be constants; use np.where to select values.")
-        self._values[index] = as_values(value)
+        values = as_values(value)
+        self._values[index] = values if values.ndim else values[()]
 
     def __repr__(self) -> str:
         body = self._values[()] if not self.ndim else self._values.tolist()
@@ -322,7 +323,7 @@ def _traced_constructor(name: str):
 
     @functools.wraps(original)
     def constructor(obj, *args, **kwargs):
-        if getattr(_tracing, "active", False) and contains_tracer(obj):
+        if getattr(_tracing, "active", False) and _holds_tracer(obj):
             dtype = kwargs.get("dtype", args[0] if args else None)
             if dtype is not None and np.dtype(dtype).kind not in "f":
                 _unsupported(f"np.{name}(..., dtype={np.dtype(dtype)})", "Traced values are real floats; drop the dtype.")
@@ -330,6 +331,15 @@ def _traced_constructor(name: str):
         return original(obj, *args, **kwargs)
 
     return constructor
+
+
+def _holds_tracer(obj) -> bool:
+    """A TracerArray, or a (nested) list/tuple with one inside; ndarrays never
+    (numpy's own Python code calls np.asarray on object arrays and must get
+    numpy's behaviour)."""
+    if isinstance(obj, TracerArray):
+        return True
+    return isinstance(obj, (list, tuple)) and any(_holds_tracer(item) for item in obj)
 
 
 _REPLACEMENTS = {name: _traced_constructor(name) for name in _ORIGINALS}
