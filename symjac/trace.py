@@ -213,7 +213,8 @@ class TracerArray:
     def _needs_number(self, *args, **kwargs):
         _unsupported(
             "Converting a traced value to a Python number (float(), int(), math.* functions)",
-            "Use numpy functions instead, e.g. np.sin(x) rather than math.sin(x).",
+            "Use numpy functions instead, e.g. np.sin(x) rather than math.sin(x); to fill an array "
+            "element by element, create it with np.zeros_like(x) rather than np.zeros/np.empty.",
         )
 
     __float__ = __int__ = __index__ = __complex__ = _needs_number
@@ -498,7 +499,17 @@ def trace(function, *shapes, **named_shapes) -> Traced:
     )
     tracers = [TracerArray(argument.symbols.copy()) for argument in arguments]
     with _TracingContext():
-        result = function(*tracers)
+        try:
+            result = function(*tracers)
+        except TracingError:
+            raise
+        except Exception as error:
+            # numpy wraps some of our errors (e.g. float() of a tracer while
+            # storing into a float array) in its own ValueError: unwrap them.
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, TracingError):
+                raise TracingError(str(cause)) from None
+            raise
     output_is_tuple = isinstance(result, tuple)
     outputs = tuple(_output_values(item) for item in (result if output_is_tuple else (result,)))
     if not outputs:

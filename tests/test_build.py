@@ -1,0 +1,140 @@
+"""The build cache: hits across processes, damaged entries rebuilt, privacy."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import symjac
+from symjac import build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lorenz(u, p):
+    return np.array([p[0] * (u[1] - u[0]), u[0] * (p[1] - u[2]) - u[1], u[0] * u[1] - p[2] * u[2]])
+
+
+def _entries(cache: Path):
+    return sorted(path for path in cache.iterdir() if not path.name.startswith("."))
+
+
+def test_second_process_loads_from_cache_without_compiling(tmp_path):
+    cache = tmp_path / "cache"
+    script = textwrap.dedent(
+        """
+        import json, sys, time
+        import numpy as np, symjac
+        from symjac import build
+        calls = []
+        original = build.compile_extension
+        build.compile_extension = lambda *a: (calls.append(a), original(*a))
+        def lorenz(u, p):
+            return np.array([p[0]*(u[1]-u[0]), u[0]*(p[1]-u[2]) - u[1], u[0]*u[1] - p[2]*u[2]])
+        start = time.perf_counter()
+        jac = symjac.jacobian(lorenz, u=3, p=3, backend="cython")
+        elapsed = time.perf_counter() - start
+        J = jac(np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0]))
+        print(json.dumps({"compiled": len(calls), "seconds": elapsed, "J": J.tolist()}))
+        """
+    )
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout) for _ in range(2)]
+    assert runs[0]["compiled"] == 1
+    assert runs[1]["compiled"] == 0
+    assert runs[0]["J"] == runs[1]["J"]
+    expected = [[-10.0, 10.0, 0.0], [28.0 - 3.0, -1.0, -1.0], [2.0, 1.0, -8.0 / 3.0]]
+    np.testing.assert_allclose(runs[1]["J"], expected, rtol=1e-15)
+    assert len(_entries(cache)) == 1
+    assert (cache.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "manifest", "missing"])
+def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
+    derivative, _ = symjac.api.build_derivative(lorenz, (3, 3), {}, None)
+    programs = (symjac.simplify.simplify(derivative),)
+    source = symjac.render.render(derivative, programs, "cython")
+    build._loaded.clear()  # forget modules loaded by other tests: use this cache
+    build.load(source)
+    (entry,) = _entries(cache)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    extension = entry / manifest["file"]
+    # Damage by writing a new file over the name: the loaded extension stays
+    # mapped in this process, and rewriting it in place would crash it.
+    replacement = entry / "replacement"
+    if damage == "truncate":
+        replacement.write_bytes(extension.read_bytes()[:1000])
+        os.replace(replacement, extension)
+    elif damage == "flip":
+        data = bytearray(extension.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        replacement.write_bytes(bytes(data))
+        os.replace(replacement, extension)
+    elif damage == "manifest":
+        (entry / "manifest.json").write_text("{not json")
+    else:
+        extension.unlink()
+    assert build._verified_extension(entry) is None
+    build._loaded.clear()  # forget the in-process module so the cache is consulted
+    compiled = []
+    original = build.compile_extension
+    monkeypatch.setattr(build, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
+    module = build.load(source)
+    assert len(compiled) == 1
+    assert build._verified_extension(entry) is not None
+    assert "jacobian" in module.KERNELS
+
+
+def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch):
+    cache = tmp_path / "shared"
+    cache.mkdir()
+    cache.chmod(0o777)
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
+    with pytest.raises(symjac.CacheError, match="writable by other users"):
+        symjac.jacobian(lorenz, 3, 3, backend="cython")
+
+
+def test_key_changes_with_flags_and_source(tmp_path):
+    derivative, _ = symjac.api.build_derivative(lorenz, (3, 3), {}, None)
+    source = symjac.render.render(derivative, (symjac.simplify.simplify(derivative),), "cython")
+    keys = {
+        build.cache_key(source, build.BuildOptions()),
+        build.cache_key(source, build.BuildOptions(flags=("-O2",))),
+        build.cache_key(symjac.render.render(derivative, (symjac.simplify.simplify(derivative),), "numpy"), build.BuildOptions()),
+    }
+    assert len(keys) == 3
+
+
+def test_numpy_backend_needs_no_compiler(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    jac = symjac.jacobian(lorenz, 3, 3, backend="numpy")
+    J = jac(np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0]))
+    assert J[2, 2] == -8.0 / 3.0
+
+
+def test_default_backend_falls_back_to_numpy_with_warning(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.warns(RuntimeWarning, match="numpy backend"):
+        jac = symjac.jacobian(lorenz, 3, 3)
+    assert jac.backend == "numpy"
+
+
+def test_default_backend_is_cython_with_a_compiler():
+    assert build.compiler_works()
+    assert symjac.jacobian(lorenz, 3, 3).backend == "cython"
+
+
+def test_missing_compiler_is_a_build_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(symjac.BuildError, match="could not be started") as info:
+        symjac.jacobian(lorenz, 3, 3, backend="cython", flags=("-O1",))
+    assert "/nonexistent/cc" in " ".join(info.value.command)
+    assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".trash")]

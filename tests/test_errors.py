@@ -1,0 +1,146 @@
+"""One test per error: the type raised and the key words of its message."""
+
+import math
+
+import numpy as np
+import pytest
+
+import symjac
+from symjac.errors import BuildError
+
+
+def test_python_if_on_traced_value_suggests_where():
+    def f(x):
+        if x[0] > 0:
+            return x
+        return -x
+
+    with pytest.raises(symjac.TracingError, match="np.where") as info:
+        symjac.trace(f, 2)
+    assert "control flow" in str(info.value)
+    assert "test_errors.py" in str(info.value)  # names the user's source line
+
+
+def test_while_on_traced_value():
+    def f(x):
+        while x[0] < 1:
+            x = x * 2
+        return x
+
+    with pytest.raises(symjac.TracingError, match="np.where"):
+        symjac.trace(f, 2)
+
+
+def test_math_function_suggests_numpy():
+    with pytest.raises(symjac.TracingError, match=r"np\.sin"):
+        symjac.trace(lambda x: math.sin(x[0]), 2)
+
+
+def test_float_conversion_suggests_numpy():
+    with pytest.raises(symjac.TracingError, match="Python number"):
+        symjac.trace(lambda x: float(x[0]) * x, 2)
+
+
+def test_unsupported_numpy_function_is_named():
+    with pytest.raises(symjac.TracingError, match=r"numpy\.linalg\.inv"):
+        symjac.trace(lambda a: np.linalg.inv(a), (2, 2))
+    with pytest.raises(symjac.TracingError, match=r"np\.sort"):
+        symjac.trace(lambda x: np.sort(x), 3)
+
+
+def test_unsupported_ufunc_is_named():
+    with pytest.raises(symjac.TracingError, match=r"np\.floor"):
+        symjac.trace(lambda x: np.floor(x), 3)
+
+
+def test_storing_traced_value_into_plain_array_suggests_zeros_like():
+    def f(x):
+        out = np.zeros(2)
+        out[0] = x[0]
+        return out
+
+    with pytest.raises(symjac.TracingError, match="zeros_like"):
+        symjac.trace(f, 2)
+
+
+def test_indexing_with_traced_value():
+    with pytest.raises(symjac.TracingError, match="Indexing with a traced value"):
+        symjac.trace(lambda x: x[x[0]], 2)
+
+
+def test_tracing_error_is_also_a_type_error():
+    assert issubclass(symjac.TracingError, TypeError)
+    assert issubclass(symjac.ShapeError, ValueError)
+    assert issubclass(symjac.InvalidNameError, ValueError)
+    assert issubclass(symjac.BuildError, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "shapes, named, message",
+    [
+        ((), {}, "no shape given for argument"),
+        ((3, 3, 3), {}, "3 shapes given"),
+        ((3,), {"z": 2}, "not an argument"),
+        ((3,), {"y": 2}, "given twice"),
+        ((-1, 3), {}, "positive"),
+        (("3", 3), {}, "int or a tuple"),
+    ],
+)
+def test_bad_shape_specifications(shapes, named, message):
+    with pytest.raises(symjac.ShapeError, match=message):
+        symjac.jacobian(lambda y, k: y * k[0], *shapes, backend="numpy", **named)
+
+
+@pytest.mark.parametrize("wrt, message", [("q", "names no argument"), (5, "out of range"), (("y", "y"), "twice"), (1.5, "name")])
+def test_bad_wrt(wrt, message):
+    with pytest.raises(symjac.ShapeError, match=message):
+        symjac.jacobian(lambda y, k: y * k[0], 3, 3, wrt=wrt, backend="numpy")
+
+
+def test_bad_backend():
+    with pytest.raises(ValueError, match="backend"):
+        symjac.jacobian(lambda y: y, 3, backend="fortran")
+
+
+@pytest.mark.parametrize("name", ["_private", "x; import os", "int", "lambda", "\u0443", "a" * 65])
+def test_argument_names_must_be_safe_identifiers(name):
+    namespace = {}
+    exec(f"def f({name if name.isidentifier() and name != 'lambda' else 'x'}):\n    return x", namespace)
+    from symjac.names import check_identifier
+
+    with pytest.raises(symjac.InvalidNameError):
+        check_identifier(name, "argument name")
+
+
+def test_reserved_argument_name_rejected_when_tracing():
+    def f(sin):
+        return sin
+
+    with pytest.raises(symjac.InvalidNameError, match="sin"):
+        symjac.trace(f, 2)
+
+
+def test_call_with_wrong_trailing_shape_names_argument_and_shapes(backend):
+    jac = symjac.jacobian(lambda y, k: y * k[0], y=3, k=2, backend=backend)
+    with pytest.raises(ValueError, match=r"'k'.*\(2,\).*\(3,\)"):
+        jac(np.ones(3), np.ones(3))
+    with pytest.raises(TypeError, match="expected 2 arguments"):
+        jac(np.ones(3))
+    with pytest.raises(TypeError, match="complex"):
+        jac(np.ones(3) + 1j, np.ones(2))
+    with pytest.raises(TypeError, match="real numbers"):
+        jac(np.array(["a", "b", "c"]), np.ones(2))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        jac(np.ones((4, 3)), np.ones((5, 2)))
+
+
+def test_build_error_carries_command_and_log(tmp_path, monkeypatch):
+    from symjac import build, render
+
+    source = render.Source("cython", "this is not cython(\n", "0" * 64, ("jacobian",))
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(BuildError) as info:
+        build.load(source)
+    assert info.value.command is not None
+    assert "Cython" in str(info.value)
+    assert info.value.log  # the compiler's own output is kept
