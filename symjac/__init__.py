@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 from .api import jacobian  # noqa: E402
 from .errors import BuildError, CacheError, InvalidNameError, ShapeError, SymjacError, TracingError  # noqa: E402
 from .runtime import Jacobian  # noqa: E402
+from .spec import spec  # noqa: E402
 from .trace import Traced, TracerArray, trace  # noqa: E402
 
 __all__ = sorted([
@@ -28,5 +29,6 @@ __all__ = sorted([
     "TracingError",
     "__version__",
     "jacobian",
+    "spec",
     "trace",
 ])

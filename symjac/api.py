@@ -1,21 +1,26 @@
 """The public entry points: ``jacobian()`` ties the pipeline together.
 
     trace -> differentiate -> simplify -> render -> build -> runtime
+
+:func:`generate` runs the symbolic half and rendering (shared with the codegen
+command); :func:`jacobian` adds building and wraps the module for calling.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 from .build import BuildOptions, compiler_works, load
 from .diff import Derivative, differentiate
 from .errors import ShapeError
-from .render import BACKENDS, render
+from .progress import Reporter
+from .render import BACKENDS, Source, render
 from .runtime import Jacobian
-from .simplify import KINDS, simplify
+from .simplify import KINDS, Program, count_operations, simplify
 from .trace import Traced, trace
 
-__all__ = ["jacobian", "resolve_wrt", "build_derivative"]
+__all__ = ["Generated", "build_derivative", "generate", "jacobian", "resolve_wrt"]
 
 
 def resolve_wrt(traced: Traced, wrt) -> tuple[tuple[int, ...], bool]:
@@ -50,6 +55,52 @@ def build_derivative(function, shapes, named_shapes, wrt) -> tuple[Derivative, b
     return differentiate(traced, indices), wrt_is_tuple
 
 
+@dataclass(frozen=True, eq=False)
+class Generated:
+    """Everything up to the rendered source, for building or writing out."""
+
+    derivative: Derivative
+    wrt_is_tuple: bool
+    programs: tuple[Program, ...]
+    source: Source
+
+
+def generate(function, shapes, named_shapes, *, wrt, backend, kinds, reporter=None, standalone=False) -> Generated:
+    """Trace, differentiate, simplify and render, reporting each stage."""
+    reporter = reporter or Reporter(enabled=False)
+    with reporter.stage("traced") as report:
+        traced = trace(function, *shapes, **named_shapes)
+        indices, wrt_is_tuple = resolve_wrt(traced, wrt)
+        inputs = sum(a.size for a in traced.arguments)
+        outputs = sum(output.size for output in traced.outputs)
+        report.append(f"{outputs} outputs, {inputs} inputs")
+    with reporter.stage("differentiated") as report:
+        derivative = differentiate(traced, indices)
+        columns = sum(traced.arguments[j].size for j in indices)
+        report.append(f"{derivative.nonzeros} non-zeros of {outputs} x {columns}")
+    with reporter.stage("simplified") as report:
+        programs = tuple(simplify(derivative, kind) for kind in KINDS if kind in kinds)
+        if reporter.enabled:
+            for program in programs:
+                before = count_operations(expr for _, _, expr in _entries(derivative, program))
+                after = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
+                report.append(f"{program.kind}: {before} -> {after} operations, {len(program.temporaries)} temporaries")
+    with reporter.stage("rendered") as report:
+        source = render(derivative, programs, backend, wrt_is_tuple=wrt_is_tuple, standalone=standalone)
+        report.append(f"{source.text.count(chr(10))} lines of {backend}")
+    return Generated(derivative, wrt_is_tuple, programs, source)
+
+
+def _entries(derivative: Derivative, program: Program):
+    """The unsimplified expressions a program computes, for operation counts."""
+    for buffer in program.buffers:
+        if buffer.argument is None:
+            yield from ((buffer, i, e) for i, e in enumerate(derivative.traced.outputs[buffer.output].flat) if e != 0)
+        else:
+            block = derivative.blocks[buffer.output][derivative.wrt.index(buffer.argument)]
+            yield from ((buffer, i, e) for i, e in block.entries)
+
+
 def _choose_backend(backend):
     if backend is None:
         if compiler_works():
@@ -61,7 +112,16 @@ def _choose_backend(backend):
     return backend
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, **named_shapes) -> Jacobian:
+def jacobian(
+    function,
+    *shapes,
+    wrt=None,
+    backend=None,
+    kernels=("jacobian",),
+    flags=None,
+    verbose=False,
+    **named_shapes,
+) -> Jacobian:
     """Compile the exact Jacobian of a numpy-style ``function``.
 
     Shapes are given positionally or by parameter name (``y=3, k=3``): an int
@@ -69,9 +129,11 @@ def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), f
     argument name, index, or a tuple of them (default: the first argument);
     the other arguments are runtime parameters. ``backend`` is "cython",
     "numpy" or None (Cython where a C compiler works, else numpy with a
-    warning). ``kernels`` lists what to compile besides nothing else: any of
-    "jacobian", "function", "function_and_jacobian". ``flags`` replaces the
-    default C compiler flags (``("-O3",)``); they are part of the cache key.
+    warning). ``kernels`` lists the kernels to compile: "jacobian" and any of
+    "function", "function_and_jacobian" (then ``jac.function(...)`` and
+    ``jac.function_and_jacobian(...)`` work). ``flags`` replaces the default C
+    compiler flags (``("-O3",)``); they are part of the cache key.
+    ``verbose=True`` reports each stage on stderr.
 
     The returned :class:`~symjac.runtime.Jacobian` is called with the
     function's arguments; leading batch dimensions broadcast like a gufunc.
@@ -80,9 +142,9 @@ def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), f
     kinds = tuple(kernels)
     if not kinds or any(kind not in KINDS for kind in kinds) or "jacobian" not in kinds:
         raise ValueError(f"kernels must include 'jacobian' and be taken from {KINDS}, got {kernels!r}")
-    derivative, wrt_is_tuple = build_derivative(function, shapes, named_shapes, wrt)
-    programs = tuple(simplify(derivative, kind) for kind in KINDS if kind in kinds)
-    source = render(derivative, programs, backend, wrt_is_tuple=wrt_is_tuple)
+    reporter = Reporter(enabled=bool(verbose))
+    generated = generate(function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds, reporter=reporter)
     options = BuildOptions() if flags is None else BuildOptions(flags=tuple(flags))
-    module = load(source, options)
-    return Jacobian(module, source, derivative, wrt_is_tuple)
+    with reporter.stage("loaded" if backend == "numpy" else "compiled"):
+        module = load(generated.source, options)
+    return Jacobian(module, generated.source, generated.derivative, generated.wrt_is_tuple)

@@ -203,18 +203,28 @@ def compile_extension(c_file: Path, extension: Path, flags) -> None:
     _run(command, "the C compiler", cwd=c_file.parent)
 
 
+def extension_suffix() -> str:
+    return sysconfig.get_config_var("EXT_SUFFIX")
+
+
+def compile_module(text: str, module_name: str, workdir: Path, flags) -> Path:
+    """Cython source text -> extension module ``module_name`` built in ``workdir``."""
+    pyx = workdir / f"{module_name}.pyx"
+    c_file = workdir / f"{module_name}.c"
+    extension = workdir / f"{module_name}{extension_suffix()}"
+    pyx.write_text(text)
+    started = time.perf_counter()
+    cythonize(pyx, c_file, module_name)
+    compile_extension(c_file, extension, flags)
+    log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
+    return extension
+
+
 def _build_entry(source: Source, options: BuildOptions, root: Path, key: str, module_name: str) -> Path:
     """Build into a fresh temporary directory under ``root``; return it."""
     workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        pyx = workdir / f"{module_name}.pyx"
-        c_file = workdir / f"{module_name}.c"
-        extension = workdir / f"{module_name}{sysconfig.get_config_var('EXT_SUFFIX')}"
-        pyx.write_text(source.text)
-        started = time.perf_counter()
-        cythonize(pyx, c_file, module_name)
-        compile_extension(c_file, extension, options.flags)
-        log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
+        extension = compile_module(source.text, module_name, workdir, options.flags)
         manifest = {"key": key, "module": module_name, "file": extension.name, "sha256": _file_sha256(extension)}
         (workdir / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return workdir

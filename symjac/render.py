@@ -12,6 +12,7 @@ empty hash field (the one line golden tests may mask).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -121,7 +122,10 @@ def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool) -> 
 
 
 def _runtime_text() -> str:
-    return Path(__file__).with_name("_calling.py").read_text()
+    """``_calling.py`` without its module docstring, for embedding."""
+    text = Path(__file__).with_name("_calling.py").read_text()
+    docstring = ast.parse(text).body[0]
+    return "\n".join(text.splitlines()[docstring.end_lineno:]).strip("\n")
 
 
 def render(
@@ -151,6 +155,7 @@ def render(
         "kinds": [program.kind for program in programs],
         "version": __version__,
         "backend": backend,
+        "standalone": standalone,
     }
     template = _environment().get_template(_TEMPLATES[backend])
 
@@ -162,6 +167,7 @@ def render(
             max_outs=max(len(kernel["buffers"]) for kernel in kernels),
             metadata=_metadata(derivative, content_hash, wrt_is_tuple),
             runtime=_runtime_text() if standalone else None,
+            sparsity=[[index for index, _ in block.entries] for row in derivative.blocks for block in row],
         )
 
     content_hash = hashlib.sha256(text_with("").encode()).hexdigest()

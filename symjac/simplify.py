@@ -53,8 +53,27 @@ class Program:
 
 
 def count_operations(exprs) -> int:
-    """Arithmetic operations and function calls in ``exprs`` (sympy's count_ops)."""
-    return int(sum(sympy.count_ops(expr) for expr in exprs))
+    """Operations needed to evaluate ``exprs`` as written, without sharing.
+
+    An n-ary Add or Mul counts n - 1, every other operation or function call
+    one. Sizes of repeated subtrees are memoised, so counting an expression
+    whose tree is exponentially larger than its DAG stays cheap.
+    """
+    sizes: dict = {}
+
+    def size(node) -> int:
+        known = sizes.get(node)
+        if known is not None:
+            return known
+        if not node.args or node.is_Atom:
+            result = 0
+        else:
+            own = len(node.args) - 1 if isinstance(node, (sympy.Add, sympy.Mul)) else 1
+            result = own + sum(size(arg) for arg in node.args)
+        sizes[node] = result
+        return result
+
+    return sum(size(expr) for expr in exprs)
 
 
 def _buffers_and_entries(derivative: Derivative, kind: str):

@@ -404,6 +404,29 @@ def test_out_with_wrong_shape_raises(backend):
 
 
 @backends
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_out_with_wrong_dtype_raises(backend, dtype):
+    jac = build(rober, 3, 3, backend=backend)
+    with pytest.raises((TypeError, ValueError)):
+        jac(Y0, K0, out=np.empty((3, 3), dtype=dtype))
+
+
+@backends
+def test_non_contiguous_out_is_written_or_refused(backend):
+    """A strided out= is either filled correctly or refused with ValueError, never half-written."""
+    jac = build(rober, 3, 3, backend=backend)
+    base = np.zeros((3, 6))
+    view = base[:, ::2]
+    try:
+        res = jac(Y0, K0, out=view)
+    except ValueError:
+        return
+    assert res is view
+    np.testing.assert_allclose(view, rober_dy(Y0, K0), rtol=1e-13, atol=0)
+    assert not base[:, 1::2].any(), "wrote outside the view"
+
+
+@backends
 def test_results_are_not_aliased_between_calls(backend):
     jac = build(rober, 3, 3, backend=backend)
     J0 = jac(Y0, K0)

@@ -321,6 +321,15 @@ def f_inplace(x):  # (4,) -> (4,)
     return out
 
 
+def f_inplace_view(x):  # (4,) -> (4,)   augmented assignment through a view writes into `out`
+    out = np.zeros_like(x)
+    out[0] = x[0] * x[1]
+    tail = out[1:]
+    tail[:2] = x[:2] ** 2
+    tail += x[1:] * 3.0
+    return out
+
+
 def f_scalar_extract(x):  # (2,) -> ()
     return np.sin(x[0]) * x[1]
 
@@ -480,6 +489,7 @@ CASES = [
     Case("norm", f_norm, (3,), args_of(signed(3)), "cd"),
     Case("normalize", f_normalize, (3,), args_of(signed(3)), "cd"),
     Case("inplace_setitem", f_inplace, (4,), args_of(uniform(-1, 1, 4)), "cs"),
+    Case("inplace_view", f_inplace_view, (4,), args_of(uniform(-1, 1, 4)), "cs"),
     Case("scalar_extract", f_scalar_extract, (2,), args_of(uniform(-1, 1, 2)), "cs"),
     Case(
         "const_matvec",

@@ -19,6 +19,7 @@ module          model                                        shapes
 ``vanderpol``   Van der Pol oscillator                       y (2,), mu ()
 ``brusselator`` 1-D Brusselator reaction-diffusion, n nodes  u (2n,), p (3,)
 ``mlp``         one-hidden-layer tanh MLP                    x (n_in,), weights
+``hires``       HIRES stiff photochemistry (8 species)       y (8,), k (12,)
 =============== ============================================ =====================
 """
 
@@ -28,7 +29,7 @@ import argparse
 
 import numpy as np
 
-__all__ = ["brusselator", "lorenz", "mlp", "rober", "vanderpol"]
+__all__ = ["brusselator", "hires", "lorenz", "mlp", "rober", "vanderpol"]
 
 
 def _core_shape(shape):

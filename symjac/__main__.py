@@ -1,0 +1,7 @@
+"""``python -m symjac``: the command line (see ``symjac.cli``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""The ``symjac`` command line (also ``python -m symjac``).
+
+    symjac codegen TARGET [--arg NAME=SHAPE ...] [--wrt NAME,...]
+                   [--backend cython|numpy] [--name MODULE] [--out DIR]
+                   [--no-build] [--quiet]
+
+TARGET is ``path/to/file.py:function``, ``package.module:function``, or a
+file or module alone, which generates every function in it declared with
+``@symjac.spec``. SHAPE is ``3``, ``2x3`` or ``()``. Errors are one line on
+stderr and exit status 1 (2 for usage errors), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BuildError, SymjacError
+from .progress import Reporter
+from .spec import ATTRIBUTE, Spec
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A user error the command reports as one line."""
+
+
+def parse_shape(text: str, name: str):
+    """``"3"`` -> 3, ``"2x3"`` -> (2, 3), ``"()"`` -> ()."""
+    text = text.strip()
+    if text in ("()", ""):
+        return ()
+    parts = text.lower().split("x")
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise CommandError(f"bad shape {text!r} for argument {name!r}: use N, AxB (e.g. 2x3) or ()")
+    dims = tuple(int(part) for part in parts)
+    return dims[0] if len(dims) == 1 else dims
+
+
+def parse_args_option(items) -> dict:
+    shapes = {}
+    for item in items or ():
+        name, equals, shape = item.partition("=")
+        if not equals or not name:
+            raise CommandError(f"--arg takes NAME=SHAPE, got {item!r}")
+        shapes[name.strip()] = parse_shape(shape, name.strip())
+    return shapes
+
+
+def _load_file(path: Path):
+    if not path.is_file():
+        raise CommandError(f"target file {str(path)!r} does not exist")
+    spec = importlib.util.spec_from_file_location(f"_symjac_target_{abs(hash(str(path.resolve())))}", path)
+    if spec is None or spec.loader is None:
+        raise CommandError(f"cannot load {str(path)!r} as Python")
+    module = importlib.util.module_from_spec(spec)
+    # Like `python file.py`: the file's directory is importable while it runs.
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.resolve().parent))
+    return module
+
+
+def load_target(target: str):
+    """Return (module, function name or None)."""
+    location, colon, function = target.rpartition(":") if ":" in target else (target, "", "")
+    if location.endswith(".py") or "/" in location or "\\" in location:
+        module = _load_file(Path(location))
+    else:
+        try:
+            module = importlib.import_module(location)
+        except ImportError as error:
+            raise CommandError(f"cannot import {location!r}: {error}") from None
+    return module, (function or None)
+
+
+def _targets(module, function_name, args):
+    """(function, Spec) pairs to generate."""
+    if function_name is not None:
+        function = getattr(module, function_name, None)
+        if not callable(function):
+            raise CommandError(f"{function_name!r} is not a function in {module.__name__!r}")
+        declared = getattr(function, ATTRIBUTE, None)
+        if args.arg:
+            declared = Spec((), parse_args_option(args.arg), None, None)
+        elif declared is None:
+            raise CommandError(f"give the shapes of {function_name!r} with --arg NAME=SHAPE, or declare them with @symjac.spec")
+        return [(function, declared)]
+    found = [(value, getattr(value, ATTRIBUTE)) for _, value in sorted(vars(module).items()) if callable(value) and hasattr(value, ATTRIBUTE)]
+    if not found:
+        raise CommandError(f"no function in {module.__name__!r} is declared with @symjac.spec; name one as FILE:FUNCTION")
+    if args.arg or args.name:
+        raise CommandError("--arg and --name need a single FILE:FUNCTION target")
+    return found
+
+
+def codegen(args) -> int:
+    from .codegen import write_module
+
+    reporter = Reporter(enabled=not args.quiet)
+    module, function_name = load_target(args.target)
+    for function, declared in _targets(module, function_name, args):
+        wrt = declared.wrt
+        if args.wrt:
+            names = [name.strip() for name in args.wrt.split(",") if name.strip()]
+            wrt = tuple(names) if len(names) > 1 else names[0]
+        name = args.name or declared.name or getattr(function, "__name__", None)
+        reporter.note(f"symjac codegen: {name} ({args.backend}) -> {args.out}")
+        path, _ = write_module(
+            function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, name=name,
+            out_dir=args.out, build=not args.no_build, reporter=reporter,
+        )
+        reporter.note(f"wrote {path}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="symjac", description="Exact, fast Jacobians of numpy-style Python functions.")
+    parser.add_argument("--version", action="version", version=f"symjac {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    gen = commands.add_parser(
+        "codegen",
+        help="write a standalone module computing a function's Jacobian",
+        description="Generate a standalone module (imports only numpy) with jacobian(), function() and "
+        "function_and_jacobian() for a numpy-style function, and build it in place.",
+    )
+    gen.add_argument("target", help="path/to/file.py:function, package.module:function, or a file/module whose "
+                     "@symjac.spec functions are all generated")
+    gen.add_argument("--arg", action="append", metavar="NAME=SHAPE", help="shape of an argument: 3, 2x3 or (); repeat per argument")
+    gen.add_argument("--wrt", metavar="NAME[,NAME...]", help="arguments to differentiate (default: the first)")
+    gen.add_argument("--backend", choices=("cython", "numpy"), default="cython", help="module kind (default: cython)")
+    gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")
+    gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")
+    gen.add_argument("--no-build", action="store_true", help="write the source only; do not compile it")
+    gen.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return codegen(args)
+    except BuildError as error:
+        summary = str(error).splitlines()[0]
+        where = getattr(error, "log_path", None)
+        print(f"symjac: error: {summary}" + (f"; compiler log: {where}" if where else ""), file=sys.stderr)
+    except (SymjacError, CommandError, ValueError, TypeError) as error:
+        print(f"symjac: error: {' '.join(str(error).split())}", file=sys.stderr)
+    except Exception as error:  # a failure inside the user's model file
+        if os.environ.get("SYMJAC_DEBUG"):
+            raise
+        print(f"symjac: error: {type(error).__name__}: {' '.join(str(error).split())} "
+              "(set SYMJAC_DEBUG=1 for the traceback)", file=sys.stderr)
+    return 1

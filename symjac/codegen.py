@@ -1,0 +1,86 @@
+"""Write standalone generated modules (the engine of ``symjac codegen``).
+
+Runs the pipeline through ``render`` with ``standalone=True`` (the module
+embeds the call convention and needs only numpy at import), writes
+``DIR/NAME.pyx`` or ``DIR/NAME.py`` atomically and, for Cython, builds the
+extension in place next to it. A failed build leaves no extension behind that
+could be imported with stale contents; its compiler log is written to
+``DIR/NAME.build.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .api import Generated, generate
+from .build import compile_module, extension_suffix
+from .errors import BuildError
+from .names import check_identifier
+from .progress import Reporter
+from .simplify import KINDS
+
+__all__ = ["write_module", "build_in_place"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            stream.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def build_in_place(pyx: Path, name: str, flags=("-O3",)) -> Path:
+    """Compile ``pyx`` into ``NAME<EXT_SUFFIX>`` beside it; return that path."""
+    target = pyx.parent / f"{name}{extension_suffix()}"
+    log_path = pyx.parent / f"{name}.build.log"
+    workdir = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=pyx.parent))
+    try:
+        extension = compile_module(pyx.read_text(), name, workdir, flags)
+        os.replace(extension, target)
+        log_path.unlink(missing_ok=True)
+    except BuildError as error:
+        target.unlink(missing_ok=True)  # never leave a stale extension importable
+        log_path.write_text(f"{error}\n")
+        error.log_path = log_path
+        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return target
+
+
+def write_module(
+    function,
+    shapes=(),
+    named_shapes=None,
+    *,
+    wrt=None,
+    backend="cython",
+    name=None,
+    out_dir=".",
+    build=True,
+    flags=("-O3",),
+    reporter=None,
+) -> tuple[Path, Generated]:
+    """Generate the standalone module for ``function``; return its path and the pipeline's result."""
+    reporter = reporter or Reporter(enabled=False)
+    name = check_identifier(name if name is not None else getattr(function, "__name__", ""), "module name")
+    generated = generate(
+        function, shapes, named_shapes or {}, wrt=wrt, backend=backend, kinds=KINDS, reporter=reporter, standalone=True
+    )
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}{generated.source.suffix}"
+    _atomic_write(path, generated.source.text)
+    if backend == "cython" and build:
+        with reporter.stage("compiled") as report:
+            extension = build_in_place(path, name, flags)
+            report.append(str(extension))
+    return path, generated
