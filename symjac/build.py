@@ -209,6 +209,7 @@ def extension_suffix() -> str:
 
 def compile_module(text: str, module_name: str, workdir: Path, flags) -> Path:
     """Cython source text -> extension module ``module_name`` built in ``workdir``."""
+    workdir = workdir.resolve()
     pyx = workdir / f"{module_name}.pyx"
     c_file = workdir / f"{module_name}.c"
     extension = workdir / f"{module_name}{extension_suffix()}"

@@ -173,7 +173,7 @@ def test_codegen_of_a_module_function_then_use_from_another_script(tmp_path):
 def test_codegen_builds_cython_in_place_quietly(tmp_path):
     model = tmp_path / "model.py"
     model.write_text("import numpy as np\n\ndef spring(x, c):\n    return -c * np.sinh(x)\n")
-    done = symjac_command("codegen", f"{model}:spring", "--arg", "x=2", "--arg", "c=()", "--out", str(tmp_path / "out"), "--quiet")
+    done = symjac_command("codegen", "model.py:spring", "--arg", "x=2", "--arg", "c=()", "--out", "out", "--quiet", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     used = subprocess.run([sys.executable, "-c", "import numpy as np, spring; print(spring.jacobian(np.zeros(2), 3.0).tolist())"],
