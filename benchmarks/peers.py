@@ -1,10 +1,16 @@
 """symjac against its peers: the same Jacobians, the same points, one table per problem.
 
-    python benchmarks/peers.py [--quick] [--problems lorenz,rober,...] [--sizes 1,100,...]
+    python benchmarks/peers.py [--quick] [--problems lorenz,rober,...|all] [--sizes 1,100,...]
                                [--peers symjac-cython,jax-jacfwd,...] [--mem-gb 0.6]
 
 Run by hand, never by the test suite. Optional peers: benchmarks/requirements.txt;
 a peer that is not installed is reported as "skipped: not installed".
+
+Problems (symjac/examples): lorenz (3x3), rober (3x3), hires (8x8, HIRES),
+bruss100 (1-D Brusselator, 100 grid points: 200x200), bruss2000 (4000x4000,
+opt-in: gcc -O3 takes minutes on its 16k-statement kernel; N=1 only, the dense
+result is 128 MB per point), mlp (tanh MLP 8 -> 16 -> 8, weights as runtime
+parameters: 8x8).
 
 What is measured, for every peer the same way
 ---------------------------------------------
@@ -14,6 +20,7 @@ memory is the peer's own, and a crash stays contained. Every process is pinned
 to one thread (OMP/MKL/OpenBLAS, torch.set_num_threads(1), XLA without
 multi-threaded Eigen): symjac's kernel is single-threaded.
 
+- import s     importing the peer's packages in the fresh process (not in setup).
 - setup s      everything before the first result: building the symbolic or
                traced form, differentiating, generating and compiling code,
                plus the first call on one point (for JAX this includes jit
@@ -22,7 +29,8 @@ multi-threaded Eigen): symjac's kernel is single-threaded.
                SYMJAC_CACHE_DIR. SymPy/SymEngine rows include tracing the
                numpy function into sympy with symjac.trace (they have no tracer).
 - cached s     symjac only: jacobian() in a *new* process with the disk cache
-               already warm (symbolic stages + hash check + load, no compiler).
+               already warm (symbolic stages + hash check + load, no compiler);
+               not measured with --quick.
 - 1-pt us      single-point latency: one call on one point through the peer's
                natural single-point API (unbatched), median of many repeats
                (timeit; the loop count is calibrated to >= 5 ms per repeat).
@@ -176,6 +184,12 @@ def make_problem(name: str) -> Problem:
 
 
 ALL_PROBLEMS = ("lorenz", "rober", "hires", "bruss100", "bruss2000", "mlp")
+# bruss2000 is opt-in (--problems ...,bruss2000 or --problems all): its Jacobian
+# program has ~16,000 statements and gcc -O3 needs minutes for it, once for
+# symjac-cython and once for hand-c, which alone exceeds the ~10 minute budget
+# of the default run. At 4,000 states the dense result is 128 MB per point, so
+# every peer runs it at N=1 only.
+DEFAULT_PROBLEMS = ("lorenz", "rober", "hires", "bruss100", "mlp")
 
 
 def hand_reference(problem, Y):
@@ -274,7 +288,7 @@ def peer_symjac(problem, backend, opts):
     impl = Impl(single=lambda y: jac(y, *params), prepare=lambda Y: Y, batch=lambda Y: jac(Y, *params),
                 to_numpy=lambda r, N: _dense(r, N, problem))
     impl.notes.append(f"{jac.nonzeros} structural non-zeros of {problem.m * problem.n}")
-    impl.cached_s = _cached_probe(problem.name, backend)
+    impl.cached_s = None if opts.quick else _cached_probe(problem.name, backend)
     return impl
 
 
@@ -781,9 +795,28 @@ def run_peer_on_problem(peer, problem, opts):
     return record
 
 
+IMPORTS = {
+    "symjac-cython": ("symjac", "sympy"), "symjac-numpy": ("symjac", "sympy"), "hand-c": ("symjac", "sympy"),
+    "sympy": ("symjac", "sympy"), "symengine": ("symjac", "sympy", "symengine"), "casadi": ("casadi",),
+    "casadi-c": ("casadi",), "jax-jacfwd": ("jax", "jax.numpy"), "jax-jacrev": ("jax", "jax.numpy"),
+    "torch-func": ("torch", "torch.func"), "torch-autograd": ("torch", "torch.func"), "scipy-fd": ("scipy.optimize",),
+}
+
+
 def worker_main(opts):
+    import importlib
+
     peer = opts.worker
     missing = [m for m, v in versions(REQUIRES[peer]).items() if v is None]
+    import_s = None
+    if not missing:
+        # Import outside the timed setup (the first problem would otherwise pay it).
+        start = time.perf_counter()
+        if peer.startswith("jax"):
+            _jax_setup()
+        for module in IMPORTS[peer]:
+            importlib.import_module(module)
+        import_s = time.perf_counter() - start
     for name in opts.problems:
         if missing:
             record = {"peer": peer, "problem": name, "status": "skipped",
@@ -792,6 +825,7 @@ def worker_main(opts):
             t = time.perf_counter()
             record = run_peer_on_problem(peer, make_problem(name), opts)
             record["wall_s"] = time.perf_counter() - t
+            record["import_s"] = import_s
         print(json.dumps(record), flush=True)
 
 
@@ -828,7 +862,8 @@ def fmt_ratio(a, b):
 def fmt_mb(mb, n):
     if mb is None:
         return "-"
-    return f"{mb:.0f}@{n:.0e}".replace("e+0", "e") if n and n >= 1000 else f"{mb:.0f}@{n}"
+    size = f"{n:.0e}".replace("e+0", "e") if n and n >= 1000 else f"{n}"
+    return f"{mb:.1f}@{size}" if mb < 10 else f"{mb:.0f}@{size}"
 
 
 def size_label(N):
@@ -848,7 +883,7 @@ def print_tables(problems, peers, results, sizes, out):
         p(f"{name}: {problem.title}; Jacobian {problem.m}x{problem.n}")
         p(f"reference for max|err|: {problem.reference} (hand-derived, numpy, point by point)")
         p("=" * 118)
-        head = f"{'peer':16s}{'setup s':>9s}{'cached s':>9s}{'1-pt us':>9s}"
+        head = f"{'peer':16s}{'import s':>9s}{'setup s':>9s}{'cached s':>9s}{'1-pt us':>9s}"
         head += "".join(f"{size_label(N):>9s}" for N in sizes)
         head += f"{'call MB@N':>12s}{'setup MB':>9s}{'max|err|':>10s}{'rel err':>9s}"
         p("times: setup in s; 1-pt latency in us/call; N=... columns in us per point")
@@ -861,7 +896,7 @@ def print_tables(problems, peers, results, sizes, out):
             if r["status"] != "ok":
                 p(f"{peer:16s}  {r['status']}: {r['reason']}")
                 continue
-            line = f"{peer:16s}{fmt_s(r.get('setup_s')):>9s}{fmt_s(r.get('cached_s')):>9s}"
+            line = f"{peer:16s}{fmt_s(r.get('import_s')):>9s}{fmt_s(r.get('setup_s')):>9s}{fmt_s(r.get('cached_s')):>9s}"
             line += f"{fmt_time(r.get('latency_us')):>9s}"
             for N in sizes:
                 value = r["per_point_us"].get(str(N))
@@ -905,8 +940,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="sizes up to 1e4, shorter timing")
-    parser.add_argument("--problems", default=",".join(ALL_PROBLEMS),
-                        help=f"comma-separated, from {','.join(ALL_PROBLEMS)} (brussN = N grid points)")
+    parser.add_argument("--problems", default=",".join(DEFAULT_PROBLEMS),
+                        help=f"comma-separated, from {','.join(ALL_PROBLEMS)} (brussN = N grid points) "
+                             f"or 'all'; default {','.join(DEFAULT_PROBLEMS)} (bruss2000 is opt-in: slow to compile)")
     parser.add_argument("--sizes", default=None, help="comma-separated batch sizes (default 1,100,1e4,1e6)")
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
     parser.add_argument("--mem-gb", type=float, default=0.6,
@@ -917,7 +953,7 @@ def parse_args(argv=None):
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cached-probe", nargs=2, default=None, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
-    opts.problems = [p for p in opts.problems.split(",") if p]
+    opts.problems = list(ALL_PROBLEMS) if opts.problems == "all" else [p for p in opts.problems.split(",") if p]
     opts.peers = [p for p in opts.peers.split(",") if p]
     for peer in opts.peers:
         if peer not in PEERS:

@@ -3,14 +3,18 @@
 Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
-exactly the same way. It must import nothing but numpy.
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
 
 A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
 one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
 along its second axis (a first-axis stride of 0 broadcasts it over the
-batch); ``outs`` holds one zero-filled C-contiguous float64 array of shape
-``(n, size)`` per output buffer. Kernels write only non-zero entries.
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer, which the kernel fills completely
+(structural zeros included), so outputs need no zero-filling beforehand.
 """
+
+import os
 
 import numpy
 
@@ -27,9 +31,11 @@ def _size(shape):
 class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
+                 "nonzeros", "parallel_min_points")
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
+                 nonzeros=None, parallel_min_points=1):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -37,6 +43,12 @@ class Signature:
         self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
         self.output_is_tuple = bool(output_is_tuple)
         self.wrt_is_tuple = bool(wrt_is_tuple)
+        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.parallel_min_points = int(parallel_min_points)
+
+    def blocks(self):
+        """(output shape, argument shape) of each Jacobian block, in order."""
+        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -44,7 +56,9 @@ class Signature:
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
         if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+            shapes += [out + arg for out, arg in self.blocks()]
+        if kind == "jacobian_values":
+            shapes += [(len(indices),) for indices in self.nonzeros]
         return shapes
 
     def nest(self, kind, items):
@@ -59,6 +73,7 @@ class Signature:
         if kind == "function_and_jacobian":
             count = len(self.output_shapes)
             return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        # "jacobian" and "jacobian_values": one item per block
         width = len(self.wrt)
         rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
         rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
@@ -70,7 +85,7 @@ class Signature:
             if not isinstance(nested, (tuple, list)) or len(nested) != 2:
                 raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
             return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
         items = [nested]
         for is_tuple in levels:
             if is_tuple:
@@ -148,17 +163,47 @@ def _check_out(out, shape, arguments):
             raise ValueError("out= overlaps an input argument")
 
 
-def call(kernel, signature, kind, args, out=None, num_threads=1):
+def thread_count(signature, n, num_threads=None):
+    """Threads for a batch of ``n`` points: one for small batches, else
+    ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if n < max(signature.parallel_min_points, 2):
+        return 1
+    if num_threads is None:
+        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
+    try:
+        return max(1, int(num_threads))
+    except (TypeError, ValueError):
+        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
     if out is None:
-        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+        results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
         for result, shape in zip(results, shapes):
             _check_out(result, batch_shape + shape, args)
-            result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
-    kernel(tuple(flat_args), buffers, n, num_threads)
+    kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
+
+
+def sparse_matrices(signature, values, format="csr"):
+    """scipy sparse arrays (output size x argument size) from one point's
+    packed values, nested like the Jacobian. scipy is imported only here."""
+    import scipy.sparse
+
+    if format not in ("csr", "csc", "coo"):
+        raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
+    flat = signature.flatten("jacobian_values", values)
+    matrices = []
+    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+        if block_values.ndim != 1:
+            raise ValueError("sparse results are for one point; use the packed values for a batch")
+        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
+        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
+        matrices.append(matrix.asformat(format))
+    return signature.nest("jacobian_values", matrices)

@@ -119,6 +119,7 @@ def jacobian(
     backend=None,
     kernels=("jacobian",),
     flags=None,
+    native=False,
     verbose=False,
     **named_shapes,
 ) -> Jacobian:
@@ -132,7 +133,8 @@ def jacobian(
     warning). ``kernels`` lists the kernels to compile: "jacobian" and any of
     "function", "function_and_jacobian" (then ``jac.function(...)`` and
     ``jac.function_and_jacobian(...)`` work). ``flags`` replaces the default C
-    compiler flags (``("-O3",)``); they are part of the cache key.
+    compiler flags (``("-O3",)``) and ``native=True`` adds ``-march=native``;
+    both are part of the cache key.
     ``verbose=True`` reports each stage on stderr.
 
     The returned :class:`~symjac.runtime.Jacobian` is called with the
@@ -144,7 +146,7 @@ def jacobian(
         raise ValueError(f"kernels must include 'jacobian' and be taken from {KINDS}, got {kernels!r}")
     reporter = Reporter(enabled=bool(verbose))
     generated = generate(function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds, reporter=reporter)
-    options = BuildOptions() if flags is None else BuildOptions(flags=tuple(flags))
+    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
     with reporter.stage("loaded" if backend == "numpy" else "compiled"):
         module = load(generated.source, options)
     return Jacobian(module, generated.source, generated.derivative, generated.wrt_is_tuple)

@@ -59,10 +59,24 @@ _loaded_lock = threading.Lock()
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How to compile: extra C flags and where the cache lives."""
+    """How to compile, and where the cache lives.
+
+    ``flags`` are portable by default; ``native`` adds ``-march=native``
+    (fast, but the extension may not run on another CPU); ``openmp`` compiles
+    the batch loop with ``-fopenmp`` where the compiler supports it. All of
+    them are part of the cache key. No ``-ffast-math`` unless put in flags.
+    """
 
     flags: tuple[str, ...] = DEFAULT_FLAGS
+    native: bool = False
+    openmp: bool = True
     cache_dir: Path | None = None
+
+    def compiler_flags(self) -> tuple[str, ...]:
+        extra = ("-march=native",) if self.native else ()
+        if self.openmp and openmp_works():
+            extra += ("-fopenmp",)
+        return tuple(self.flags) + extra
 
 
 def cache_dir() -> Path:
@@ -109,6 +123,24 @@ def compiler_works() -> bool:
     return (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
 
 
+@lru_cache(maxsize=None)
+def _openmp_works_with(command: tuple[str, ...]) -> bool:
+    with tempfile.TemporaryDirectory() as directory:
+        probe = Path(directory) / "probe.c"
+        probe.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            done = subprocess.run([*command, "-fopenmp", str(probe), "-o", str(Path(directory) / "probe")],
+                                  capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return done.returncode == 0
+
+
+def openmp_works() -> bool:
+    """True when the C compiler accepts -fopenmp (checked once per process, at build time)."""
+    return _openmp_works_with(tuple(compiler_command()))
+
+
 def _cython_version() -> str:
     try:
         from Cython import __version__ as version
@@ -121,6 +153,8 @@ def cache_key(source: Source, options: BuildOptions) -> str:
     material = {
         "source": source.text,
         "flags": list(options.flags),
+        "native": options.native,
+        "openmp": options.openmp,
         "compiler": compiler_command(),
         "compiler_version": _compiler_identity(tuple(compiler_command())),
         "python": sys.version,
@@ -225,7 +259,7 @@ def _build_entry(source: Source, options: BuildOptions, root: Path, key: str, mo
     """Build into a fresh temporary directory under ``root``; return it."""
     workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        extension = compile_module(source.text, module_name, workdir, options.flags)
+        extension = compile_module(source.text, module_name, workdir, options.compiler_flags())
         manifest = {"key": key, "module": module_name, "file": extension.name, "sha256": _file_sha256(extension)}
         (workdir / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return workdir

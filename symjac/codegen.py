@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .api import Generated, generate
-from .build import compile_module, extension_suffix
+from .build import BuildOptions, compile_module, extension_suffix
 from .errors import BuildError
 from .names import check_identifier
 from .progress import Reporter
@@ -37,13 +37,14 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def build_in_place(pyx: Path, name: str, flags=("-O3",)) -> Path:
+def build_in_place(pyx: Path, name: str, flags=None) -> Path:
     """Compile ``pyx`` into ``NAME<EXT_SUFFIX>`` beside it; return that path."""
     target = pyx.parent / f"{name}{extension_suffix()}"
     log_path = pyx.parent / f"{name}.build.log"
     workdir = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=pyx.parent))
     try:
-        extension = compile_module(pyx.read_text(), name, workdir, flags)
+        options = BuildOptions() if flags is None else BuildOptions(flags=tuple(flags))
+        extension = compile_module(pyx.read_text(), name, workdir, options.compiler_flags())
         os.replace(extension, target)
         log_path.unlink(missing_ok=True)
     except BuildError as error:
@@ -66,7 +67,7 @@ def write_module(
     name=None,
     out_dir=".",
     build=True,
-    flags=("-O3",),
+    flags=None,
     reporter=None,
 ) -> tuple[Path, Generated]:
     """Generate the standalone module for ``function``; return its path and the pipeline's result."""

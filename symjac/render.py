@@ -5,6 +5,14 @@ signature; produces a :class:`Source`, consumed by ``build.py``. Expression
 text comes from ``printing.py``; the Jinja templates in the top-level
 ``templates/`` directory only see already-printed lines, names and counts.
 
+Each program becomes one *point body* that writes the k-th non-zero of an
+output buffer to ``buffer[at[k]]``, and one or more *drivers* that loop over
+the batch and pass position tables: the dense table (flat indices into the
+full block) for ``jacobian``, the identity for ``jacobian_values`` (the
+packed non-zero values, for sparse results). The expression code is thus
+emitted and compiled once for both layouts; small bodies are inlined so the
+tables fold into constant indices.
+
 Output is deterministic: the same programs give the same bytes. The module
 docstring carries a content hash: the SHA-256 of the text rendered with an
 empty hash field (the one line golden tests may mask).
@@ -19,12 +27,13 @@ from functools import lru_cache
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from . import __version__
 from .diff import Derivative
 from .names import InvalidNameError, check_identifier
 from .printing import CPrinter, NumpyPrinter, symbol_names
-from .simplify import Program
+from .simplify import Program, count_operations
 
 __all__ = ["BACKENDS", "Source", "render", "template_dir"]
 
@@ -33,9 +42,16 @@ _TEMPLATES = {"cython": "cython_module.pyx.j2", "numpy": "numpy_module.py.j2"}
 _SUFFIX = {"cython": ".pyx", "numpy": ".py"}
 _KIND_DOCS = {
     "jacobian": "Jacobian: writes the non-zero entries of every block d output / d argument.",
+    "jacobian_values": "Packed Jacobian: the non-zero values of every block, in NONZEROS order.",
     "function": "Function: writes the non-zero entries of every output.",
     "function_and_jacobian": "Function and Jacobian in one pass, sharing subexpressions.",
 }
+# Bodies with more operations than this are compiled once, not inlined into
+# each driver: compile time matters more than an indirect store there.
+INLINE_OPERATIONS = 4000
+# A batch is split across threads only when it holds at least this many
+# operations in total (about 20-40 us of work per thread).
+PARALLEL_MIN_OPERATIONS = 50_000
 
 
 @dataclass(frozen=True)
@@ -76,26 +92,67 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def number_rows(numbers, indent: str, per_row: int = 16) -> str:
+    """Integers as comma-separated rows, for array initialisers."""
+    numbers = [str(int(number)) for number in numbers]
+    rows = [", ".join(numbers[start:start + per_row]) for start in range(0, len(numbers), per_row)]
+    return (",\n" + indent).join(rows)
+
+
+def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]" if shape else "[]"
+
+
 def _kernel_context(program: Program, arguments, printer) -> dict:
-    used = set()
-    for _, expr in program.temporaries:
-        used |= expr.free_symbols
-    for _, _, expr in program.results:
-        used |= expr.free_symbols
-    used_arguments = [
-        (argument.name, number)
-        for number, argument in enumerate(arguments)
-        if any(symbol in used for symbol in argument.symbols.flat)
-    ]
+    """What the templates need of one program, all text already printed."""
+    positions = []  # per buffer: dense flat index of each entry, in entry order
+    entry_of = {}
+    for number in range(len(program.buffers)):
+        indices = sorted(flat for b, flat, _ in program.results if b == number)
+        positions.append(indices)
+        entry_of.update({(number, flat): k for k, flat in enumerate(indices)})
+    operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
+    drivers = [(program.kind, "dense")] + ([("jacobian_values", "packed")] if program.kind == "jacobian" else [])
+    c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + ",\n        " + ", ".join(
+        f"double *{buffer.name}, const Py_ssize_t *{buffer.name}_at" for buffer in program.buffers)
+    c_inputs = ", ".join(f"_args[{j}] + _i * _arg_strides[{j}]" for j in range(len(arguments)))
+
+    def c_arguments(kind, layout):
+        outputs = ", ".join(
+            f"_outs[{b}] + _i * _symjac_{kind}_out_sizes[{b}], "
+            + (f"_symjac_{program.kind}_dense{b}" if layout == "dense" else "_symjac_identity")
+            for b in range(len(program.buffers)))
+        return f"{c_inputs},\n                {outputs}"
+
+    def c_zero_fill(kind, layout):
+        """memset the rows of dense buffers that have structural zeros."""
+        return [f"memset(_outs[{b}] + _i * {buffer.size}, 0, {buffer.size} * sizeof(double));"
+                for b, buffer in enumerate(program.buffers)
+                if layout == "dense" and len(positions[b]) < buffer.size]
+
     return {
         "kind": program.kind,
         "c_name": f"_symjac_{program.kind}",
         "docs": _KIND_DOCS[program.kind],
-        "arguments": used_arguments,
-        "argument_names": [argument.name for argument in arguments],
-        "buffers": [(buffer.name, buffer.size) for buffer in program.buffers],
+        "inline": operations <= INLINE_OPERATIONS,
+        "operations": operations,
+        "c_parameters": c_parameters,
+        "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
+                     "single": len(program.buffers) == 1, "c_arguments": c_arguments(kind, layout),
+                     "c_zero_fill": c_zero_fill(kind, layout),
+                     "zero_fill": layout == "dense" and any(len(positions[b]) < buffer.size
+                                                           for b, buffer in enumerate(program.buffers))}
+                    for kind, layout in drivers],
+        "buffers": [
+            {"name": buffer.name, "size": buffer.size, "nonzeros": len(positions[b]),
+             "dense": number_rows(positions[b], " " * 8)}
+            for b, buffer in enumerate(program.buffers)
+        ],
         "temporaries": [(printer.doprint(symbol), printer.doprint(expr)) for symbol, expr in program.temporaries],
-        "results": [(program.buffers[b].name, index, printer.doprint(expr)) for b, index, expr in program.results],
+        "results": [
+            (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape), printer.doprint(expr))
+            for b, flat, expr in program.results
+        ],
     }
 
 
@@ -106,8 +163,9 @@ def _safe_function_name(name: str) -> str:
         return "function"
 
 
-def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool) -> str:
+def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, parallel_min_points: int) -> str:
     traced = derivative.traced
+    nonzeros = tuple(tuple(index for index, _ in block.entries) for row in derivative.blocks for block in row)
     lines = [
         f"SYMJAC_VERSION = {__version__!r}",
         f"CONTENT_HASH = {content_hash!r}",
@@ -117,6 +175,13 @@ def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool) -> 
         f"OUTPUT_SHAPES = {traced.output_shapes!r}",
         f"OUTPUT_IS_TUPLE = {traced.output_is_tuple!r}",
         f"WRT_IS_TUPLE = {wrt_is_tuple!r}",
+        "# Batches smaller than this run on one thread (threads cost more than they save).",
+        f"PARALLEL_MIN_POINTS = {parallel_min_points}",
+        "# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order",
+        "# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
+        "NONZEROS = (",
+        *[f"    ({number_rows(indices, ' ' * 8)}{',' if len(indices) == 1 else ''})," for indices in nonzeros],
+        ")",
     ]
     return "\n".join(lines)
 
@@ -138,8 +203,8 @@ def render(
 ) -> Source:
     """Render the module for ``backend`` ("cython" or "numpy").
 
-    ``standalone`` embeds the call convention (``_calling.py``) so that the
-    module works without symjac installed.
+    ``standalone`` embeds the call convention (``_calling.py``) and a public
+    interface, so that the module works without symjac installed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -148,26 +213,33 @@ def render(
     printer_type = CPrinter if backend == "cython" else NumpyPrinter
     printer = printer_type(symbol_names(arguments, element))
     kernels = [_kernel_context(program, arguments, printer) for program in programs]
+    jacobian_operations = max([k["operations"] for k in kernels if k["kind"] == "jacobian"] or [1])
+    parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(jacobian_operations, 1)))
+    drivers = [driver for kernel in kernels for driver in kernel["drivers"]]
     header = {
         "function": _safe_function_name(derivative.traced.function_name),
         "arguments": [(a.name, a.shape, number in derivative.wrt) for number, a in enumerate(arguments)],
         "output_shapes": [str(shape) for shape in derivative.traced.output_shapes],
-        "kinds": [program.kind for program in programs],
+        "kinds": [driver["kind"] for driver in drivers],
         "version": __version__,
         "backend": backend,
         "standalone": standalone,
     }
+    max_entries = max([buffer["nonzeros"] for kernel in kernels for buffer in kernel["buffers"]] + [1])
     template = _environment().get_template(_TEMPLATES[backend])
 
     def text_with(content_hash: str) -> str:
         return template.render(
             header={**header, "content_hash": content_hash},
             kernels=kernels,
-            arg_sizes=[argument.size for argument in arguments],
+            drivers=drivers,
+            arguments=[{"name": a.name, "size": a.size, "ndim": len(a.shape),
+                        "shape": number_rows(a.shape or (0,), "")} for a in arguments],
             max_outs=max(len(kernel["buffers"]) for kernel in kernels),
-            metadata=_metadata(derivative, content_hash, wrt_is_tuple),
+            identity=number_rows(range(max_entries), " " * 4),
+            max_entries=max_entries,
+            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points),
             runtime=_runtime_text() if standalone else None,
-            sparsity=[[index for index, _ in block.entries] for row in derivative.blocks for block in row],
         )
 
     content_hash = hashlib.sha256(text_with("").encode()).hexdigest()

@@ -1,11 +1,15 @@
 """Stage 6 — runtime: the callable that users hold.
 
-Takes a loaded module (from ``build.py``) and the derivative's metadata;
-the call convention itself (validation, broadcasting, allocation, ``out=``)
-lives in ``_calling.py``, shared with standalone generated modules.
+Takes a loaded module (from ``build.py``) and the derivative's metadata.
+The call convention itself (validation, broadcasting, allocation, ``out=``,
+threads) lives in ``_calling.py``, shared with standalone generated modules;
+a single point whose arguments are already C-contiguous float64 arrays of
+the exact shapes takes the module's compiled fast path instead.
 """
 
 from __future__ import annotations
+
+from functools import cached_property
 
 import numpy as np
 
@@ -17,11 +21,12 @@ __all__ = ["Jacobian"]
 
 
 class Jacobian:
-    """A compiled Jacobian: ``jac(*args, out=None)``.
+    """A compiled Jacobian: ``jac(*args, out=None, num_threads=None)``.
 
-    Attributes: ``sparsity`` (bool array, output shape + input shape; nested in
-    tuples like the result), ``source`` (generated text), ``backend``,
-    ``argument_names``, ``wrt`` (names of the differentiated arguments).
+    Attributes: ``sparsity`` (read-only bool arrays, output shape + input
+    shape, nested like the result), ``source`` (generated text), ``backend``,
+    ``argument_names``, ``wrt`` (names of the differentiated arguments),
+    ``nonzeros`` (structural non-zeros in all blocks).
     """
 
     def __init__(self, module, source: Source, derivative: Derivative, wrt_is_tuple: bool) -> None:
@@ -35,41 +40,81 @@ class Jacobian:
             traced.output_shapes,
             traced.output_is_tuple,
             wrt_is_tuple,
+            module.NONZEROS,
+            module.PARALLEL_MIN_POINTS,
         )
+        nested = traced.output_is_tuple or wrt_is_tuple
+        point = None if nested else module.POINT_KERNELS.get("jacobian")
+        self._point = point
+        self._point_shape = self.signature.buffer_shapes("jacobian")[0] if point else None
         self.source = source.text
         self.backend = source.backend
         self.content_hash = source.content_hash
         self.argument_names = self.signature.names
         self.wrt = tuple(self.signature.names[j] for j in derivative.wrt)
-        self.sparsity = self.signature.nest("jacobian", [block.sparsity for row in derivative.blocks for block in row])
         self.nonzeros = derivative.nonzeros
-        self.__name__ = f"jacobian_of_{traced.function_name}"
+        self._function_name = traced.function_name
         self.__doc__ = f"Jacobian of {traced.function_name} with respect to {', '.join(self.wrt)}."
 
-    def __call__(self, *args, out=None):
-        return _calling.call(self._kernels["jacobian"], self.signature, "jacobian", args, out)
+    def __call__(self, *args, out=None, num_threads=None):
+        if out is None and self._point is not None:
+            result = self._point(args, self._point_shape)
+            if result is not None:
+                return result
+        return _calling.call(self._kernels["jacobian"], self.signature, "jacobian", args, out, num_threads)
 
-    def function(self, *args, out=None):
+    def values(self, *args, out=None, num_threads=None):
+        """Only the structural non-zeros: per block, batch shape + (nnz,), in ``indices()`` order."""
+        return _calling.call(self._kernels["jacobian_values"], self.signature, "jacobian_values", args, out, num_threads)
+
+    def sparse(self, *args, format="csr"):
+        """The Jacobian at one point as ``scipy.sparse`` arrays (csr, csc or coo).
+
+        Each block is a matrix of (output size) x (argument size); nothing
+        dense is allocated. Needs scipy.
+        """
+        return _calling.sparse_matrices(self.signature, self.values(*args), format)
+
+    def indices(self):
+        """(rows, cols) of each block's non-zeros, in ``values()`` order, nested like the result."""
+        pairs = []
+        for indices, (_, arg_shape) in zip(self.signature.nonzeros, self.signature.blocks()):
+            pairs.append(np.divmod(np.asarray(indices, dtype=np.intp), int(np.prod(arg_shape, dtype=np.int64))))
+        return self.signature.nest("jacobian_values", pairs)
+
+    def sparsity_matrix(self, format="csr"):
+        """The structural pattern as scipy sparse arrays of ones, for
+        ``solve_ivp(jac_sparsity=...)`` and ``least_squares(jac_sparsity=...)``."""
+        ones = [np.ones(len(indices)) for indices in self.signature.nonzeros]
+        return _calling.sparse_matrices(self.signature, self.signature.nest("jacobian_values", ones), format)
+
+    @cached_property
+    def sparsity(self):
+        patterns = []
+        for indices, (out_shape, arg_shape) in zip(self.signature.nonzeros, self.signature.blocks()):
+            pattern = np.zeros(out_shape + arg_shape, dtype=bool)
+            pattern.reshape(-1)[list(indices)] = True
+            pattern.flags.writeable = False
+            patterns.append(pattern)
+        return self.signature.nest("jacobian", patterns)
+
+    def function(self, *args, out=None, num_threads=None):
         """The traced function's value, computed by the generated code."""
-        return _calling.call(self._kernel("function"), self.signature, "function", args, out)
+        return _calling.call(self._kernel("function"), self.signature, "function", args, out, num_threads)
 
-    def function_and_jacobian(self, *args, out=None):
+    def function_and_jacobian(self, *args, out=None, num_threads=None):
         """``(value, jacobian)`` in one pass sharing subexpressions."""
-        return _calling.call(self._kernel("function_and_jacobian"), self.signature, "function_and_jacobian", args, out)
+        return _calling.call(self._kernel("function_and_jacobian"), self.signature, "function_and_jacobian",
+                             args, out, num_threads)
 
     def _kernel(self, kind):
         try:
             return self._kernels[kind]
         except KeyError:
-            raise AttributeError(f"this Jacobian was built without the {kind!r} kernel") from None
+            raise AttributeError(f"this Jacobian was built without the {kind!r} kernel; "
+                                 f"pass kernels=('jacobian', {kind!r}) to symjac.jacobian") from None
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
-        return f"<symjac.Jacobian of {self.__name__[12:]}({shapes}) wrt {', '.join(self.wrt)}, {self.backend}, {self.nonzeros} non-zeros>"
-
-    @property
-    def dense_sparsity(self) -> np.ndarray:
-        """The sparsity of a single-block Jacobian as a bool array (error for tuples)."""
-        if not isinstance(self.sparsity, np.ndarray):
-            raise TypeError("this Jacobian has several blocks; index .sparsity instead")
-        return self.sparsity
+        return (f"<symjac.Jacobian of {self._function_name}({shapes}) wrt {', '.join(self.wrt)}, "
+                f"{self.backend}, {self.nonzeros} non-zeros>")

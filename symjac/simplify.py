@@ -4,8 +4,8 @@ Takes a :class:`~symjac.diff.Derivative`; produces a :class:`Program`,
 consumed by ``render.py``. Common subexpressions are eliminated over all the
 non-zero entries a kernel writes at once (the Jacobian entries, the function
 values, or both for ``function_and_jacobian``), so shared work is done once
-per point. Structural zeros are never part of a program: the runtime zero-fills
-output buffers and programs write only non-zero entries.
+per point. Structural zeros are never part of a program: programs compute
+only non-zero entries, and the rendered drivers fill the zeros of dense rows.
 """
 
 from __future__ import annotations

@@ -265,6 +265,19 @@ class TracerArray:
     def __floordiv__(self, other): return np.floor_divide(self, other)
     def __mod__(self, other): return np.remainder(self, other)
 
+    # In-place operators write through, so they also update the array a view
+    # was taken from (``tail = out[1:]; tail += x[1:]``), as numpy does.
+    def _in_place(self, ufunc, other):
+        self._values[...] = as_values(ufunc(self, other))
+        return self
+
+    def __iadd__(self, other): return self._in_place(np.add, other)
+    def __isub__(self, other): return self._in_place(np.subtract, other)
+    def __imul__(self, other): return self._in_place(np.multiply, other)
+    def __itruediv__(self, other): return self._in_place(np.true_divide, other)
+    def __ipow__(self, other): return self._in_place(np.power, other)
+    def __imatmul__(self, other): return self._in_place(np.matmul, other)
+
     __hash__ = None  # mutable, like ndarray
 
     # -- array methods -----------------------------------------------------

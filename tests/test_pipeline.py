@@ -54,7 +54,9 @@ def test_structural_zeros_are_not_computed():
     program = simplify(derivative)
     assert len(program.results) == 3
     source = render(derivative, (program,), "cython").text
-    assert "_jac0_0[2]" not in source and "_jac0_0[5] = cos(x[2]);" in source
+    assert "_jac0_0[_jac0_0_at[2]] = cos(x[2]);  /* [1, 2] */" in source
+    assert "_jac0_0[_jac0_0_at[3]]" not in source  # three entries only
+    assert "_symjac_jacobian_dense0[3] = {\n        0, 1, 5\n    };" in source
 
 
 def test_cse_shares_subexpressions():

@@ -8,26 +8,103 @@ Outputs of the function: (10,)
 
 Functions (this module needs only numpy):
     jacobian(u, p, out=None, num_threads=1)
+    jacobian_values(u, p, out=None, num_threads=1)
     function(u, p, out=None, num_threads=1)
     function_and_jacobian(u, p, out=None, num_threads=1)
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5ea60bb77e9f536332159f1a8372d6e19d936e84f59c730ea246ef1aa2ecc6d9
+symjac-content-hash: 37e2a9fdbc5a1a809df7e81f7ab65f2e7cb2d69a0974893c3f2f16a7c28c363a
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
+import numpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS, PyBUF_ND, PyBUF_FORMAT, PyBUF_WRITABLE
 
 # The kernels are plain C, handed to the C compiler verbatim (Cython does not
-# parse them). Each loops over the batch; argument k of point i starts at
-# _args[k] + i * _arg_strides[k] (stride 0 broadcasts a parameter) and each
-# output buffer is contiguous, one row of values per point.
+# parse them). A point body computes one point: it writes the k-th non-zero of
+# each output buffer to buffer[at[k]], where the position table `at` holds
+# dense indices (full Jacobian blocks) or 0, 1, 2... (packed non-zero values).
+# Drivers loop over the batch, in parallel with OpenMP when compiled with it:
+# argument j of point i starts at _args[j] + i * _arg_strides[j] (stride 0
+# broadcasts a parameter) and each output buffer holds one row per point;
+# dense drivers also write the structural zeros of their rows.
 cdef extern from *:
     """
     #include <math.h>
+    #include <string.h>
 
     typedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[2] = {10, 3};
+    static const int _symjac_arg_ndims[2] = {1, 1};
+    static const Py_ssize_t _symjac_shape_0[] = {10};  /* u */
+    static const Py_ssize_t _symjac_shape_1[] = {3};  /* p */
+    static const Py_ssize_t *_symjac_arg_shapes[2] = {_symjac_shape_0, _symjac_shape_1};
+    static const Py_ssize_t _symjac_identity[36] = {
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+    32, 33, 34, 35
+    };
+
+    /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
+    static inline void _symjac_jacobian_point(
+        const double *u, const double *p,
+        double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+    {
+        const double _t0 = p[1] - 2*u[0]*u[5];
+        const double _t1 = 72*p[2];
+        const double _t2 = _t1 + 1;
+        const double _t3 = 36*p[2];
+        const double _t4 = (u[0]*u[0]);
+        const double _t5 = p[1] - 2*u[1]*u[6];
+        const double _t6 = (u[1]*u[1]);
+        const double _t7 = p[1] - 2*u[2]*u[7];
+        const double _t8 = (u[2]*u[2]);
+        const double _t9 = p[1] - 2*u[3]*u[8];
+        const double _t10 = (u[3]*u[3]);
+        const double _t11 = p[1] - 2*u[4]*u[9];
+        const double _t12 = (u[4]*u[4]);
+        _jac0_0[_jac0_0_at[0]] = -_t0 - _t2;  /* [0, 0] */
+        _jac0_0[_jac0_0_at[1]] = _t3;  /* [0, 1] */
+        _jac0_0[_jac0_0_at[2]] = _t4;  /* [0, 5] */
+        _jac0_0[_jac0_0_at[3]] = _t3;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[4]] = -_t2 - _t5;  /* [1, 1] */
+        _jac0_0[_jac0_0_at[5]] = _t3;  /* [1, 2] */
+        _jac0_0[_jac0_0_at[6]] = _t6;  /* [1, 6] */
+        _jac0_0[_jac0_0_at[7]] = _t3;  /* [2, 1] */
+        _jac0_0[_jac0_0_at[8]] = -_t2 - _t7;  /* [2, 2] */
+        _jac0_0[_jac0_0_at[9]] = _t3;  /* [2, 3] */
+        _jac0_0[_jac0_0_at[10]] = _t8;  /* [2, 7] */
+        _jac0_0[_jac0_0_at[11]] = _t3;  /* [3, 2] */
+        _jac0_0[_jac0_0_at[12]] = -_t2 - _t9;  /* [3, 3] */
+        _jac0_0[_jac0_0_at[13]] = _t3;  /* [3, 4] */
+        _jac0_0[_jac0_0_at[14]] = _t10;  /* [3, 8] */
+        _jac0_0[_jac0_0_at[15]] = _t3;  /* [4, 3] */
+        _jac0_0[_jac0_0_at[16]] = -_t11 - _t2;  /* [4, 4] */
+        _jac0_0[_jac0_0_at[17]] = _t12;  /* [4, 9] */
+        _jac0_0[_jac0_0_at[18]] = _t0;  /* [5, 0] */
+        _jac0_0[_jac0_0_at[19]] = -_t1 - _t4;  /* [5, 5] */
+        _jac0_0[_jac0_0_at[20]] = _t3;  /* [5, 6] */
+        _jac0_0[_jac0_0_at[21]] = _t5;  /* [6, 1] */
+        _jac0_0[_jac0_0_at[22]] = _t3;  /* [6, 5] */
+        _jac0_0[_jac0_0_at[23]] = -_t1 - _t6;  /* [6, 6] */
+        _jac0_0[_jac0_0_at[24]] = _t3;  /* [6, 7] */
+        _jac0_0[_jac0_0_at[25]] = _t7;  /* [7, 2] */
+        _jac0_0[_jac0_0_at[26]] = _t3;  /* [7, 6] */
+        _jac0_0[_jac0_0_at[27]] = -_t1 - _t8;  /* [7, 7] */
+        _jac0_0[_jac0_0_at[28]] = _t3;  /* [7, 8] */
+        _jac0_0[_jac0_0_at[29]] = _t9;  /* [8, 3] */
+        _jac0_0[_jac0_0_at[30]] = _t3;  /* [8, 7] */
+        _jac0_0[_jac0_0_at[31]] = -_t1 - _t10;  /* [8, 8] */
+        _jac0_0[_jac0_0_at[32]] = _t3;  /* [8, 9] */
+        _jac0_0[_jac0_0_at[33]] = _t11;  /* [9, 4] */
+        _jac0_0[_jac0_0_at[34]] = _t3;  /* [9, 8] */
+        _jac0_0[_jac0_0_at[35]] = -_t1 - _t12;  /* [9, 9] */
+    }
+    static const Py_ssize_t _symjac_jacobian_dense0[36] = {
+        0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99
+    };
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. */
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {100};
@@ -36,61 +113,60 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *u = _args[0] + _i * _arg_strides[0];
-            const double *p = _args[1] + _i * _arg_strides[1];
-            double *_jac0_0 = _outs[0] + _i * 100;
-            const double _t0 = p[1] - 2*u[0]*u[5];
-            const double _t1 = 72*p[2];
-            const double _t2 = _t1 + 1;
-            const double _t3 = 36*p[2];
-            const double _t4 = (u[0]*u[0]);
-            const double _t5 = p[1] - 2*u[1]*u[6];
-            const double _t6 = (u[1]*u[1]);
-            const double _t7 = p[1] - 2*u[2]*u[7];
-            const double _t8 = (u[2]*u[2]);
-            const double _t9 = p[1] - 2*u[3]*u[8];
-            const double _t10 = (u[3]*u[3]);
-            const double _t11 = p[1] - 2*u[4]*u[9];
-            const double _t12 = (u[4]*u[4]);
-            _jac0_0[0] = -_t0 - _t2;
-            _jac0_0[1] = _t3;
-            _jac0_0[5] = _t4;
-            _jac0_0[10] = _t3;
-            _jac0_0[11] = -_t2 - _t5;
-            _jac0_0[12] = _t3;
-            _jac0_0[16] = _t6;
-            _jac0_0[21] = _t3;
-            _jac0_0[22] = -_t2 - _t7;
-            _jac0_0[23] = _t3;
-            _jac0_0[27] = _t8;
-            _jac0_0[32] = _t3;
-            _jac0_0[33] = -_t2 - _t9;
-            _jac0_0[34] = _t3;
-            _jac0_0[38] = _t10;
-            _jac0_0[43] = _t3;
-            _jac0_0[44] = -_t11 - _t2;
-            _jac0_0[49] = _t12;
-            _jac0_0[50] = _t0;
-            _jac0_0[55] = -_t1 - _t4;
-            _jac0_0[56] = _t3;
-            _jac0_0[61] = _t5;
-            _jac0_0[65] = _t3;
-            _jac0_0[66] = -_t1 - _t6;
-            _jac0_0[67] = _t3;
-            _jac0_0[72] = _t7;
-            _jac0_0[76] = _t3;
-            _jac0_0[77] = -_t1 - _t8;
-            _jac0_0[78] = _t3;
-            _jac0_0[83] = _t9;
-            _jac0_0[87] = _t3;
-            _jac0_0[88] = -_t1 - _t10;
-            _jac0_0[89] = _t3;
-            _jac0_0[94] = _t11;
-            _jac0_0[98] = _t3;
-            _jac0_0[99] = -_t1 - _t12;
+            memset(_outs[0] + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
+            _symjac_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
+                _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
     }
+
+    /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
+    static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {36};
+
+    static void _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        Py_ssize_t _i;
+        (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
+        for (_i = 0; _i < _n; ++_i) {
+            _symjac_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
+                _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+        }
+    }
+
+    /* Function: writes the non-zero entries of every output. Point body. */
+    static inline void _symjac_function_point(
+        const double *u, const double *p,
+        double *_f0, const Py_ssize_t *_f0_at)
+    {
+        const double _t0 = (u[0]*u[0])*u[5];
+        const double _t1 = p[1] + 1;
+        const double _t2 = 36*p[2];
+        const double _t3 = (u[1]*u[1])*u[6];
+        const double _t4 = (u[2]*u[2])*u[7];
+        const double _t5 = (u[3]*u[3])*u[8];
+        const double _t6 = (u[4]*u[4])*u[9];
+        _f0[_f0_at[0]] = _t0 - _t1*u[0] + _t2*(-2*u[0] + u[1] + 1) + p[0];  /* [0] */
+        _f0[_f0_at[1]] = -_t1*u[1] + _t2*(u[0] - 2*u[1] + u[2]) + _t3 + p[0];  /* [1] */
+        _f0[_f0_at[2]] = -_t1*u[2] + _t2*(u[1] - 2*u[2] + u[3]) + _t4 + p[0];  /* [2] */
+        _f0[_f0_at[3]] = -_t1*u[3] + _t2*(u[2] - 2*u[3] + u[4]) + _t5 + p[0];  /* [3] */
+        _f0[_f0_at[4]] = -_t1*u[4] + _t2*(u[3] - 2*u[4] + 1) + _t6 + p[0];  /* [4] */
+        _f0[_f0_at[5]] = -_t0 + _t2*(-2*u[5] + u[6] + 3) + p[1]*u[0];  /* [5] */
+        _f0[_f0_at[6]] = _t2*(u[5] - 2*u[6] + u[7]) - _t3 + p[1]*u[1];  /* [6] */
+        _f0[_f0_at[7]] = _t2*(u[6] - 2*u[7] + u[8]) - _t4 + p[1]*u[2];  /* [7] */
+        _f0[_f0_at[8]] = _t2*(u[7] - 2*u[8] + u[9]) - _t5 + p[1]*u[3];  /* [8] */
+        _f0[_f0_at[9]] = _t2*(u[8] - 2*u[9] + 3) - _t6 + p[1]*u[4];  /* [9] */
+    }
+    static const Py_ssize_t _symjac_function_dense0[10] = {
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+    };
 
     /* Function: writes the non-zero entries of every output. */
     static const Py_ssize_t _symjac_function_out_sizes[1] = {10};
@@ -99,29 +175,100 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *u = _args[0] + _i * _arg_strides[0];
-            const double *p = _args[1] + _i * _arg_strides[1];
-            double *_f0 = _outs[0] + _i * 10;
-            const double _t0 = (u[0]*u[0])*u[5];
-            const double _t1 = p[1] + 1;
-            const double _t2 = 36*p[2];
-            const double _t3 = (u[1]*u[1])*u[6];
-            const double _t4 = (u[2]*u[2])*u[7];
-            const double _t5 = (u[3]*u[3])*u[8];
-            const double _t6 = (u[4]*u[4])*u[9];
-            _f0[0] = _t0 - _t1*u[0] + _t2*(-2*u[0] + u[1] + 1) + p[0];
-            _f0[1] = -_t1*u[1] + _t2*(u[0] - 2*u[1] + u[2]) + _t3 + p[0];
-            _f0[2] = -_t1*u[2] + _t2*(u[1] - 2*u[2] + u[3]) + _t4 + p[0];
-            _f0[3] = -_t1*u[3] + _t2*(u[2] - 2*u[3] + u[4]) + _t5 + p[0];
-            _f0[4] = -_t1*u[4] + _t2*(u[3] - 2*u[4] + 1) + _t6 + p[0];
-            _f0[5] = -_t0 + _t2*(-2*u[5] + u[6] + 3) + p[1]*u[0];
-            _f0[6] = _t2*(u[5] - 2*u[6] + u[7]) - _t3 + p[1]*u[1];
-            _f0[7] = _t2*(u[6] - 2*u[7] + u[8]) - _t4 + p[1]*u[2];
-            _f0[8] = _t2*(u[7] - 2*u[8] + u[9]) - _t5 + p[1]*u[3];
-            _f0[9] = _t2*(u[8] - 2*u[9] + 3) - _t6 + p[1]*u[4];
+            _symjac_function_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
+                _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
     }
+
+    /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
+    static inline void _symjac_function_and_jacobian_point(
+        const double *u, const double *p,
+        double *_f0, const Py_ssize_t *_f0_at, double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+    {
+        const double _t0 = (u[0]*u[0]);
+        const double _t1 = _t0*u[5];
+        const double _t2 = p[1] + 1;
+        const double _t3 = 2*u[0];
+        const double _t4 = 36*p[2];
+        const double _t5 = (u[1]*u[1]);
+        const double _t6 = _t5*u[6];
+        const double _t7 = 2*u[1];
+        const double _t8 = (u[2]*u[2]);
+        const double _t9 = _t8*u[7];
+        const double _t10 = 2*u[2];
+        const double _t11 = (u[3]*u[3]);
+        const double _t12 = _t11*u[8];
+        const double _t13 = 2*u[3];
+        const double _t14 = (u[4]*u[4]);
+        const double _t15 = _t14*u[9];
+        const double _t16 = 2*u[4];
+        const double _t17 = -_t3*u[5];
+        const double _t18 = 72*p[2];
+        const double _t19 = _t18 + _t2;
+        const double _t20 = -_t7*u[6];
+        const double _t21 = -_t10*u[7];
+        const double _t22 = -_t13*u[8];
+        const double _t23 = -_t16*u[9];
+        _f0[_f0_at[0]] = _t1 - _t2*u[0] + _t4*(-_t3 + u[1] + 1) + p[0];  /* [0] */
+        _f0[_f0_at[1]] = -_t2*u[1] + _t4*(-_t7 + u[0] + u[2]) + _t6 + p[0];  /* [1] */
+        _f0[_f0_at[2]] = -_t2*u[2] + _t4*(-_t10 + u[1] + u[3]) + _t9 + p[0];  /* [2] */
+        _f0[_f0_at[3]] = _t12 - _t2*u[3] + _t4*(-_t13 + u[2] + u[4]) + p[0];  /* [3] */
+        _f0[_f0_at[4]] = _t15 - _t2*u[4] + _t4*(-_t16 + u[3] + 1) + p[0];  /* [4] */
+        _f0[_f0_at[5]] = -_t1 + _t4*(-2*u[5] + u[6] + 3) + p[1]*u[0];  /* [5] */
+        _f0[_f0_at[6]] = _t4*(u[5] - 2*u[6] + u[7]) - _t6 + p[1]*u[1];  /* [6] */
+        _f0[_f0_at[7]] = _t4*(u[6] - 2*u[7] + u[8]) - _t9 + p[1]*u[2];  /* [7] */
+        _f0[_f0_at[8]] = -_t12 + _t4*(u[7] - 2*u[8] + u[9]) + p[1]*u[3];  /* [8] */
+        _f0[_f0_at[9]] = -_t15 + _t4*(u[8] - 2*u[9] + 3) + p[1]*u[4];  /* [9] */
+        _jac0_0[_jac0_0_at[0]] = -_t17 - _t19;  /* [0, 0] */
+        _jac0_0[_jac0_0_at[1]] = _t4;  /* [0, 1] */
+        _jac0_0[_jac0_0_at[2]] = _t0;  /* [0, 5] */
+        _jac0_0[_jac0_0_at[3]] = _t4;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[4]] = -_t19 - _t20;  /* [1, 1] */
+        _jac0_0[_jac0_0_at[5]] = _t4;  /* [1, 2] */
+        _jac0_0[_jac0_0_at[6]] = _t5;  /* [1, 6] */
+        _jac0_0[_jac0_0_at[7]] = _t4;  /* [2, 1] */
+        _jac0_0[_jac0_0_at[8]] = -_t19 - _t21;  /* [2, 2] */
+        _jac0_0[_jac0_0_at[9]] = _t4;  /* [2, 3] */
+        _jac0_0[_jac0_0_at[10]] = _t8;  /* [2, 7] */
+        _jac0_0[_jac0_0_at[11]] = _t4;  /* [3, 2] */
+        _jac0_0[_jac0_0_at[12]] = -_t19 - _t22;  /* [3, 3] */
+        _jac0_0[_jac0_0_at[13]] = _t4;  /* [3, 4] */
+        _jac0_0[_jac0_0_at[14]] = _t11;  /* [3, 8] */
+        _jac0_0[_jac0_0_at[15]] = _t4;  /* [4, 3] */
+        _jac0_0[_jac0_0_at[16]] = -_t19 - _t23;  /* [4, 4] */
+        _jac0_0[_jac0_0_at[17]] = _t14;  /* [4, 9] */
+        _jac0_0[_jac0_0_at[18]] = _t17 + p[1];  /* [5, 0] */
+        _jac0_0[_jac0_0_at[19]] = -_t0 - _t18;  /* [5, 5] */
+        _jac0_0[_jac0_0_at[20]] = _t4;  /* [5, 6] */
+        _jac0_0[_jac0_0_at[21]] = _t20 + p[1];  /* [6, 1] */
+        _jac0_0[_jac0_0_at[22]] = _t4;  /* [6, 5] */
+        _jac0_0[_jac0_0_at[23]] = -_t18 - _t5;  /* [6, 6] */
+        _jac0_0[_jac0_0_at[24]] = _t4;  /* [6, 7] */
+        _jac0_0[_jac0_0_at[25]] = _t21 + p[1];  /* [7, 2] */
+        _jac0_0[_jac0_0_at[26]] = _t4;  /* [7, 6] */
+        _jac0_0[_jac0_0_at[27]] = -_t18 - _t8;  /* [7, 7] */
+        _jac0_0[_jac0_0_at[28]] = _t4;  /* [7, 8] */
+        _jac0_0[_jac0_0_at[29]] = _t22 + p[1];  /* [8, 3] */
+        _jac0_0[_jac0_0_at[30]] = _t4;  /* [8, 7] */
+        _jac0_0[_jac0_0_at[31]] = -_t11 - _t18;  /* [8, 8] */
+        _jac0_0[_jac0_0_at[32]] = _t4;  /* [8, 9] */
+        _jac0_0[_jac0_0_at[33]] = _t23 + p[1];  /* [9, 4] */
+        _jac0_0[_jac0_0_at[34]] = _t4;  /* [9, 8] */
+        _jac0_0[_jac0_0_at[35]] = -_t14 - _t18;  /* [9, 9] */
+    }
+    static const Py_ssize_t _symjac_function_and_jacobian_dense0[10] = {
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 9
+    };
+    static const Py_ssize_t _symjac_function_and_jacobian_dense1[36] = {
+        0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99
+    };
 
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {10, 100};
@@ -130,91 +277,28 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *u = _args[0] + _i * _arg_strides[0];
-            const double *p = _args[1] + _i * _arg_strides[1];
-            double *_f0 = _outs[0] + _i * 10;
-            double *_jac0_0 = _outs[1] + _i * 100;
-            const double _t0 = (u[0]*u[0]);
-            const double _t1 = _t0*u[5];
-            const double _t2 = p[1] + 1;
-            const double _t3 = 2*u[0];
-            const double _t4 = 36*p[2];
-            const double _t5 = (u[1]*u[1]);
-            const double _t6 = _t5*u[6];
-            const double _t7 = 2*u[1];
-            const double _t8 = (u[2]*u[2]);
-            const double _t9 = _t8*u[7];
-            const double _t10 = 2*u[2];
-            const double _t11 = (u[3]*u[3]);
-            const double _t12 = _t11*u[8];
-            const double _t13 = 2*u[3];
-            const double _t14 = (u[4]*u[4]);
-            const double _t15 = _t14*u[9];
-            const double _t16 = 2*u[4];
-            const double _t17 = -_t3*u[5];
-            const double _t18 = 72*p[2];
-            const double _t19 = _t18 + _t2;
-            const double _t20 = -_t7*u[6];
-            const double _t21 = -_t10*u[7];
-            const double _t22 = -_t13*u[8];
-            const double _t23 = -_t16*u[9];
-            _f0[0] = _t1 - _t2*u[0] + _t4*(-_t3 + u[1] + 1) + p[0];
-            _f0[1] = -_t2*u[1] + _t4*(-_t7 + u[0] + u[2]) + _t6 + p[0];
-            _f0[2] = -_t2*u[2] + _t4*(-_t10 + u[1] + u[3]) + _t9 + p[0];
-            _f0[3] = _t12 - _t2*u[3] + _t4*(-_t13 + u[2] + u[4]) + p[0];
-            _f0[4] = _t15 - _t2*u[4] + _t4*(-_t16 + u[3] + 1) + p[0];
-            _f0[5] = -_t1 + _t4*(-2*u[5] + u[6] + 3) + p[1]*u[0];
-            _f0[6] = _t4*(u[5] - 2*u[6] + u[7]) - _t6 + p[1]*u[1];
-            _f0[7] = _t4*(u[6] - 2*u[7] + u[8]) - _t9 + p[1]*u[2];
-            _f0[8] = -_t12 + _t4*(u[7] - 2*u[8] + u[9]) + p[1]*u[3];
-            _f0[9] = -_t15 + _t4*(u[8] - 2*u[9] + 3) + p[1]*u[4];
-            _jac0_0[0] = -_t17 - _t19;
-            _jac0_0[1] = _t4;
-            _jac0_0[5] = _t0;
-            _jac0_0[10] = _t4;
-            _jac0_0[11] = -_t19 - _t20;
-            _jac0_0[12] = _t4;
-            _jac0_0[16] = _t5;
-            _jac0_0[21] = _t4;
-            _jac0_0[22] = -_t19 - _t21;
-            _jac0_0[23] = _t4;
-            _jac0_0[27] = _t8;
-            _jac0_0[32] = _t4;
-            _jac0_0[33] = -_t19 - _t22;
-            _jac0_0[34] = _t4;
-            _jac0_0[38] = _t11;
-            _jac0_0[43] = _t4;
-            _jac0_0[44] = -_t19 - _t23;
-            _jac0_0[49] = _t14;
-            _jac0_0[50] = _t17 + p[1];
-            _jac0_0[55] = -_t0 - _t18;
-            _jac0_0[56] = _t4;
-            _jac0_0[61] = _t20 + p[1];
-            _jac0_0[65] = _t4;
-            _jac0_0[66] = -_t18 - _t5;
-            _jac0_0[67] = _t4;
-            _jac0_0[72] = _t21 + p[1];
-            _jac0_0[76] = _t4;
-            _jac0_0[77] = -_t18 - _t8;
-            _jac0_0[78] = _t4;
-            _jac0_0[83] = _t22 + p[1];
-            _jac0_0[87] = _t4;
-            _jac0_0[88] = -_t11 - _t18;
-            _jac0_0[89] = _t4;
-            _jac0_0[94] = _t23 + p[1];
-            _jac0_0[98] = _t4;
-            _jac0_0[99] = -_t14 - _t18;
+            memset(_outs[1] + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
+            _symjac_function_and_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
+                _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
     }
     """
-    const Py_ssize_t _symjac_arg_sizes[2]
     ctypedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_jacobian_out_sizes[1]
+    const Py_ssize_t _symjac_arg_sizes[2]
+    const int _symjac_arg_ndims[2]
+    const Py_ssize_t *_symjac_arg_shapes[2]
+    const Py_ssize_t _symjac_jacobian_out_sizes[]
     void _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_out_sizes[1]
+    const Py_ssize_t _symjac_jacobian_values_out_sizes[]
+    void _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    const Py_ssize_t _symjac_function_out_sizes[]
     void _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2]
+    const Py_ssize_t _symjac_function_and_jacobian_out_sizes[]
     void _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
 
 
@@ -236,6 +320,7 @@ cdef int _check_view(Py_buffer *view, Py_ssize_t size, Py_ssize_t n, bint is_out
 
 cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
           tuple args, tuple outs, Py_ssize_t n, int num_threads):
+    """Check every buffer, then run `kernel` over n points without the GIL."""
     cdef Py_buffer views[2 + 2]
     cdef const double *arg_ptrs[2]
     cdef Py_ssize_t arg_strides[2]
@@ -258,7 +343,59 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
             _check_view(&views[acquired - 1], out_sizes[k], n, True, k)
             out_ptrs[k] = <double *>views[acquired - 1].buf
         with nogil:
-            kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads)
+            kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
+    finally:
+        for k in range(acquired):
+            PyBuffer_Release(&views[k])
+
+
+cdef object _ndarray = numpy.ndarray
+cdef object _empty = numpy.empty
+
+
+cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, object shape):
+    """Fast path for one point with one output buffer: every argument a
+    C-contiguous native float64 ndarray of exactly its own shape. Returns
+    None when that does not hold, and the caller takes the general path."""
+    cdef Py_buffer views[2]
+    cdef Py_buffer out_view
+    cdef const double *arg_ptrs[2]
+    cdef Py_ssize_t arg_strides[2]
+    cdef double *out_ptr
+    cdef Py_ssize_t k, d, acquired = 0
+    cdef bint fits = len(args) == 2
+    if fits:
+        for k in range(2):
+            if type(args[k]) is not _ndarray:
+                fits = False
+                break
+    if not fits:
+        return None
+    try:
+        for k in range(2):
+            try:
+                PyObject_GetBuffer(args[k], &views[k], PyBUF_ND | PyBUF_FORMAT)
+            except (BufferError, ValueError, TypeError):  # e.g. not C-contiguous
+                return None
+            acquired += 1
+            if (views[k].ndim != _symjac_arg_ndims[k] or views[k].itemsize != 8
+                    or views[k].format == NULL or views[k].format[0] != b"d" or views[k].format[1] != 0):
+                return None
+            for d in range(views[k].ndim):
+                if views[k].shape[d] != _symjac_arg_shapes[k][d]:
+                    return None
+            arg_ptrs[k] = <const double *>views[k].buf
+            arg_strides[k] = 0
+        result = _empty(shape)
+        PyObject_GetBuffer(result, &out_view, PyBUF_ND | PyBUF_WRITABLE)
+        try:
+            if out_view.len != 8 * out_size:
+                raise ValueError("output shape %r does not hold %d values" % (shape, out_size))
+            out_ptr = <double *>out_view.buf
+            kernel(1, arg_ptrs, arg_strides, &out_ptr, 1)
+        finally:
+            PyBuffer_Release(&out_view)
+        return result
     finally:
         for k in range(acquired):
             PyBuffer_Release(&views[k])
@@ -266,33 +403,73 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
 
 def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Jacobian: writes the non-zero entries of every block d output / d argument."""
-    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, 1, args, outs, n, num_threads)
+    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_jacobian(tuple args, shape):
+    """Jacobian: writes the non-zero entries of every block d output / d argument. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_jacobian, _symjac_jacobian_out_sizes[0], args, shape)
+
+
+def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
+    _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_jacobian_values(tuple args, shape):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes[0], args, shape)
 
 
 def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function: writes the non-zero entries of every output."""
-    _run(_symjac_function, _symjac_function_out_sizes, 1, args, outs, n, num_threads)
+    _run(_symjac_function, _symjac_function_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_function(tuple args, shape):
+    """Function: writes the non-zero entries of every output. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_function, _symjac_function_out_sizes[0], args, shape)
 
 
 def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function and Jacobian in one pass, sharing subexpressions."""
-    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, 2, args, outs, n, num_threads)
+    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
 
 
-KERNELS = {"jacobian": _kernel_jacobian, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+
+
+KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5ea60bb77e9f536332159f1a8372d6e19d936e84f59c730ea246ef1aa2ecc6d9'
+CONTENT_HASH = '37e2a9fdbc5a1a809df7e81f7ab65f2e7cb2d69a0974893c3f2f16a7c28c363a'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
 WRT = (0,)
 OUTPUT_SHAPES = ((10,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
+# Batches smaller than this run on one thread (threads cost more than they save).
+PARALLEL_MIN_POINTS = 944
+# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
+# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+NONZEROS = (
+    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99),
+)
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+import os
+
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
@@ -308,9 +485,11 @@ def _size(shape):
 class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
+                 "nonzeros", "parallel_min_points")
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
+                 nonzeros=None, parallel_min_points=1):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -318,6 +497,12 @@ class Signature:
         self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
         self.output_is_tuple = bool(output_is_tuple)
         self.wrt_is_tuple = bool(wrt_is_tuple)
+        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.parallel_min_points = int(parallel_min_points)
+
+    def blocks(self):
+        """(output shape, argument shape) of each Jacobian block, in order."""
+        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -325,7 +510,9 @@ class Signature:
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
         if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+            shapes += [out + arg for out, arg in self.blocks()]
+        if kind == "jacobian_values":
+            shapes += [(len(indices),) for indices in self.nonzeros]
         return shapes
 
     def nest(self, kind, items):
@@ -340,6 +527,7 @@ class Signature:
         if kind == "function_and_jacobian":
             count = len(self.output_shapes)
             return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        # "jacobian" and "jacobian_values": one item per block
         width = len(self.wrt)
         rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
         rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
@@ -351,7 +539,7 @@ class Signature:
             if not isinstance(nested, (tuple, list)) or len(nested) != 2:
                 raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
             return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
         items = [nested]
         for is_tuple in levels:
             if is_tuple:
@@ -429,61 +617,120 @@ def _check_out(out, shape, arguments):
             raise ValueError("out= overlaps an input argument")
 
 
-def call(kernel, signature, kind, args, out=None, num_threads=1):
+def thread_count(signature, n, num_threads=None):
+    """Threads for a batch of ``n`` points: one for small batches, else
+    ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if n < max(signature.parallel_min_points, 2):
+        return 1
+    if num_threads is None:
+        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
+    try:
+        return max(1, int(num_threads))
+    except (TypeError, ValueError):
+        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
     if out is None:
-        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+        results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
         for result, shape in zip(results, shapes):
             _check_out(result, batch_shape + shape, args)
-            result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
-    kernel(tuple(flat_args), buffers, n, num_threads)
+    kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
+
+
+def sparse_matrices(signature, values, format="csr"):
+    """scipy sparse arrays (output size x argument size) from one point's
+    packed values, nested like the Jacobian. scipy is imported only here."""
+    import scipy.sparse
+
+    if format not in ("csr", "csc", "coo"):
+        raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
+    flat = signature.flatten("jacobian_values", values)
+    matrices = []
+    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+        if block_values.ndim != 1:
+            raise ValueError("sparse results are for one point; use the packed values for a batch")
+        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
+        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
+        matrices.append(matrix.asformat(format))
+    return signature.nest("jacobian_values", matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE)
-
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block,
-# blocks ordered as output 0 / WRT[0], output 0 / WRT[1], ..., output 1 / WRT[0] ...
-NONZEROS = (
-    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43, 44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88, 89, 94, 98, 99),
-)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
+                       NONZEROS, PARALLEL_MIN_POINTS)
+# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
+_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
+                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
-def jacobian(*args, out=None, num_threads=1):
+def jacobian(*args, out=None, num_threads=None):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "jacobian" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
+        if result is not None:
+            return result
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=1):
+def jacobian_values(*args, out=None, num_threads=None):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
+
+    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    broadcast and lead the result. ``out=`` takes preallocated float64 arrays
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
+    """
+    if out is None and "jacobian_values" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
+        if result is not None:
+            return result
+    return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
+
+
+def function(*args, out=None, num_threads=None):
     """Function: writes the non-zero entries of every output.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "function" in _POINT_SHAPES:
+        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
+        if result is not None:
+            return result
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=1):
+def function_and_jacobian(*args, out=None, num_threads=None):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
+
+
+def sparse_jacobian(*args, format="csr"):
+    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
+    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
 
 
 def sparsity():

@@ -11,26 +11,83 @@ Outputs of the function: (2,)
 
 Functions (this module needs only numpy):
     jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
+    jacobian_values(x, W1, b1, W2, b2, out=None, num_threads=1)
     function(x, W1, b1, W2, b2, out=None, num_threads=1)
     function_and_jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 4313bd37f15ec05fcb58755b9c2ef4e03834a2dc0c524255ddb6c5cc52c57bb4
+symjac-content-hash: 1d62f70f265fc2aceda92ff0f3cecdbc712fd073eec2efe6b535302717201ab5
 """
 
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
+import numpy
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS, PyBUF_ND, PyBUF_FORMAT, PyBUF_WRITABLE
 
 # The kernels are plain C, handed to the C compiler verbatim (Cython does not
-# parse them). Each loops over the batch; argument k of point i starts at
-# _args[k] + i * _arg_strides[k] (stride 0 broadcasts a parameter) and each
-# output buffer is contiguous, one row of values per point.
+# parse them). A point body computes one point: it writes the k-th non-zero of
+# each output buffer to buffer[at[k]], where the position table `at` holds
+# dense indices (full Jacobian blocks) or 0, 1, 2... (packed non-zero values).
+# Drivers loop over the batch, in parallel with OpenMP when compiled with it:
+# argument j of point i starts at _args[j] + i * _arg_strides[j] (stride 0
+# broadcasts a parameter) and each output buffer holds one row per point;
+# dense drivers also write the structural zeros of their rows.
 cdef extern from *:
     """
     #include <math.h>
+    #include <string.h>
 
     typedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[5] = {3, 24, 8, 16, 2};
+    static const int _symjac_arg_ndims[5] = {1, 2, 1, 2, 1};
+    static const Py_ssize_t _symjac_shape_0[] = {3};  /* x */
+    static const Py_ssize_t _symjac_shape_1[] = {8, 3};  /* W1 */
+    static const Py_ssize_t _symjac_shape_2[] = {8};  /* b1 */
+    static const Py_ssize_t _symjac_shape_3[] = {2, 8};  /* W2 */
+    static const Py_ssize_t _symjac_shape_4[] = {2};  /* b2 */
+    static const Py_ssize_t *_symjac_arg_shapes[5] = {_symjac_shape_0, _symjac_shape_1, _symjac_shape_2, _symjac_shape_3, _symjac_shape_4};
+    static const Py_ssize_t _symjac_identity[6] = {
+        0, 1, 2, 3, 4, 5
+    };
+
+    /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
+    static inline void _symjac_jacobian_point(
+        const double *x, const double *W1, const double *b1, const double *W2, const double *b2,
+        double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+    {
+        const double _t0 = 1 - (tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0])*tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]));
+        const double _t1 = W2[0]*_t0;
+        const double _t2 = 1 - (tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1])*tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]));
+        const double _t3 = W2[1]*_t2;
+        const double _t4 = 1 - (tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2])*tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]));
+        const double _t5 = W2[2]*_t4;
+        const double _t6 = 1 - (tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3])*tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]));
+        const double _t7 = W2[3]*_t6;
+        const double _t8 = 1 - (tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4])*tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]));
+        const double _t9 = W2[4]*_t8;
+        const double _t10 = 1 - (tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5])*tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]));
+        const double _t11 = W2[5]*_t10;
+        const double _t12 = 1 - (tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6])*tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]));
+        const double _t13 = W2[6]*_t12;
+        const double _t14 = 1 - (tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7])*tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]));
+        const double _t15 = W2[7]*_t14;
+        const double _t16 = W2[8]*_t0;
+        const double _t17 = W2[9]*_t2;
+        const double _t18 = W2[10]*_t4;
+        const double _t19 = W2[11]*_t6;
+        const double _t20 = W2[12]*_t8;
+        const double _t21 = W2[13]*_t10;
+        const double _t22 = W2[14]*_t12;
+        const double _t23 = W2[15]*_t14;
+        _jac0_0[_jac0_0_at[0]] = W1[0]*_t1 + W1[3]*_t3 + W1[6]*_t5 + W1[9]*_t7 + W1[12]*_t9 + W1[15]*_t11 + W1[18]*_t13 + W1[21]*_t15;  /* [0, 0] */
+        _jac0_0[_jac0_0_at[1]] = W1[1]*_t1 + W1[4]*_t3 + W1[7]*_t5 + W1[10]*_t7 + W1[13]*_t9 + W1[16]*_t11 + W1[19]*_t13 + W1[22]*_t15;  /* [0, 1] */
+        _jac0_0[_jac0_0_at[2]] = W1[2]*_t1 + W1[5]*_t3 + W1[8]*_t5 + W1[11]*_t7 + W1[14]*_t9 + W1[17]*_t11 + W1[20]*_t13 + W1[23]*_t15;  /* [0, 2] */
+        _jac0_0[_jac0_0_at[3]] = W1[0]*_t16 + W1[3]*_t17 + W1[6]*_t18 + W1[9]*_t19 + W1[12]*_t20 + W1[15]*_t21 + W1[18]*_t22 + W1[21]*_t23;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[4]] = W1[1]*_t16 + W1[4]*_t17 + W1[7]*_t18 + W1[10]*_t19 + W1[13]*_t20 + W1[16]*_t21 + W1[19]*_t22 + W1[22]*_t23;  /* [1, 1] */
+        _jac0_0[_jac0_0_at[5]] = W1[2]*_t16 + W1[5]*_t17 + W1[8]*_t18 + W1[11]*_t19 + W1[14]*_t20 + W1[17]*_t21 + W1[20]*_t22 + W1[23]*_t23;  /* [1, 2] */
+    }
+    static const Py_ssize_t _symjac_jacobian_dense0[6] = {
+        0, 1, 2, 3, 4, 5
+    };
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. */
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {6};
@@ -39,44 +96,52 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *x = _args[0] + _i * _arg_strides[0];
-            const double *W1 = _args[1] + _i * _arg_strides[1];
-            const double *b1 = _args[2] + _i * _arg_strides[2];
-            const double *W2 = _args[3] + _i * _arg_strides[3];
-            double *_jac0_0 = _outs[0] + _i * 6;
-            const double _t0 = 1 - (tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0])*tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]));
-            const double _t1 = W2[0]*_t0;
-            const double _t2 = 1 - (tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1])*tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]));
-            const double _t3 = W2[1]*_t2;
-            const double _t4 = 1 - (tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2])*tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]));
-            const double _t5 = W2[2]*_t4;
-            const double _t6 = 1 - (tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3])*tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]));
-            const double _t7 = W2[3]*_t6;
-            const double _t8 = 1 - (tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4])*tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]));
-            const double _t9 = W2[4]*_t8;
-            const double _t10 = 1 - (tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5])*tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]));
-            const double _t11 = W2[5]*_t10;
-            const double _t12 = 1 - (tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6])*tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]));
-            const double _t13 = W2[6]*_t12;
-            const double _t14 = 1 - (tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7])*tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]));
-            const double _t15 = W2[7]*_t14;
-            const double _t16 = W2[8]*_t0;
-            const double _t17 = W2[9]*_t2;
-            const double _t18 = W2[10]*_t4;
-            const double _t19 = W2[11]*_t6;
-            const double _t20 = W2[12]*_t8;
-            const double _t21 = W2[13]*_t10;
-            const double _t22 = W2[14]*_t12;
-            const double _t23 = W2[15]*_t14;
-            _jac0_0[0] = W1[0]*_t1 + W1[3]*_t3 + W1[6]*_t5 + W1[9]*_t7 + W1[12]*_t9 + W1[15]*_t11 + W1[18]*_t13 + W1[21]*_t15;
-            _jac0_0[1] = W1[1]*_t1 + W1[4]*_t3 + W1[7]*_t5 + W1[10]*_t7 + W1[13]*_t9 + W1[16]*_t11 + W1[19]*_t13 + W1[22]*_t15;
-            _jac0_0[2] = W1[2]*_t1 + W1[5]*_t3 + W1[8]*_t5 + W1[11]*_t7 + W1[14]*_t9 + W1[17]*_t11 + W1[20]*_t13 + W1[23]*_t15;
-            _jac0_0[3] = W1[0]*_t16 + W1[3]*_t17 + W1[6]*_t18 + W1[9]*_t19 + W1[12]*_t20 + W1[15]*_t21 + W1[18]*_t22 + W1[21]*_t23;
-            _jac0_0[4] = W1[1]*_t16 + W1[4]*_t17 + W1[7]*_t18 + W1[10]*_t19 + W1[13]*_t20 + W1[16]*_t21 + W1[19]*_t22 + W1[22]*_t23;
-            _jac0_0[5] = W1[2]*_t16 + W1[5]*_t17 + W1[8]*_t18 + W1[11]*_t19 + W1[14]*_t20 + W1[17]*_t21 + W1[20]*_t22 + W1[23]*_t23;
+            _symjac_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1], _args[2] + _i * _arg_strides[2], _args[3] + _i * _arg_strides[3], _args[4] + _i * _arg_strides[4],
+                _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
     }
+
+    /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
+    static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {6};
+
+    static void _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        Py_ssize_t _i;
+        (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
+        for (_i = 0; _i < _n; ++_i) {
+            _symjac_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1], _args[2] + _i * _arg_strides[2], _args[3] + _i * _arg_strides[3], _args[4] + _i * _arg_strides[4],
+                _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+        }
+    }
+
+    /* Function: writes the non-zero entries of every output. Point body. */
+    static inline void _symjac_function_point(
+        const double *x, const double *W1, const double *b1, const double *W2, const double *b2,
+        double *_f0, const Py_ssize_t *_f0_at)
+    {
+        const double _t0 = tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]);
+        const double _t1 = tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]);
+        const double _t2 = tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]);
+        const double _t3 = tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]);
+        const double _t4 = tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]);
+        const double _t5 = tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]);
+        const double _t6 = tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]);
+        const double _t7 = tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]);
+        _f0[_f0_at[0]] = W2[0]*_t0 + W2[1]*_t1 + W2[2]*_t2 + W2[3]*_t3 + W2[4]*_t4 + W2[5]*_t5 + W2[6]*_t6 + W2[7]*_t7 + b2[0];  /* [0] */
+        _f0[_f0_at[1]] = W2[8]*_t0 + W2[9]*_t1 + W2[10]*_t2 + W2[11]*_t3 + W2[12]*_t4 + W2[13]*_t5 + W2[14]*_t6 + W2[15]*_t7 + b2[1];  /* [1] */
+    }
+    static const Py_ssize_t _symjac_function_dense0[2] = {
+        0, 1
+    };
 
     /* Function: writes the non-zero entries of every output. */
     static const Py_ssize_t _symjac_function_out_sizes[1] = {2};
@@ -85,25 +150,68 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *x = _args[0] + _i * _arg_strides[0];
-            const double *W1 = _args[1] + _i * _arg_strides[1];
-            const double *b1 = _args[2] + _i * _arg_strides[2];
-            const double *W2 = _args[3] + _i * _arg_strides[3];
-            const double *b2 = _args[4] + _i * _arg_strides[4];
-            double *_f0 = _outs[0] + _i * 2;
-            const double _t0 = tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]);
-            const double _t1 = tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]);
-            const double _t2 = tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]);
-            const double _t3 = tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]);
-            const double _t4 = tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]);
-            const double _t5 = tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]);
-            const double _t6 = tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]);
-            const double _t7 = tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]);
-            _f0[0] = W2[0]*_t0 + W2[1]*_t1 + W2[2]*_t2 + W2[3]*_t3 + W2[4]*_t4 + W2[5]*_t5 + W2[6]*_t6 + W2[7]*_t7 + b2[0];
-            _f0[1] = W2[8]*_t0 + W2[9]*_t1 + W2[10]*_t2 + W2[11]*_t3 + W2[12]*_t4 + W2[13]*_t5 + W2[14]*_t6 + W2[15]*_t7 + b2[1];
+            _symjac_function_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1], _args[2] + _i * _arg_strides[2], _args[3] + _i * _arg_strides[3], _args[4] + _i * _arg_strides[4],
+                _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
     }
+
+    /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
+    static inline void _symjac_function_and_jacobian_point(
+        const double *x, const double *W1, const double *b1, const double *W2, const double *b2,
+        double *_f0, const Py_ssize_t *_f0_at, double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+    {
+        const double _t0 = tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]);
+        const double _t1 = tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]);
+        const double _t2 = tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]);
+        const double _t3 = tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]);
+        const double _t4 = tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]);
+        const double _t5 = tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]);
+        const double _t6 = tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]);
+        const double _t7 = tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]);
+        const double _t8 = 1 - (_t0*_t0);
+        const double _t9 = W2[0]*_t8;
+        const double _t10 = 1 - (_t1*_t1);
+        const double _t11 = W2[1]*_t10;
+        const double _t12 = 1 - (_t2*_t2);
+        const double _t13 = W2[2]*_t12;
+        const double _t14 = 1 - (_t3*_t3);
+        const double _t15 = W2[3]*_t14;
+        const double _t16 = 1 - (_t4*_t4);
+        const double _t17 = W2[4]*_t16;
+        const double _t18 = 1 - (_t5*_t5);
+        const double _t19 = W2[5]*_t18;
+        const double _t20 = 1 - (_t6*_t6);
+        const double _t21 = W2[6]*_t20;
+        const double _t22 = 1 - (_t7*_t7);
+        const double _t23 = W2[7]*_t22;
+        const double _t24 = W2[8]*_t8;
+        const double _t25 = W2[9]*_t10;
+        const double _t26 = W2[10]*_t12;
+        const double _t27 = W2[11]*_t14;
+        const double _t28 = W2[12]*_t16;
+        const double _t29 = W2[13]*_t18;
+        const double _t30 = W2[14]*_t20;
+        const double _t31 = W2[15]*_t22;
+        _f0[_f0_at[0]] = W2[0]*_t0 + W2[1]*_t1 + W2[2]*_t2 + W2[3]*_t3 + W2[4]*_t4 + W2[5]*_t5 + W2[6]*_t6 + W2[7]*_t7 + b2[0];  /* [0] */
+        _f0[_f0_at[1]] = W2[8]*_t0 + W2[9]*_t1 + W2[10]*_t2 + W2[11]*_t3 + W2[12]*_t4 + W2[13]*_t5 + W2[14]*_t6 + W2[15]*_t7 + b2[1];  /* [1] */
+        _jac0_0[_jac0_0_at[0]] = W1[0]*_t9 + W1[3]*_t11 + W1[6]*_t13 + W1[9]*_t15 + W1[12]*_t17 + W1[15]*_t19 + W1[18]*_t21 + W1[21]*_t23;  /* [0, 0] */
+        _jac0_0[_jac0_0_at[1]] = W1[1]*_t9 + W1[4]*_t11 + W1[7]*_t13 + W1[10]*_t15 + W1[13]*_t17 + W1[16]*_t19 + W1[19]*_t21 + W1[22]*_t23;  /* [0, 1] */
+        _jac0_0[_jac0_0_at[2]] = W1[2]*_t9 + W1[5]*_t11 + W1[8]*_t13 + W1[11]*_t15 + W1[14]*_t17 + W1[17]*_t19 + W1[20]*_t21 + W1[23]*_t23;  /* [0, 2] */
+        _jac0_0[_jac0_0_at[3]] = W1[0]*_t24 + W1[3]*_t25 + W1[6]*_t26 + W1[9]*_t27 + W1[12]*_t28 + W1[15]*_t29 + W1[18]*_t30 + W1[21]*_t31;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[4]] = W1[1]*_t24 + W1[4]*_t25 + W1[7]*_t26 + W1[10]*_t27 + W1[13]*_t28 + W1[16]*_t29 + W1[19]*_t30 + W1[22]*_t31;  /* [1, 1] */
+        _jac0_0[_jac0_0_at[5]] = W1[2]*_t24 + W1[5]*_t25 + W1[8]*_t26 + W1[11]*_t27 + W1[14]*_t28 + W1[17]*_t29 + W1[20]*_t30 + W1[23]*_t31;  /* [1, 2] */
+    }
+    static const Py_ssize_t _symjac_function_and_jacobian_dense0[2] = {
+        0, 1
+    };
+    static const Py_ssize_t _symjac_function_and_jacobian_dense1[6] = {
+        0, 1, 2, 3, 4, 5
+    };
 
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {2, 6};
@@ -112,64 +220,27 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
+#ifdef _OPENMP
+        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+#endif
         for (_i = 0; _i < _n; ++_i) {
-            const double *x = _args[0] + _i * _arg_strides[0];
-            const double *W1 = _args[1] + _i * _arg_strides[1];
-            const double *b1 = _args[2] + _i * _arg_strides[2];
-            const double *W2 = _args[3] + _i * _arg_strides[3];
-            const double *b2 = _args[4] + _i * _arg_strides[4];
-            double *_f0 = _outs[0] + _i * 2;
-            double *_jac0_0 = _outs[1] + _i * 6;
-            const double _t0 = tanh(W1[0]*x[0] + W1[1]*x[1] + W1[2]*x[2] + b1[0]);
-            const double _t1 = tanh(W1[3]*x[0] + W1[4]*x[1] + W1[5]*x[2] + b1[1]);
-            const double _t2 = tanh(W1[6]*x[0] + W1[7]*x[1] + W1[8]*x[2] + b1[2]);
-            const double _t3 = tanh(W1[9]*x[0] + W1[10]*x[1] + W1[11]*x[2] + b1[3]);
-            const double _t4 = tanh(W1[12]*x[0] + W1[13]*x[1] + W1[14]*x[2] + b1[4]);
-            const double _t5 = tanh(W1[15]*x[0] + W1[16]*x[1] + W1[17]*x[2] + b1[5]);
-            const double _t6 = tanh(W1[18]*x[0] + W1[19]*x[1] + W1[20]*x[2] + b1[6]);
-            const double _t7 = tanh(W1[21]*x[0] + W1[22]*x[1] + W1[23]*x[2] + b1[7]);
-            const double _t8 = 1 - (_t0*_t0);
-            const double _t9 = W2[0]*_t8;
-            const double _t10 = 1 - (_t1*_t1);
-            const double _t11 = W2[1]*_t10;
-            const double _t12 = 1 - (_t2*_t2);
-            const double _t13 = W2[2]*_t12;
-            const double _t14 = 1 - (_t3*_t3);
-            const double _t15 = W2[3]*_t14;
-            const double _t16 = 1 - (_t4*_t4);
-            const double _t17 = W2[4]*_t16;
-            const double _t18 = 1 - (_t5*_t5);
-            const double _t19 = W2[5]*_t18;
-            const double _t20 = 1 - (_t6*_t6);
-            const double _t21 = W2[6]*_t20;
-            const double _t22 = 1 - (_t7*_t7);
-            const double _t23 = W2[7]*_t22;
-            const double _t24 = W2[8]*_t8;
-            const double _t25 = W2[9]*_t10;
-            const double _t26 = W2[10]*_t12;
-            const double _t27 = W2[11]*_t14;
-            const double _t28 = W2[12]*_t16;
-            const double _t29 = W2[13]*_t18;
-            const double _t30 = W2[14]*_t20;
-            const double _t31 = W2[15]*_t22;
-            _f0[0] = W2[0]*_t0 + W2[1]*_t1 + W2[2]*_t2 + W2[3]*_t3 + W2[4]*_t4 + W2[5]*_t5 + W2[6]*_t6 + W2[7]*_t7 + b2[0];
-            _f0[1] = W2[8]*_t0 + W2[9]*_t1 + W2[10]*_t2 + W2[11]*_t3 + W2[12]*_t4 + W2[13]*_t5 + W2[14]*_t6 + W2[15]*_t7 + b2[1];
-            _jac0_0[0] = W1[0]*_t9 + W1[3]*_t11 + W1[6]*_t13 + W1[9]*_t15 + W1[12]*_t17 + W1[15]*_t19 + W1[18]*_t21 + W1[21]*_t23;
-            _jac0_0[1] = W1[1]*_t9 + W1[4]*_t11 + W1[7]*_t13 + W1[10]*_t15 + W1[13]*_t17 + W1[16]*_t19 + W1[19]*_t21 + W1[22]*_t23;
-            _jac0_0[2] = W1[2]*_t9 + W1[5]*_t11 + W1[8]*_t13 + W1[11]*_t15 + W1[14]*_t17 + W1[17]*_t19 + W1[20]*_t21 + W1[23]*_t23;
-            _jac0_0[3] = W1[0]*_t24 + W1[3]*_t25 + W1[6]*_t26 + W1[9]*_t27 + W1[12]*_t28 + W1[15]*_t29 + W1[18]*_t30 + W1[21]*_t31;
-            _jac0_0[4] = W1[1]*_t24 + W1[4]*_t25 + W1[7]*_t26 + W1[10]*_t27 + W1[13]*_t28 + W1[16]*_t29 + W1[19]*_t30 + W1[22]*_t31;
-            _jac0_0[5] = W1[2]*_t24 + W1[5]*_t25 + W1[8]*_t26 + W1[11]*_t27 + W1[14]*_t28 + W1[17]*_t29 + W1[20]*_t30 + W1[23]*_t31;
+            _symjac_function_and_jacobian_point(
+                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1], _args[2] + _i * _arg_strides[2], _args[3] + _i * _arg_strides[3], _args[4] + _i * _arg_strides[4],
+                _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
     }
     """
-    const Py_ssize_t _symjac_arg_sizes[5]
     ctypedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_jacobian_out_sizes[1]
+    const Py_ssize_t _symjac_arg_sizes[5]
+    const int _symjac_arg_ndims[5]
+    const Py_ssize_t *_symjac_arg_shapes[5]
+    const Py_ssize_t _symjac_jacobian_out_sizes[]
     void _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_out_sizes[1]
+    const Py_ssize_t _symjac_jacobian_values_out_sizes[]
+    void _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    const Py_ssize_t _symjac_function_out_sizes[]
     void _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2]
+    const Py_ssize_t _symjac_function_and_jacobian_out_sizes[]
     void _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
 
 
@@ -191,6 +262,7 @@ cdef int _check_view(Py_buffer *view, Py_ssize_t size, Py_ssize_t n, bint is_out
 
 cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
           tuple args, tuple outs, Py_ssize_t n, int num_threads):
+    """Check every buffer, then run `kernel` over n points without the GIL."""
     cdef Py_buffer views[5 + 2]
     cdef const double *arg_ptrs[5]
     cdef Py_ssize_t arg_strides[5]
@@ -213,7 +285,59 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
             _check_view(&views[acquired - 1], out_sizes[k], n, True, k)
             out_ptrs[k] = <double *>views[acquired - 1].buf
         with nogil:
-            kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads)
+            kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
+    finally:
+        for k in range(acquired):
+            PyBuffer_Release(&views[k])
+
+
+cdef object _ndarray = numpy.ndarray
+cdef object _empty = numpy.empty
+
+
+cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, object shape):
+    """Fast path for one point with one output buffer: every argument a
+    C-contiguous native float64 ndarray of exactly its own shape. Returns
+    None when that does not hold, and the caller takes the general path."""
+    cdef Py_buffer views[5]
+    cdef Py_buffer out_view
+    cdef const double *arg_ptrs[5]
+    cdef Py_ssize_t arg_strides[5]
+    cdef double *out_ptr
+    cdef Py_ssize_t k, d, acquired = 0
+    cdef bint fits = len(args) == 5
+    if fits:
+        for k in range(5):
+            if type(args[k]) is not _ndarray:
+                fits = False
+                break
+    if not fits:
+        return None
+    try:
+        for k in range(5):
+            try:
+                PyObject_GetBuffer(args[k], &views[k], PyBUF_ND | PyBUF_FORMAT)
+            except (BufferError, ValueError, TypeError):  # e.g. not C-contiguous
+                return None
+            acquired += 1
+            if (views[k].ndim != _symjac_arg_ndims[k] or views[k].itemsize != 8
+                    or views[k].format == NULL or views[k].format[0] != b"d" or views[k].format[1] != 0):
+                return None
+            for d in range(views[k].ndim):
+                if views[k].shape[d] != _symjac_arg_shapes[k][d]:
+                    return None
+            arg_ptrs[k] = <const double *>views[k].buf
+            arg_strides[k] = 0
+        result = _empty(shape)
+        PyObject_GetBuffer(result, &out_view, PyBUF_ND | PyBUF_WRITABLE)
+        try:
+            if out_view.len != 8 * out_size:
+                raise ValueError("output shape %r does not hold %d values" % (shape, out_size))
+            out_ptr = <double *>out_view.buf
+            kernel(1, arg_ptrs, arg_strides, &out_ptr, 1)
+        finally:
+            PyBuffer_Release(&out_view)
+        return result
     finally:
         for k in range(acquired):
             PyBuffer_Release(&views[k])
@@ -221,33 +345,71 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
 
 def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Jacobian: writes the non-zero entries of every block d output / d argument."""
-    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, 1, args, outs, n, num_threads)
+    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_jacobian(tuple args, shape):
+    """Jacobian: writes the non-zero entries of every block d output / d argument. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_jacobian, _symjac_jacobian_out_sizes[0], args, shape)
+
+
+def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
+    _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_jacobian_values(tuple args, shape):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes[0], args, shape)
 
 
 def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function: writes the non-zero entries of every output."""
-    _run(_symjac_function, _symjac_function_out_sizes, 1, args, outs, n, num_threads)
+    _run(_symjac_function, _symjac_function_out_sizes, len(outs), args, outs, n, num_threads)
+
+
+
+
+def _point_function(tuple args, shape):
+    """Function: writes the non-zero entries of every output. One point; None if the arguments do not fit."""
+    return _single_point(_symjac_function, _symjac_function_out_sizes[0], args, shape)
 
 
 def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function and Jacobian in one pass, sharing subexpressions."""
-    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, 2, args, outs, n, num_threads)
+    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
 
 
-KERNELS = {"jacobian": _kernel_jacobian, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+
+
+KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '4313bd37f15ec05fcb58755b9c2ef4e03834a2dc0c524255ddb6c5cc52c57bb4'
+CONTENT_HASH = '1d62f70f265fc2aceda92ff0f3cecdbc712fd073eec2efe6b535302717201ab5'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
 OUTPUT_SHAPES = ((2,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
+# Batches smaller than this run on one thread (threads cost more than they save).
+PARALLEL_MIN_POINTS = 269
+# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
+# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+NONZEROS = (
+    (0, 1, 2, 3, 4, 5),
+)
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+import os
+
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
@@ -263,9 +425,11 @@ def _size(shape):
 class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
+                 "nonzeros", "parallel_min_points")
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
+                 nonzeros=None, parallel_min_points=1):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -273,6 +437,12 @@ class Signature:
         self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
         self.output_is_tuple = bool(output_is_tuple)
         self.wrt_is_tuple = bool(wrt_is_tuple)
+        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.parallel_min_points = int(parallel_min_points)
+
+    def blocks(self):
+        """(output shape, argument shape) of each Jacobian block, in order."""
+        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -280,7 +450,9 @@ class Signature:
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
         if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+            shapes += [out + arg for out, arg in self.blocks()]
+        if kind == "jacobian_values":
+            shapes += [(len(indices),) for indices in self.nonzeros]
         return shapes
 
     def nest(self, kind, items):
@@ -295,6 +467,7 @@ class Signature:
         if kind == "function_and_jacobian":
             count = len(self.output_shapes)
             return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        # "jacobian" and "jacobian_values": one item per block
         width = len(self.wrt)
         rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
         rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
@@ -306,7 +479,7 @@ class Signature:
             if not isinstance(nested, (tuple, list)) or len(nested) != 2:
                 raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
             return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
         items = [nested]
         for is_tuple in levels:
             if is_tuple:
@@ -384,61 +557,120 @@ def _check_out(out, shape, arguments):
             raise ValueError("out= overlaps an input argument")
 
 
-def call(kernel, signature, kind, args, out=None, num_threads=1):
+def thread_count(signature, n, num_threads=None):
+    """Threads for a batch of ``n`` points: one for small batches, else
+    ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if n < max(signature.parallel_min_points, 2):
+        return 1
+    if num_threads is None:
+        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
+    try:
+        return max(1, int(num_threads))
+    except (TypeError, ValueError):
+        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
     if out is None:
-        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+        results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
         for result, shape in zip(results, shapes):
             _check_out(result, batch_shape + shape, args)
-            result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
-    kernel(tuple(flat_args), buffers, n, num_threads)
+    kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
+
+
+def sparse_matrices(signature, values, format="csr"):
+    """scipy sparse arrays (output size x argument size) from one point's
+    packed values, nested like the Jacobian. scipy is imported only here."""
+    import scipy.sparse
+
+    if format not in ("csr", "csc", "coo"):
+        raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
+    flat = signature.flatten("jacobian_values", values)
+    matrices = []
+    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+        if block_values.ndim != 1:
+            raise ValueError("sparse results are for one point; use the packed values for a batch")
+        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
+        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
+        matrices.append(matrix.asformat(format))
+    return signature.nest("jacobian_values", matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE)
-
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block,
-# blocks ordered as output 0 / WRT[0], output 0 / WRT[1], ..., output 1 / WRT[0] ...
-NONZEROS = (
-    (0, 1, 2, 3, 4, 5),
-)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
+                       NONZEROS, PARALLEL_MIN_POINTS)
+# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
+_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
+                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
-def jacobian(*args, out=None, num_threads=1):
+def jacobian(*args, out=None, num_threads=None):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "jacobian" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
+        if result is not None:
+            return result
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=1):
+def jacobian_values(*args, out=None, num_threads=None):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
+
+    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    broadcast and lead the result. ``out=`` takes preallocated float64 arrays
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
+    """
+    if out is None and "jacobian_values" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
+        if result is not None:
+            return result
+    return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
+
+
+def function(*args, out=None, num_threads=None):
     """Function: writes the non-zero entries of every output.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "function" in _POINT_SHAPES:
+        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
+        if result is not None:
+            return result
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=1):
+def function_and_jacobian(*args, out=None, num_threads=None):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
+
+
+def sparse_jacobian(*args, format="csr"):
+    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
+    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
 
 
 def sparsity():

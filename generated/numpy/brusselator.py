@@ -7,25 +7,30 @@ Outputs of the function: (10,)
 
 Functions (this module needs only numpy):
     jacobian(u, p, out=None, num_threads=1)
+    jacobian_values(u, p, out=None, num_threads=1)
     function(u, p, out=None, num_threads=1)
     function_and_jacobian(u, p, out=None, num_threads=1)
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: fc280696780615537029008b6a6eaada4881c92f65c13f42d008855834fcf335
+symjac-content-hash: 100c21daa7a285df03aabda4e96c499aed53c92a7c8bf1c0250ee07e7fb3a266
 """
 
 import numpy
 
 
-def _kernel_jacobian(args, outs, n, num_threads=1):
+def _symjac_jacobian_body(args, outs, at):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     u, p = args
     _jac0_0, = outs
+    _jac0_0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = p[:, 1] - 2*u[:, 0]*u[:, 5]
         _t1 = 72*p[:, 2]
@@ -40,52 +45,75 @@ def _kernel_jacobian(args, outs, n, num_threads=1):
         _t10 = u[:, 3]**2
         _t11 = p[:, 1] - 2*u[:, 4]*u[:, 9]
         _t12 = u[:, 4]**2
-        _jac0_0[:, 0] = -_t0 - _t2
-        _jac0_0[:, 1] = _t3
-        _jac0_0[:, 5] = _t4
-        _jac0_0[:, 10] = _t3
-        _jac0_0[:, 11] = -_t2 - _t5
-        _jac0_0[:, 12] = _t3
-        _jac0_0[:, 16] = _t6
-        _jac0_0[:, 21] = _t3
-        _jac0_0[:, 22] = -_t2 - _t7
-        _jac0_0[:, 23] = _t3
-        _jac0_0[:, 27] = _t8
-        _jac0_0[:, 32] = _t3
-        _jac0_0[:, 33] = -_t2 - _t9
-        _jac0_0[:, 34] = _t3
-        _jac0_0[:, 38] = _t10
-        _jac0_0[:, 43] = _t3
-        _jac0_0[:, 44] = -_t11 - _t2
-        _jac0_0[:, 49] = _t12
-        _jac0_0[:, 50] = _t0
-        _jac0_0[:, 55] = -_t1 - _t4
-        _jac0_0[:, 56] = _t3
-        _jac0_0[:, 61] = _t5
-        _jac0_0[:, 65] = _t3
-        _jac0_0[:, 66] = -_t1 - _t6
-        _jac0_0[:, 67] = _t3
-        _jac0_0[:, 72] = _t7
-        _jac0_0[:, 76] = _t3
-        _jac0_0[:, 77] = -_t1 - _t8
-        _jac0_0[:, 78] = _t3
-        _jac0_0[:, 83] = _t9
-        _jac0_0[:, 87] = _t3
-        _jac0_0[:, 88] = -_t1 - _t10
-        _jac0_0[:, 89] = _t3
-        _jac0_0[:, 94] = _t11
-        _jac0_0[:, 98] = _t3
-        _jac0_0[:, 99] = -_t1 - _t12
+        _jac0_0[:, _jac0_0_at[0]] = -_t0 - _t2  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = _t3  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = _t4  # [0, 5]
+        _jac0_0[:, _jac0_0_at[3]] = _t3  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = -_t2 - _t5  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = _t3  # [1, 2]
+        _jac0_0[:, _jac0_0_at[6]] = _t6  # [1, 6]
+        _jac0_0[:, _jac0_0_at[7]] = _t3  # [2, 1]
+        _jac0_0[:, _jac0_0_at[8]] = -_t2 - _t7  # [2, 2]
+        _jac0_0[:, _jac0_0_at[9]] = _t3  # [2, 3]
+        _jac0_0[:, _jac0_0_at[10]] = _t8  # [2, 7]
+        _jac0_0[:, _jac0_0_at[11]] = _t3  # [3, 2]
+        _jac0_0[:, _jac0_0_at[12]] = -_t2 - _t9  # [3, 3]
+        _jac0_0[:, _jac0_0_at[13]] = _t3  # [3, 4]
+        _jac0_0[:, _jac0_0_at[14]] = _t10  # [3, 8]
+        _jac0_0[:, _jac0_0_at[15]] = _t3  # [4, 3]
+        _jac0_0[:, _jac0_0_at[16]] = -_t11 - _t2  # [4, 4]
+        _jac0_0[:, _jac0_0_at[17]] = _t12  # [4, 9]
+        _jac0_0[:, _jac0_0_at[18]] = _t0  # [5, 0]
+        _jac0_0[:, _jac0_0_at[19]] = -_t1 - _t4  # [5, 5]
+        _jac0_0[:, _jac0_0_at[20]] = _t3  # [5, 6]
+        _jac0_0[:, _jac0_0_at[21]] = _t5  # [6, 1]
+        _jac0_0[:, _jac0_0_at[22]] = _t3  # [6, 5]
+        _jac0_0[:, _jac0_0_at[23]] = -_t1 - _t6  # [6, 6]
+        _jac0_0[:, _jac0_0_at[24]] = _t3  # [6, 7]
+        _jac0_0[:, _jac0_0_at[25]] = _t7  # [7, 2]
+        _jac0_0[:, _jac0_0_at[26]] = _t3  # [7, 6]
+        _jac0_0[:, _jac0_0_at[27]] = -_t1 - _t8  # [7, 7]
+        _jac0_0[:, _jac0_0_at[28]] = _t3  # [7, 8]
+        _jac0_0[:, _jac0_0_at[29]] = _t9  # [8, 3]
+        _jac0_0[:, _jac0_0_at[30]] = _t3  # [8, 7]
+        _jac0_0[:, _jac0_0_at[31]] = -_t1 - _t10  # [8, 8]
+        _jac0_0[:, _jac0_0_at[32]] = _t3  # [8, 9]
+        _jac0_0[:, _jac0_0_at[33]] = _t11  # [9, 4]
+        _jac0_0[:, _jac0_0_at[34]] = _t3  # [9, 8]
+        _jac0_0[:, _jac0_0_at[35]] = -_t1 - _t12  # [9, 9]
 
 
-def _kernel_function(args, outs, n, num_threads=1):
+_SYMJAC_JACOBIAN_DENSE = (
+    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99),
+)
+
+
+def _kernel_jacobian(args, outs, n, num_threads=1):
+    """Jacobian: writes the non-zero entries of every block d output / d argument."""
+    for buffer in outs:  # structural zeros
+        buffer[...] = 0.0
+    _symjac_jacobian_body(args, outs, _SYMJAC_JACOBIAN_DENSE)
+
+
+def _kernel_jacobian_values(args, outs, n, num_threads=1):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
+    _symjac_jacobian_body(args, outs, _PACKED)
+
+
+def _symjac_function_body(args, outs, at):
     """Function: writes the non-zero entries of every output.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     u, p = args
     _f0, = outs
+    _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = u[:, 0]**2*u[:, 5]
         _t1 = p[:, 1] + 1
@@ -94,26 +122,40 @@ def _kernel_function(args, outs, n, num_threads=1):
         _t4 = u[:, 2]**2*u[:, 7]
         _t5 = u[:, 3]**2*u[:, 8]
         _t6 = u[:, 4]**2*u[:, 9]
-        _f0[:, 0] = _t0 - _t1*u[:, 0] + _t2*(-2*u[:, 0] + u[:, 1] + 1) + p[:, 0]
-        _f0[:, 1] = -_t1*u[:, 1] + _t2*(u[:, 0] - 2*u[:, 1] + u[:, 2]) + _t3 + p[:, 0]
-        _f0[:, 2] = -_t1*u[:, 2] + _t2*(u[:, 1] - 2*u[:, 2] + u[:, 3]) + _t4 + p[:, 0]
-        _f0[:, 3] = -_t1*u[:, 3] + _t2*(u[:, 2] - 2*u[:, 3] + u[:, 4]) + _t5 + p[:, 0]
-        _f0[:, 4] = -_t1*u[:, 4] + _t2*(u[:, 3] - 2*u[:, 4] + 1) + _t6 + p[:, 0]
-        _f0[:, 5] = -_t0 + _t2*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]
-        _f0[:, 6] = _t2*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t3 + p[:, 1]*u[:, 1]
-        _f0[:, 7] = _t2*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t4 + p[:, 1]*u[:, 2]
-        _f0[:, 8] = _t2*(u[:, 7] - 2*u[:, 8] + u[:, 9]) - _t5 + p[:, 1]*u[:, 3]
-        _f0[:, 9] = _t2*(u[:, 8] - 2*u[:, 9] + 3) - _t6 + p[:, 1]*u[:, 4]
+        _f0[:, _f0_at[0]] = _t0 - _t1*u[:, 0] + _t2*(-2*u[:, 0] + u[:, 1] + 1) + p[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = -_t1*u[:, 1] + _t2*(u[:, 0] - 2*u[:, 1] + u[:, 2]) + _t3 + p[:, 0]  # [1]
+        _f0[:, _f0_at[2]] = -_t1*u[:, 2] + _t2*(u[:, 1] - 2*u[:, 2] + u[:, 3]) + _t4 + p[:, 0]  # [2]
+        _f0[:, _f0_at[3]] = -_t1*u[:, 3] + _t2*(u[:, 2] - 2*u[:, 3] + u[:, 4]) + _t5 + p[:, 0]  # [3]
+        _f0[:, _f0_at[4]] = -_t1*u[:, 4] + _t2*(u[:, 3] - 2*u[:, 4] + 1) + _t6 + p[:, 0]  # [4]
+        _f0[:, _f0_at[5]] = -_t0 + _t2*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]  # [5]
+        _f0[:, _f0_at[6]] = _t2*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t3 + p[:, 1]*u[:, 1]  # [6]
+        _f0[:, _f0_at[7]] = _t2*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t4 + p[:, 1]*u[:, 2]  # [7]
+        _f0[:, _f0_at[8]] = _t2*(u[:, 7] - 2*u[:, 8] + u[:, 9]) - _t5 + p[:, 1]*u[:, 3]  # [8]
+        _f0[:, _f0_at[9]] = _t2*(u[:, 8] - 2*u[:, 9] + 3) - _t6 + p[:, 1]*u[:, 4]  # [9]
 
 
-def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
+_SYMJAC_FUNCTION_DENSE = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+)
+
+
+def _kernel_function(args, outs, n, num_threads=1):
+    """Function: writes the non-zero entries of every output."""
+    _symjac_function_body(args, outs, _SYMJAC_FUNCTION_DENSE)
+
+
+def _symjac_function_and_jacobian_body(args, outs, at):
     """Function and Jacobian in one pass, sharing subexpressions.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     u, p = args
     _f0, _jac0_0 = outs
+    _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = u[:, 0]**2
         _t1 = _t0*u[:, 5]
@@ -139,68 +181,96 @@ def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
         _t21 = -_t10*u[:, 7]
         _t22 = -_t13*u[:, 8]
         _t23 = -_t16*u[:, 9]
-        _f0[:, 0] = _t1 - _t2*u[:, 0] + _t4*(-_t3 + u[:, 1] + 1) + p[:, 0]
-        _f0[:, 1] = -_t2*u[:, 1] + _t4*(-_t7 + u[:, 0] + u[:, 2]) + _t6 + p[:, 0]
-        _f0[:, 2] = -_t2*u[:, 2] + _t4*(-_t10 + u[:, 1] + u[:, 3]) + _t9 + p[:, 0]
-        _f0[:, 3] = _t12 - _t2*u[:, 3] + _t4*(-_t13 + u[:, 2] + u[:, 4]) + p[:, 0]
-        _f0[:, 4] = _t15 - _t2*u[:, 4] + _t4*(-_t16 + u[:, 3] + 1) + p[:, 0]
-        _f0[:, 5] = -_t1 + _t4*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]
-        _f0[:, 6] = _t4*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t6 + p[:, 1]*u[:, 1]
-        _f0[:, 7] = _t4*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t9 + p[:, 1]*u[:, 2]
-        _f0[:, 8] = -_t12 + _t4*(u[:, 7] - 2*u[:, 8] + u[:, 9]) + p[:, 1]*u[:, 3]
-        _f0[:, 9] = -_t15 + _t4*(u[:, 8] - 2*u[:, 9] + 3) + p[:, 1]*u[:, 4]
-        _jac0_0[:, 0] = -_t17 - _t19
-        _jac0_0[:, 1] = _t4
-        _jac0_0[:, 5] = _t0
-        _jac0_0[:, 10] = _t4
-        _jac0_0[:, 11] = -_t19 - _t20
-        _jac0_0[:, 12] = _t4
-        _jac0_0[:, 16] = _t5
-        _jac0_0[:, 21] = _t4
-        _jac0_0[:, 22] = -_t19 - _t21
-        _jac0_0[:, 23] = _t4
-        _jac0_0[:, 27] = _t8
-        _jac0_0[:, 32] = _t4
-        _jac0_0[:, 33] = -_t19 - _t22
-        _jac0_0[:, 34] = _t4
-        _jac0_0[:, 38] = _t11
-        _jac0_0[:, 43] = _t4
-        _jac0_0[:, 44] = -_t19 - _t23
-        _jac0_0[:, 49] = _t14
-        _jac0_0[:, 50] = _t17 + p[:, 1]
-        _jac0_0[:, 55] = -_t0 - _t18
-        _jac0_0[:, 56] = _t4
-        _jac0_0[:, 61] = _t20 + p[:, 1]
-        _jac0_0[:, 65] = _t4
-        _jac0_0[:, 66] = -_t18 - _t5
-        _jac0_0[:, 67] = _t4
-        _jac0_0[:, 72] = _t21 + p[:, 1]
-        _jac0_0[:, 76] = _t4
-        _jac0_0[:, 77] = -_t18 - _t8
-        _jac0_0[:, 78] = _t4
-        _jac0_0[:, 83] = _t22 + p[:, 1]
-        _jac0_0[:, 87] = _t4
-        _jac0_0[:, 88] = -_t11 - _t18
-        _jac0_0[:, 89] = _t4
-        _jac0_0[:, 94] = _t23 + p[:, 1]
-        _jac0_0[:, 98] = _t4
-        _jac0_0[:, 99] = -_t14 - _t18
+        _f0[:, _f0_at[0]] = _t1 - _t2*u[:, 0] + _t4*(-_t3 + u[:, 1] + 1) + p[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = -_t2*u[:, 1] + _t4*(-_t7 + u[:, 0] + u[:, 2]) + _t6 + p[:, 0]  # [1]
+        _f0[:, _f0_at[2]] = -_t2*u[:, 2] + _t4*(-_t10 + u[:, 1] + u[:, 3]) + _t9 + p[:, 0]  # [2]
+        _f0[:, _f0_at[3]] = _t12 - _t2*u[:, 3] + _t4*(-_t13 + u[:, 2] + u[:, 4]) + p[:, 0]  # [3]
+        _f0[:, _f0_at[4]] = _t15 - _t2*u[:, 4] + _t4*(-_t16 + u[:, 3] + 1) + p[:, 0]  # [4]
+        _f0[:, _f0_at[5]] = -_t1 + _t4*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]  # [5]
+        _f0[:, _f0_at[6]] = _t4*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t6 + p[:, 1]*u[:, 1]  # [6]
+        _f0[:, _f0_at[7]] = _t4*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t9 + p[:, 1]*u[:, 2]  # [7]
+        _f0[:, _f0_at[8]] = -_t12 + _t4*(u[:, 7] - 2*u[:, 8] + u[:, 9]) + p[:, 1]*u[:, 3]  # [8]
+        _f0[:, _f0_at[9]] = -_t15 + _t4*(u[:, 8] - 2*u[:, 9] + 3) + p[:, 1]*u[:, 4]  # [9]
+        _jac0_0[:, _jac0_0_at[0]] = -_t17 - _t19  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = _t4  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = _t0  # [0, 5]
+        _jac0_0[:, _jac0_0_at[3]] = _t4  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = -_t19 - _t20  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = _t4  # [1, 2]
+        _jac0_0[:, _jac0_0_at[6]] = _t5  # [1, 6]
+        _jac0_0[:, _jac0_0_at[7]] = _t4  # [2, 1]
+        _jac0_0[:, _jac0_0_at[8]] = -_t19 - _t21  # [2, 2]
+        _jac0_0[:, _jac0_0_at[9]] = _t4  # [2, 3]
+        _jac0_0[:, _jac0_0_at[10]] = _t8  # [2, 7]
+        _jac0_0[:, _jac0_0_at[11]] = _t4  # [3, 2]
+        _jac0_0[:, _jac0_0_at[12]] = -_t19 - _t22  # [3, 3]
+        _jac0_0[:, _jac0_0_at[13]] = _t4  # [3, 4]
+        _jac0_0[:, _jac0_0_at[14]] = _t11  # [3, 8]
+        _jac0_0[:, _jac0_0_at[15]] = _t4  # [4, 3]
+        _jac0_0[:, _jac0_0_at[16]] = -_t19 - _t23  # [4, 4]
+        _jac0_0[:, _jac0_0_at[17]] = _t14  # [4, 9]
+        _jac0_0[:, _jac0_0_at[18]] = _t17 + p[:, 1]  # [5, 0]
+        _jac0_0[:, _jac0_0_at[19]] = -_t0 - _t18  # [5, 5]
+        _jac0_0[:, _jac0_0_at[20]] = _t4  # [5, 6]
+        _jac0_0[:, _jac0_0_at[21]] = _t20 + p[:, 1]  # [6, 1]
+        _jac0_0[:, _jac0_0_at[22]] = _t4  # [6, 5]
+        _jac0_0[:, _jac0_0_at[23]] = -_t18 - _t5  # [6, 6]
+        _jac0_0[:, _jac0_0_at[24]] = _t4  # [6, 7]
+        _jac0_0[:, _jac0_0_at[25]] = _t21 + p[:, 1]  # [7, 2]
+        _jac0_0[:, _jac0_0_at[26]] = _t4  # [7, 6]
+        _jac0_0[:, _jac0_0_at[27]] = -_t18 - _t8  # [7, 7]
+        _jac0_0[:, _jac0_0_at[28]] = _t4  # [7, 8]
+        _jac0_0[:, _jac0_0_at[29]] = _t22 + p[:, 1]  # [8, 3]
+        _jac0_0[:, _jac0_0_at[30]] = _t4  # [8, 7]
+        _jac0_0[:, _jac0_0_at[31]] = -_t11 - _t18  # [8, 8]
+        _jac0_0[:, _jac0_0_at[32]] = _t4  # [8, 9]
+        _jac0_0[:, _jac0_0_at[33]] = _t23 + p[:, 1]  # [9, 4]
+        _jac0_0[:, _jac0_0_at[34]] = _t4  # [9, 8]
+        _jac0_0[:, _jac0_0_at[35]] = -_t14 - _t18  # [9, 9]
 
 
-KERNELS = {"jacobian": _kernel_jacobian, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+_SYMJAC_FUNCTION_AND_JACOBIAN_DENSE = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
+    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99),
+)
+
+
+def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
+    """Function and Jacobian in one pass, sharing subexpressions."""
+    for buffer in outs:  # structural zeros
+        buffer[...] = 0.0
+    _symjac_function_and_jacobian_body(args, outs, _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE)
+
+
+_PACKED = (range(36),) * 2  # the identity table of every buffer
+KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+POINT_KERNELS = {}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'fc280696780615537029008b6a6eaada4881c92f65c13f42d008855834fcf335'
+CONTENT_HASH = '100c21daa7a285df03aabda4e96c499aed53c92a7c8bf1c0250ee07e7fb3a266'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
 WRT = (0,)
 OUTPUT_SHAPES = ((10,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
+# Batches smaller than this run on one thread (threads cost more than they save).
+PARALLEL_MIN_POINTS = 944
+# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
+# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+NONZEROS = (
+    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
+        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+        89, 94, 98, 99),
+)
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+import os
+
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
@@ -216,9 +286,11 @@ def _size(shape):
 class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
+                 "nonzeros", "parallel_min_points")
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
+                 nonzeros=None, parallel_min_points=1):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -226,6 +298,12 @@ class Signature:
         self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
         self.output_is_tuple = bool(output_is_tuple)
         self.wrt_is_tuple = bool(wrt_is_tuple)
+        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.parallel_min_points = int(parallel_min_points)
+
+    def blocks(self):
+        """(output shape, argument shape) of each Jacobian block, in order."""
+        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -233,7 +311,9 @@ class Signature:
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
         if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+            shapes += [out + arg for out, arg in self.blocks()]
+        if kind == "jacobian_values":
+            shapes += [(len(indices),) for indices in self.nonzeros]
         return shapes
 
     def nest(self, kind, items):
@@ -248,6 +328,7 @@ class Signature:
         if kind == "function_and_jacobian":
             count = len(self.output_shapes)
             return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        # "jacobian" and "jacobian_values": one item per block
         width = len(self.wrt)
         rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
         rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
@@ -259,7 +340,7 @@ class Signature:
             if not isinstance(nested, (tuple, list)) or len(nested) != 2:
                 raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
             return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
         items = [nested]
         for is_tuple in levels:
             if is_tuple:
@@ -337,61 +418,120 @@ def _check_out(out, shape, arguments):
             raise ValueError("out= overlaps an input argument")
 
 
-def call(kernel, signature, kind, args, out=None, num_threads=1):
+def thread_count(signature, n, num_threads=None):
+    """Threads for a batch of ``n`` points: one for small batches, else
+    ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if n < max(signature.parallel_min_points, 2):
+        return 1
+    if num_threads is None:
+        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
+    try:
+        return max(1, int(num_threads))
+    except (TypeError, ValueError):
+        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
     if out is None:
-        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+        results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
         for result, shape in zip(results, shapes):
             _check_out(result, batch_shape + shape, args)
-            result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
-    kernel(tuple(flat_args), buffers, n, num_threads)
+    kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
+
+
+def sparse_matrices(signature, values, format="csr"):
+    """scipy sparse arrays (output size x argument size) from one point's
+    packed values, nested like the Jacobian. scipy is imported only here."""
+    import scipy.sparse
+
+    if format not in ("csr", "csc", "coo"):
+        raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
+    flat = signature.flatten("jacobian_values", values)
+    matrices = []
+    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+        if block_values.ndim != 1:
+            raise ValueError("sparse results are for one point; use the packed values for a batch")
+        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
+        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
+        matrices.append(matrix.asformat(format))
+    return signature.nest("jacobian_values", matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE)
-
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block,
-# blocks ordered as output 0 / WRT[0], output 0 / WRT[1], ..., output 1 / WRT[0] ...
-NONZEROS = (
-    (0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43, 44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88, 89, 94, 98, 99),
-)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
+                       NONZEROS, PARALLEL_MIN_POINTS)
+# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
+_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
+                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
-def jacobian(*args, out=None, num_threads=1):
+def jacobian(*args, out=None, num_threads=None):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "jacobian" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
+        if result is not None:
+            return result
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=1):
+def jacobian_values(*args, out=None, num_threads=None):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
+
+    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    broadcast and lead the result. ``out=`` takes preallocated float64 arrays
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
+    """
+    if out is None and "jacobian_values" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
+        if result is not None:
+            return result
+    return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
+
+
+def function(*args, out=None, num_threads=None):
     """Function: writes the non-zero entries of every output.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "function" in _POINT_SHAPES:
+        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
+        if result is not None:
+            return result
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=1):
+def function_and_jacobian(*args, out=None, num_threads=None):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
+
+
+def sparse_jacobian(*args, format="csr"):
+    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
+    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
 
 
 def sparsity():

@@ -10,25 +10,30 @@ Outputs of the function: (2,)
 
 Functions (this module needs only numpy):
     jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
+    jacobian_values(x, W1, b1, W2, b2, out=None, num_threads=1)
     function(x, W1, b1, W2, b2, out=None, num_threads=1)
     function_and_jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 526965e791a2449cc8ce91d99dee789d70bdbc6a7d7fce5831433ef846704fdf
+symjac-content-hash: 7751e3c766e520b9284bb6d69f864ea5d662fbfd63f387edd1b91236d65af664
 """
 
 import numpy
 
 
-def _kernel_jacobian(args, outs, n, num_threads=1):
+def _symjac_jacobian_body(args, outs, at):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     x, W1, b1, W2, b2 = args
     _jac0_0, = outs
+    _jac0_0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = 1 - numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])**2
         _t1 = W2[:, 0]*_t0
@@ -54,22 +59,41 @@ def _kernel_jacobian(args, outs, n, num_threads=1):
         _t21 = W2[:, 13]*_t10
         _t22 = W2[:, 14]*_t12
         _t23 = W2[:, 15]*_t14
-        _jac0_0[:, 0] = W1[:, 0]*_t1 + W1[:, 3]*_t3 + W1[:, 6]*_t5 + W1[:, 9]*_t7 + W1[:, 12]*_t9 + W1[:, 15]*_t11 + W1[:, 18]*_t13 + W1[:, 21]*_t15
-        _jac0_0[:, 1] = W1[:, 1]*_t1 + W1[:, 4]*_t3 + W1[:, 7]*_t5 + W1[:, 10]*_t7 + W1[:, 13]*_t9 + W1[:, 16]*_t11 + W1[:, 19]*_t13 + W1[:, 22]*_t15
-        _jac0_0[:, 2] = W1[:, 2]*_t1 + W1[:, 5]*_t3 + W1[:, 8]*_t5 + W1[:, 11]*_t7 + W1[:, 14]*_t9 + W1[:, 17]*_t11 + W1[:, 20]*_t13 + W1[:, 23]*_t15
-        _jac0_0[:, 3] = W1[:, 0]*_t16 + W1[:, 3]*_t17 + W1[:, 6]*_t18 + W1[:, 9]*_t19 + W1[:, 12]*_t20 + W1[:, 15]*_t21 + W1[:, 18]*_t22 + W1[:, 21]*_t23
-        _jac0_0[:, 4] = W1[:, 1]*_t16 + W1[:, 4]*_t17 + W1[:, 7]*_t18 + W1[:, 10]*_t19 + W1[:, 13]*_t20 + W1[:, 16]*_t21 + W1[:, 19]*_t22 + W1[:, 22]*_t23
-        _jac0_0[:, 5] = W1[:, 2]*_t16 + W1[:, 5]*_t17 + W1[:, 8]*_t18 + W1[:, 11]*_t19 + W1[:, 14]*_t20 + W1[:, 17]*_t21 + W1[:, 20]*_t22 + W1[:, 23]*_t23
+        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0]*_t1 + W1[:, 3]*_t3 + W1[:, 6]*_t5 + W1[:, 9]*_t7 + W1[:, 12]*_t9 + W1[:, 15]*_t11 + W1[:, 18]*_t13 + W1[:, 21]*_t15  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = W1[:, 1]*_t1 + W1[:, 4]*_t3 + W1[:, 7]*_t5 + W1[:, 10]*_t7 + W1[:, 13]*_t9 + W1[:, 16]*_t11 + W1[:, 19]*_t13 + W1[:, 22]*_t15  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = W1[:, 2]*_t1 + W1[:, 5]*_t3 + W1[:, 8]*_t5 + W1[:, 11]*_t7 + W1[:, 14]*_t9 + W1[:, 17]*_t11 + W1[:, 20]*_t13 + W1[:, 23]*_t15  # [0, 2]
+        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0]*_t16 + W1[:, 3]*_t17 + W1[:, 6]*_t18 + W1[:, 9]*_t19 + W1[:, 12]*_t20 + W1[:, 15]*_t21 + W1[:, 18]*_t22 + W1[:, 21]*_t23  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = W1[:, 1]*_t16 + W1[:, 4]*_t17 + W1[:, 7]*_t18 + W1[:, 10]*_t19 + W1[:, 13]*_t20 + W1[:, 16]*_t21 + W1[:, 19]*_t22 + W1[:, 22]*_t23  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = W1[:, 2]*_t16 + W1[:, 5]*_t17 + W1[:, 8]*_t18 + W1[:, 11]*_t19 + W1[:, 14]*_t20 + W1[:, 17]*_t21 + W1[:, 20]*_t22 + W1[:, 23]*_t23  # [1, 2]
 
 
-def _kernel_function(args, outs, n, num_threads=1):
+_SYMJAC_JACOBIAN_DENSE = (
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+def _kernel_jacobian(args, outs, n, num_threads=1):
+    """Jacobian: writes the non-zero entries of every block d output / d argument."""
+    _symjac_jacobian_body(args, outs, _SYMJAC_JACOBIAN_DENSE)
+
+
+def _kernel_jacobian_values(args, outs, n, num_threads=1):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
+    _symjac_jacobian_body(args, outs, _PACKED)
+
+
+def _symjac_function_body(args, outs, at):
     """Function: writes the non-zero entries of every output.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     x, W1, b1, W2, b2 = args
     _f0, = outs
+    _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])
         _t1 = numpy.tanh(W1[:, 3]*x[:, 0] + W1[:, 4]*x[:, 1] + W1[:, 5]*x[:, 2] + b1[:, 1])
@@ -79,18 +103,32 @@ def _kernel_function(args, outs, n, num_threads=1):
         _t5 = numpy.tanh(W1[:, 15]*x[:, 0] + W1[:, 16]*x[:, 1] + W1[:, 17]*x[:, 2] + b1[:, 5])
         _t6 = numpy.tanh(W1[:, 18]*x[:, 0] + W1[:, 19]*x[:, 1] + W1[:, 20]*x[:, 2] + b1[:, 6])
         _t7 = numpy.tanh(W1[:, 21]*x[:, 0] + W1[:, 22]*x[:, 1] + W1[:, 23]*x[:, 2] + b1[:, 7])
-        _f0[:, 0] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]
-        _f0[:, 1] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]
+        _f0[:, _f0_at[0]] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]  # [1]
 
 
-def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
+_SYMJAC_FUNCTION_DENSE = (
+    (0, 1),
+)
+
+
+def _kernel_function(args, outs, n, num_threads=1):
+    """Function: writes the non-zero entries of every output."""
+    _symjac_function_body(args, outs, _SYMJAC_FUNCTION_DENSE)
+
+
+def _symjac_function_and_jacobian_body(args, outs, at):
     """Function and Jacobian in one pass, sharing subexpressions.
 
-    Arguments are (1 or n, size) arrays, outputs zero-filled (n, size) arrays;
-    every temporary below is one array over all points of the batch.
+    Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
+    structural zeros the caller has filled;
+    every temporary below is one array over all points of the batch. The k-th
+    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
+    (full Jacobian blocks) or k itself (packed non-zero values).
     """
     x, W1, b1, W2, b2 = args
     _f0, _jac0_0 = outs
+    _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t0 = numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])
         _t1 = numpy.tanh(W1[:, 3]*x[:, 0] + W1[:, 4]*x[:, 1] + W1[:, 5]*x[:, 2] + b1[:, 1])
@@ -124,30 +162,52 @@ def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
         _t29 = W2[:, 13]*_t18
         _t30 = W2[:, 14]*_t20
         _t31 = W2[:, 15]*_t22
-        _f0[:, 0] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]
-        _f0[:, 1] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]
-        _jac0_0[:, 0] = W1[:, 0]*_t9 + W1[:, 3]*_t11 + W1[:, 6]*_t13 + W1[:, 9]*_t15 + W1[:, 12]*_t17 + W1[:, 15]*_t19 + W1[:, 18]*_t21 + W1[:, 21]*_t23
-        _jac0_0[:, 1] = W1[:, 1]*_t9 + W1[:, 4]*_t11 + W1[:, 7]*_t13 + W1[:, 10]*_t15 + W1[:, 13]*_t17 + W1[:, 16]*_t19 + W1[:, 19]*_t21 + W1[:, 22]*_t23
-        _jac0_0[:, 2] = W1[:, 2]*_t9 + W1[:, 5]*_t11 + W1[:, 8]*_t13 + W1[:, 11]*_t15 + W1[:, 14]*_t17 + W1[:, 17]*_t19 + W1[:, 20]*_t21 + W1[:, 23]*_t23
-        _jac0_0[:, 3] = W1[:, 0]*_t24 + W1[:, 3]*_t25 + W1[:, 6]*_t26 + W1[:, 9]*_t27 + W1[:, 12]*_t28 + W1[:, 15]*_t29 + W1[:, 18]*_t30 + W1[:, 21]*_t31
-        _jac0_0[:, 4] = W1[:, 1]*_t24 + W1[:, 4]*_t25 + W1[:, 7]*_t26 + W1[:, 10]*_t27 + W1[:, 13]*_t28 + W1[:, 16]*_t29 + W1[:, 19]*_t30 + W1[:, 22]*_t31
-        _jac0_0[:, 5] = W1[:, 2]*_t24 + W1[:, 5]*_t25 + W1[:, 8]*_t26 + W1[:, 11]*_t27 + W1[:, 14]*_t28 + W1[:, 17]*_t29 + W1[:, 20]*_t30 + W1[:, 23]*_t31
+        _f0[:, _f0_at[0]] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]  # [1]
+        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0]*_t9 + W1[:, 3]*_t11 + W1[:, 6]*_t13 + W1[:, 9]*_t15 + W1[:, 12]*_t17 + W1[:, 15]*_t19 + W1[:, 18]*_t21 + W1[:, 21]*_t23  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = W1[:, 1]*_t9 + W1[:, 4]*_t11 + W1[:, 7]*_t13 + W1[:, 10]*_t15 + W1[:, 13]*_t17 + W1[:, 16]*_t19 + W1[:, 19]*_t21 + W1[:, 22]*_t23  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = W1[:, 2]*_t9 + W1[:, 5]*_t11 + W1[:, 8]*_t13 + W1[:, 11]*_t15 + W1[:, 14]*_t17 + W1[:, 17]*_t19 + W1[:, 20]*_t21 + W1[:, 23]*_t23  # [0, 2]
+        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0]*_t24 + W1[:, 3]*_t25 + W1[:, 6]*_t26 + W1[:, 9]*_t27 + W1[:, 12]*_t28 + W1[:, 15]*_t29 + W1[:, 18]*_t30 + W1[:, 21]*_t31  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = W1[:, 1]*_t24 + W1[:, 4]*_t25 + W1[:, 7]*_t26 + W1[:, 10]*_t27 + W1[:, 13]*_t28 + W1[:, 16]*_t29 + W1[:, 19]*_t30 + W1[:, 22]*_t31  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = W1[:, 2]*_t24 + W1[:, 5]*_t25 + W1[:, 8]*_t26 + W1[:, 11]*_t27 + W1[:, 14]*_t28 + W1[:, 17]*_t29 + W1[:, 20]*_t30 + W1[:, 23]*_t31  # [1, 2]
 
 
-KERNELS = {"jacobian": _kernel_jacobian, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+_SYMJAC_FUNCTION_AND_JACOBIAN_DENSE = (
+    (0, 1),
+    (0, 1, 2, 3, 4, 5),
+)
+
+
+def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
+    """Function and Jacobian in one pass, sharing subexpressions."""
+    _symjac_function_and_jacobian_body(args, outs, _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE)
+
+
+_PACKED = (range(6),) * 2  # the identity table of every buffer
+KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
+POINT_KERNELS = {}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '526965e791a2449cc8ce91d99dee789d70bdbc6a7d7fce5831433ef846704fdf'
+CONTENT_HASH = '7751e3c766e520b9284bb6d69f864ea5d662fbfd63f387edd1b91236d65af664'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
 OUTPUT_SHAPES = ((2,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
+# Batches smaller than this run on one thread (threads cost more than they save).
+PARALLEL_MIN_POINTS = 269
+# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
+# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+NONZEROS = (
+    (0, 1, 2, 3, 4, 5),
+)
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+import os
+
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
@@ -163,9 +223,11 @@ def _size(shape):
 class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple")
+    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
+                 "nonzeros", "parallel_min_points")
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple):
+    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
+                 nonzeros=None, parallel_min_points=1):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -173,6 +235,12 @@ class Signature:
         self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
         self.output_is_tuple = bool(output_is_tuple)
         self.wrt_is_tuple = bool(wrt_is_tuple)
+        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.parallel_min_points = int(parallel_min_points)
+
+    def blocks(self):
+        """(output shape, argument shape) of each Jacobian block, in order."""
+        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -180,7 +248,9 @@ class Signature:
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
         if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + self.shapes[j] for out in self.output_shapes for j in self.wrt]
+            shapes += [out + arg for out, arg in self.blocks()]
+        if kind == "jacobian_values":
+            shapes += [(len(indices),) for indices in self.nonzeros]
         return shapes
 
     def nest(self, kind, items):
@@ -195,6 +265,7 @@ class Signature:
         if kind == "function_and_jacobian":
             count = len(self.output_shapes)
             return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
+        # "jacobian" and "jacobian_values": one item per block
         width = len(self.wrt)
         rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
         rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
@@ -206,7 +277,7 @@ class Signature:
             if not isinstance(nested, (tuple, list)) or len(nested) != 2:
                 raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
             return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind == "jacobian" else [])
+        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
         items = [nested]
         for is_tuple in levels:
             if is_tuple:
@@ -284,61 +355,120 @@ def _check_out(out, shape, arguments):
             raise ValueError("out= overlaps an input argument")
 
 
-def call(kernel, signature, kind, args, out=None, num_threads=1):
+def thread_count(signature, n, num_threads=None):
+    """Threads for a batch of ``n`` points: one for small batches, else
+    ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if n < max(signature.parallel_min_points, 2):
+        return 1
+    if num_threads is None:
+        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
+    try:
+        return max(1, int(num_threads))
+    except (TypeError, ValueError):
+        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+
+
+def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
     if out is None:
-        results = [numpy.zeros(batch_shape + shape) for shape in shapes]
+        results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
         for result, shape in zip(results, shapes):
             _check_out(result, batch_shape + shape, args)
-            result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
-    kernel(tuple(flat_args), buffers, n, num_threads)
+    kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
+
+
+def sparse_matrices(signature, values, format="csr"):
+    """scipy sparse arrays (output size x argument size) from one point's
+    packed values, nested like the Jacobian. scipy is imported only here."""
+    import scipy.sparse
+
+    if format not in ("csr", "csc", "coo"):
+        raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
+    flat = signature.flatten("jacobian_values", values)
+    matrices = []
+    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+        if block_values.ndim != 1:
+            raise ValueError("sparse results are for one point; use the packed values for a batch")
+        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
+        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
+        matrices.append(matrix.asformat(format))
+    return signature.nest("jacobian_values", matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE)
-
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block,
-# blocks ordered as output 0 / WRT[0], output 0 / WRT[1], ..., output 1 / WRT[0] ...
-NONZEROS = (
-    (0, 1, 2, 3, 4, 5),
-)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
+                       NONZEROS, PARALLEL_MIN_POINTS)
+# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
+_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
+                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
-def jacobian(*args, out=None, num_threads=1):
+def jacobian(*args, out=None, num_threads=None):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "jacobian" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
+        if result is not None:
+            return result
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=1):
+def jacobian_values(*args, out=None, num_threads=None):
+    """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
+
+    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    broadcast and lead the result. ``out=`` takes preallocated float64 arrays
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
+    """
+    if out is None and "jacobian_values" in _POINT_SHAPES:
+        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
+        if result is not None:
+            return result
+    return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
+
+
+def function(*args, out=None, num_threads=None):
     """Function: writes the non-zero entries of every output.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if out is None and "function" in _POINT_SHAPES:
+        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
+        if result is not None:
+            return result
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=1):
+def function_and_jacobian(*args, out=None, num_threads=None):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
-    with the structure of the result.
+    with the structure of the result. Large batches run on ``num_threads``
+    threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
+
+
+def sparse_jacobian(*args, format="csr"):
+    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
+    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
 
 
 def sparsity():
