@@ -807,11 +807,11 @@ def worker_main(opts):
     import importlib
 
     peer = opts.worker
+    start = time.perf_counter()
     missing = [m for m, v in versions(REQUIRES[peer]).items() if v is None]
     import_s = None
     if not missing:
         # Import outside the timed setup (the first problem would otherwise pay it).
-        start = time.perf_counter()
         if peer.startswith("jax"):
             _jax_setup()
         for module in IMPORTS[peer]:

@@ -178,12 +178,14 @@ def worker(model: str, size: int, ops_max: int, verify_max: int) -> None:
     states = sum(traced.arguments[i].size for i in indices)
     emit({"states": states, "nonzeros": derivative.nonzeros})
     if derivative.nonzeros <= ops_max:
+        emit({"start": "count_ops (before CSE, not a pipeline stage)"})
         started = time.perf_counter()
         before = count_operations(expr for row in derivative.blocks for block in row for _, expr in block.entries)
         emit({"ops_before": before, "ops_seconds": time.perf_counter() - started})
     program = stage("simplify", lambda: simplify(derivative, "jacobian"))
     emit({"temporaries": len(program.temporaries)})
     if derivative.nonzeros <= ops_max:
+        emit({"start": "count_ops (after CSE, not a pipeline stage)"})
         after = count_operations([expr for _, expr in program.temporaries] + [expr for _, _, expr in program.results])
         emit({"ops_after": after})
     source = stage("render", lambda: render(derivative, (program,), "cython", wrt_is_tuple=wrt_is_tuple))
