@@ -18,7 +18,7 @@ Each peer runs in its own fresh Python process (one process per peer, all
 problems in turn), one peer after another, so that setup times are cold, peak
 memory is the peer's own, and a crash stays contained. Every process is pinned
 to one thread (OMP/MKL/OpenBLAS, torch.set_num_threads(1), XLA without
-multi-threaded Eigen): symjac's kernel is single-threaded.
+multi-threaded Eigen, SYMJAC_NUM_THREADS=1 for symjac's OpenMP batch loop).
 
 - import s     importing the peer's packages in the fresh process (not in setup).
 - setup s      everything before the first result: building the symbolic or
@@ -45,9 +45,10 @@ multi-threaded Eigen): symjac's kernel is single-threaded.
                timed) and torch.autograd, which returns a permuted view.
 - call MB      peak resident-set growth during one warm call at the largest N
                run: VmHWM after resetting it via /proc/self/clear_refs, minus
-               VmRSS before the call (so it counts the returned result, and
-               memory that JAX/torch allocators keep cached between calls is not
-               counted again). Not tracemalloc: that misses jax/torch/casadi.
+               VmRSS before the call, after gc and glibc malloc_trim(0) (so it
+               counts the returned result; memory that JAX/torch allocators keep
+               cached between calls is not counted again). Not tracemalloc: that
+               misses jax/torch/casadi. "setup MB": the same over the setup.
 - max|err|     max abs difference from the reference on the N=100 batch (or the
                largest N <= 100 that ran), rel = max|err| / max|J_ref|.
                Reference: the hand-derived Jacobian in symjac/examples
@@ -227,9 +228,18 @@ def _status_kb(field_name):
     return int(found.group(1)) if found else None
 
 
+def _malloc_trim():
+    """Hand memory freed by earlier calls back to the OS (glibc), so that it is counted again."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_call_mb(fn):
     """Peak RSS growth (MB) during one call of ``fn`` (VmHWM reset via clear_refs)."""
     gc.collect()
+    _malloc_trim()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -973,7 +983,7 @@ def worker_env(cache_dir):
     env.update(
         PYTHONPATH=str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
         SYMJAC_CACHE_DIR=cache_dir,
-        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+        OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", SYMJAC_NUM_THREADS="1",
         XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
         JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
     )
@@ -1000,6 +1010,16 @@ def main(argv=None):
           f"one thread per peer", file=out)
     installed = versions(["symjac", "numpy", "sympy", "symengine", "casadi", "jax", "jaxlib", "torch", "scipy", "Cython"])
     print("versions: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in installed.items()), file=out)
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "symjac", "templates"],
+                               capture_output=True, text=True).stdout.split("\n")
+        dirty = [line for line in dirty if line.strip()]
+        print(f"symjac tree: git {head}" + (f" + {len(dirty)} uncommitted change(s) in symjac/, templates/"
+                                             if dirty else " (clean)"), file=out)
+    except OSError:
+        pass
     print(f"sizes: {opts.sizes}; problems: {opts.problems}; seed {SEED}; --mem-gb {opts.mem_gb}; "
           f"--max-call {opts.max_call:g} s", file=out)
     print("peers:", file=out)

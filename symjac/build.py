@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -152,6 +153,7 @@ def _cython_version() -> str:
 def cache_key(source: Source, options: BuildOptions) -> str:
     material = {
         "source": source.text,
+        "parts": [list(part) for part in source.parts],
         "flags": list(options.flags),
         "native": options.native,
         "openmp": options.openmp,
@@ -229,28 +231,60 @@ def cythonize(pyx: Path, c_file: Path, module_name: str) -> None:
                          log=output.getvalue())
 
 
-def compile_extension(c_file: Path, extension: Path, flags) -> None:
-    """Compile and link one C file into a Python extension module."""
+# Chunk files of kernels larger than this (bytes of C, in all) compile at
+# -O1: gcc's -O2/-O3 passes cost about twice the time on straight-line code
+# for a few percent of speed, and a big model would wait minutes.
+LARGE_KERNEL_BYTES = 1_000_000
+
+
+def part_flags(flags, parts) -> tuple[str, ...]:
+    """Compiler flags for the chunk files of a kernel: ``flags``, with the
+    optimisation level lowered to -O1 for very large kernels."""
+    if sum(len(text) for _, text in parts) <= LARGE_KERNEL_BYTES:
+        return tuple(flags)
+    return tuple("-O1" if flag in ("-O2", "-O3", "-Ofast") else flag for flag in flags)
+
+
+def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
+    """Compile C files (in parallel, one process per core) and link them
+    into a Python extension module. The first file is Cython's output; the
+    others, if any, are kernel chunk files compiled with ``parts_flags``."""
     link = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
-    include = sysconfig.get_paths()["include"]
-    command = [*compiler_command(), *link, "-fPIC", *flags, f"-I{include}", str(c_file), "-o", str(extension), "-lm"]
-    _run(command, "the C compiler", cwd=c_file.parent)
+    include = f"-I{sysconfig.get_paths()['include']}"
+    workdir = c_files[0].parent
+    if len(c_files) == 1:
+        command = [*compiler_command(), *link, "-fPIC", *flags, include, str(c_files[0]), "-o", str(extension), "-lm"]
+        _run(command, "the C compiler", cwd=workdir)
+        return
+    objects = [c_file.with_suffix(".o") for c_file in c_files]
+    commands = [[*compiler_command(), "-c", "-fPIC", *(flags if number == 0 else parts_flags or flags),
+                 include, str(c_file), "-o", str(obj)]
+                for number, (c_file, obj) in enumerate(zip(c_files, objects))]
+    commands = [commands[0], *sorted(commands[1:], key=lambda command: -Path(command[-3]).stat().st_size)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(lambda command: _run(command, "the C compiler", cwd=workdir), commands))
+    _run([*compiler_command(), *link, *flags, *map(str, objects), "-o", str(extension), "-lm"], "the linker", cwd=workdir)
 
 
 def extension_suffix() -> str:
     return sysconfig.get_config_var("EXT_SUFFIX")
 
 
-def compile_module(text: str, module_name: str, workdir: Path, flags) -> Path:
-    """Cython source text -> extension module ``module_name`` built in ``workdir``."""
+def compile_module(text: str, module_name: str, workdir: Path, flags, parts=()) -> Path:
+    """Cython source text (plus C ``parts``: (name suffix, text) pairs) ->
+    extension module ``module_name`` built in ``workdir``."""
     workdir = workdir.resolve()
     pyx = workdir / f"{module_name}.pyx"
     c_file = workdir / f"{module_name}.c"
     extension = workdir / f"{module_name}{extension_suffix()}"
     pyx.write_text(text)
+    part_files = []
+    for suffix, part_text in parts:
+        part_files.append(workdir / f"{module_name}{suffix}")
+        part_files[-1].write_text(part_text)
     started = time.perf_counter()
     cythonize(pyx, c_file, module_name)
-    compile_extension(c_file, extension, flags)
+    compile_extension([c_file, *part_files], extension, flags, part_flags(flags, parts))
     log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
     return extension
 
@@ -259,7 +293,7 @@ def _build_entry(source: Source, options: BuildOptions, root: Path, key: str, mo
     """Build into a fresh temporary directory under ``root``; return it."""
     workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
-        extension = compile_module(source.text, module_name, workdir, options.compiler_flags())
+        extension = compile_module(source.text, module_name, workdir, options.compiler_flags(), source.parts)
         manifest = {"key": key, "module": module_name, "file": extension.name, "sha256": _file_sha256(extension)}
         (workdir / _MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         return workdir

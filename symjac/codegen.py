@@ -37,14 +37,14 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def build_in_place(pyx: Path, name: str, flags=None) -> Path:
-    """Compile ``pyx`` into ``NAME<EXT_SUFFIX>`` beside it; return that path."""
+def build_in_place(pyx: Path, name: str, flags=None, parts=()) -> Path:
+    """Compile ``pyx`` (and its C ``parts``) into ``NAME<EXT_SUFFIX>`` beside it; return that path."""
     target = pyx.parent / f"{name}{extension_suffix()}"
     log_path = pyx.parent / f"{name}.build.log"
     workdir = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=pyx.parent))
     try:
         options = BuildOptions() if flags is None else BuildOptions(flags=tuple(flags))
-        extension = compile_module(pyx.read_text(), name, workdir, options.compiler_flags())
+        extension = compile_module(pyx.read_text(), name, workdir, options.compiler_flags(), parts)
         os.replace(extension, target)
         log_path.unlink(missing_ok=True)
     except BuildError as error:
@@ -80,8 +80,10 @@ def write_module(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}{generated.source.suffix}"
     _atomic_write(path, generated.source.text)
+    for suffix, text in generated.source.parts:  # C files of large kernels
+        _atomic_write(directory / f"{name}{suffix}", text)
     if backend == "cython" and build:
         with reporter.stage("compiled") as report:
-            extension = build_in_place(path, name, flags)
+            extension = build_in_place(path, name, flags, generated.source.parts)
             report.append(str(extension))
     return path, generated

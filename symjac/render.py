@@ -49,6 +49,11 @@ _KIND_DOCS = {
 # Bodies with more operations than this are compiled once, not inlined into
 # each driver: compile time matters more than an indirect store there.
 INLINE_OPERATIONS = 4000
+# Programs with more statements than this are split into chunk functions in
+# separate C files (see _chunks); smaller ones stay one function in the .pyx.
+CHUNK_THRESHOLD = 1500
+CHUNK_STATEMENTS = 200
+CHUNKS_PER_FILE = 15
 # A batch is split across threads only when it holds at least this many
 # operations in total (about 20-40 us of work per thread).
 PARALLEL_MIN_OPERATIONS = 50_000
@@ -56,12 +61,13 @@ PARALLEL_MIN_OPERATIONS = 50_000
 
 @dataclass(frozen=True)
 class Source:
-    """Generated module text for one backend."""
+    """Generated module text for one backend (plus C files for big kernels)."""
 
     backend: str
     text: str
     content_hash: str
     kinds: tuple[str, ...]
+    parts: tuple[tuple[str, str], ...] = ()  # extra C files: (name suffix, text)
 
     @property
     def suffix(self) -> str:
@@ -103,19 +109,79 @@ def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]" if shape else "[]"
 
 
-def _kernel_context(program: Program, arguments, printer) -> dict:
-    """What the templates need of one program, all text already printed."""
-    positions = []  # per buffer: dense flat index of each entry, in entry order
-    entry_of = {}
+def _positions(program: Program):
+    """Per buffer, the dense flat indices of its entries in entry order, and
+    the entry number of each (buffer, flat index)."""
+    positions, entry_of = [], {}
     for number in range(len(program.buffers)):
         indices = sorted(flat for b, flat, _ in program.results if b == number)
         positions.append(indices)
         entry_of.update({(number, flat): k for k, flat in enumerate(indices)})
+    return positions, entry_of
+
+
+def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
+    """Split a large program into chunk functions spread over C files.
+
+    Statements (temporaries, then results) are cut into runs of
+    ``CHUNK_STATEMENTS``; each run becomes one C function, and every
+    ``CHUNKS_PER_FILE`` functions one file, so the compiler's time and memory
+    grow linearly and files compile in parallel. A temporary used only in the
+    chunk that defines it stays a local; one used later lives in the per-thread
+    scratch array ``_t[]``.
+    """
+    _, entry_of = _positions(program)
+    statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
+    statements += [("result", b, flat, expr) for b, flat, expr in program.results]
+    runs = [statements[start:start + CHUNK_STATEMENTS] for start in range(0, len(statements), CHUNK_STATEMENTS)]
+    defined_in = {}
+    for number, run in enumerate(runs):
+        for statement in run:
+            if statement[0] == "temporary":
+                defined_in[statement[1]] = number
+    shared = set()
+    for number, run in enumerate(runs):
+        for statement in run:
+            for symbol in statement[-1].free_symbols:
+                if defined_in.get(symbol, number) != number:
+                    shared.add(symbol)
+    slots = {symbol: k for k, symbol in enumerate(sorted(shared, key=lambda symbol: int(symbol.name[2:])))}
+    printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in slots.items()}})
+    parameters = ", ".join(f"const double *restrict {a.name}" for a in arguments) + ", double *restrict _t,\n    " + \
+        ", ".join(f"double *restrict {buffer.name}, const Py_ssize_t *restrict {buffer.name}_at" for buffer in program.buffers)
+    functions = []
+    for number, run in enumerate(runs):
+        lines = []
+        for statement in run:
+            if statement[0] == "temporary":
+                _, symbol, expr = statement
+                target = f"_t[{slots[symbol]}]" if symbol in slots else f"const double {symbol.name}"
+                lines.append(f"{target} = {printer.doprint(expr)};")
+            else:
+                _, b, flat, expr = statement
+                buffer = program.buffers[b]
+                entry = entry_of[(b, flat)]
+                lines.append(f"{buffer.name}[{buffer.name}_at[{entry}]] = {printer.doprint(expr)};  "
+                             f"/* {_multi_index(flat, buffer.shape)} */")
+        functions.append({"name": f"_symjac_{program.kind}_chunk{number}", "lines": lines})
+    files = [functions[start:start + CHUNKS_PER_FILE] for start in range(0, len(functions), CHUNKS_PER_FILE)]
+    call_arguments = ", ".join(a.name for a in arguments) + ", _t, " + ", ".join(
+        f"{buffer.name}, {buffer.name}_at" for buffer in program.buffers)
+    return {"parameters": parameters, "functions": functions, "files": files, "scratch": len(slots),
+            "call_arguments": call_arguments}
+
+
+def _kernel_context(program: Program, arguments, printer, chunks=None) -> dict:
+    """What the templates need of one program, all text already printed."""
+    positions, entry_of = _positions(program)
     operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
     drivers = [(program.kind, "dense")] + ([("jacobian_values", "packed")] if program.kind == "jacobian" else [])
-    c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + ",\n        " + ", ".join(
+    c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + (
+        ", double *_t" if chunks is not None else "") + ",\n        " + ", ".join(
         f"double *{buffer.name}, const Py_ssize_t *{buffer.name}_at" for buffer in program.buffers)
     c_inputs = ", ".join(f"_args[{j}] + _i * _arg_strides[{j}]" for j in range(len(arguments)))
+    if chunks is not None:
+        c_inputs += ", _t"
 
     def c_arguments(kind, layout):
         outputs = ", ".join(
@@ -134,7 +200,8 @@ def _kernel_context(program: Program, arguments, printer) -> dict:
         "kind": program.kind,
         "c_name": f"_symjac_{program.kind}",
         "docs": _KIND_DOCS[program.kind],
-        "inline": operations <= INLINE_OPERATIONS,
+        "inline": operations <= INLINE_OPERATIONS and chunks is None,
+        "chunks": chunks,
         "operations": operations,
         "c_parameters": c_parameters,
         "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
@@ -148,8 +215,9 @@ def _kernel_context(program: Program, arguments, printer) -> dict:
              "dense": number_rows(positions[b], " " * 8)}
             for b, buffer in enumerate(program.buffers)
         ],
-        "temporaries": [(printer.doprint(symbol), printer.doprint(expr)) for symbol, expr in program.temporaries],
-        "results": [
+        "temporaries": [] if chunks else [(printer.doprint(symbol), printer.doprint(expr))
+                                          for symbol, expr in program.temporaries],
+        "results": [] if chunks else [
             (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape), printer.doprint(expr))
             for b, flat, expr in program.results
         ],
@@ -163,7 +231,8 @@ def _safe_function_name(name: str) -> str:
         return "function"
 
 
-def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, parallel_min_points: int) -> str:
+def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, parallel_min_points: int,
+              backend: str) -> str:
     traced = derivative.traced
     nonzeros = tuple(tuple(index for index, _ in block.entries) for row in derivative.blocks for block in row)
     lines = [
@@ -179,10 +248,13 @@ def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, par
         f"PARALLEL_MIN_POINTS = {parallel_min_points}",
         "# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order",
         "# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
-        "NONZEROS = (",
-        *[f"    ({number_rows(indices, ' ' * 8)}{',' if len(indices) == 1 else ''})," for indices in nonzeros],
-        ")",
     ]
+    if backend == "cython":  # big literals are slow for Cython and the C compiler: read the C tables
+        lines.append("NONZEROS = _nonzero_tables()")
+    else:
+        lines += ["NONZEROS = (",
+                  *[f"    ({number_rows(indices, ' ' * 8)}{',' if len(indices) == 1 else ''})," for indices in nonzeros],
+                  ")"]
     return "\n".join(lines)
 
 
@@ -212,7 +284,13 @@ def render(
     element = "{name}[{flat}]" if backend == "cython" else "{name}[:, {flat}]"
     printer_type = CPrinter if backend == "cython" else NumpyPrinter
     printer = printer_type(symbol_names(arguments, element))
-    kernels = [_kernel_context(program, arguments, printer) for program in programs]
+    kernels = []
+    for program in programs:
+        statements = len(program.temporaries) + len(program.results)
+        chunks = None
+        if backend == "cython" and statements > CHUNK_THRESHOLD:
+            chunks = _chunks(program, arguments, printer_type, symbol_names(arguments, element))
+        kernels.append(_kernel_context(program, arguments, printer, chunks))
     jacobian_operations = max([k["operations"] for k in kernels if k["kind"] == "jacobian"] or [1])
     parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(jacobian_operations, 1)))
     drivers = [driver for kernel in kernels for driver in kernel["drivers"]]
@@ -238,9 +316,20 @@ def render(
             max_outs=max(len(kernel["buffers"]) for kernel in kernels),
             identity=number_rows(range(max_entries), " " * 4),
             max_entries=max_entries,
-            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points),
+            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points, backend),
+            jacobian=next(kernel for kernel in kernels if kernel["kind"] == "jacobian"),
             runtime=_runtime_text() if standalone else None,
         )
 
-    content_hash = hashlib.sha256(text_with("").encode()).hexdigest()
-    return Source(backend, text_with(content_hash), content_hash, tuple(header["kinds"]))
+    chunk_template = _environment().get_template("c_chunks.c.j2")
+    parts = tuple(
+        (f"_{kernel['kind']}_{number}.c", chunk_template.render(
+            header=header, kernel=kernel, functions=functions, parameters=kernel["chunks"]["parameters"]))
+        for kernel in kernels if kernel["chunks"]
+        for number, functions in enumerate(kernel["chunks"]["files"])
+    )
+    digest = hashlib.sha256(text_with("").encode())
+    for name, text in parts:
+        digest.update(f"\0{name}\0{text}".encode())
+    content_hash = digest.hexdigest()
+    return Source(backend, text_with(content_hash), content_hash, tuple(header["kinds"]), parts)
