@@ -166,14 +166,17 @@ def _check_out(out, shape, arguments):
 def thread_count(signature, n, num_threads=None):
     """Threads for a batch of ``n`` points: one for small batches, else
     ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, numpy.integer)) or num_threads < 1:
+            raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,))
     if n < max(signature.parallel_min_points, 2):
         return 1
     if num_threads is None:
-        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
-    try:
-        return max(1, int(num_threads))
-    except (TypeError, ValueError):
-        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+        try:
+            num_threads = int(os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1)
+        except ValueError:
+            raise ValueError("SYMJAC_NUM_THREADS must be a positive integer") from None
+    return max(1, int(num_threads))
 
 
 def call(kernel, signature, kind, args, out=None, num_threads=None):
@@ -184,8 +187,10 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
         results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
-        for result, shape in zip(results, shapes):
+        for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
+            if any(numpy.may_share_memory(result, other) for other in results[:number]):
+                raise ValueError("out= arrays overlap each other")
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)

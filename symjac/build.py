@@ -91,8 +91,14 @@ def cache_dir() -> Path:
 
 def _private_dir(path: Path) -> Path:
     """Create ``path`` (0700) if needed and refuse it if others could write to it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.stat()
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as error:
+        raise CacheError(f"cannot use {path} as the symjac cache directory ({error}); "
+                         "set SYMJAC_CACHE_DIR to a writable directory") from None
+    if not path.is_dir():
+        raise CacheError(f"symjac cache path {path} is not a directory; set SYMJAC_CACHE_DIR")
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         raise CacheError(f"symjac cache directory {path} belongs to another user; set SYMJAC_CACHE_DIR to a directory of yours")
     if info.st_mode & 0o022:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BuildError, SymjacError
+from .names import check_identifier
 from .progress import Reporter
 from .spec import ATTRIBUTE, Spec
 
@@ -112,7 +113,7 @@ def codegen(args) -> int:
         if args.wrt:
             names = [name.strip() for name in args.wrt.split(",") if name.strip()]
             wrt = tuple(names) if len(names) > 1 else names[0]
-        name = args.name or declared.name or getattr(function, "__name__", None)
+        name = check_identifier(args.name or declared.name or getattr(function, "__name__", None), "module name")
         reporter.note(f"symjac codegen: {name} ({args.backend}) -> {args.out}")
         path, _ = write_module(
             function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, name=name,

@@ -7,7 +7,7 @@
     └── BuildError (RuntimeError)    compiling or loading a generated module failed;
                                      carries the command and the compiler's whole log
     CacheError (SymjacError, PermissionError)
-                                     the build cache is not private to this user
+                                     the build cache is unusable or not private to this user
 
 Each class also inherits the builtin exception a caller would naturally catch,
 so ``except ValueError`` keeps working around symjac calls.
@@ -65,4 +65,4 @@ class BuildError(SymjacError, RuntimeError):
 
 
 class CacheError(SymjacError, PermissionError):
-    """The cache directory or an entry in it is not private to this user."""
+    """The cache directory cannot be created, or is not private to this user."""

@@ -205,7 +205,8 @@ def _kernel_context(program: Program, arguments, printer, chunks=None) -> dict:
         "operations": operations,
         "c_parameters": c_parameters,
         "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
-                     "single": len(program.buffers) == 1, "c_arguments": c_arguments(kind, layout),
+                     "single": len(program.buffers) == 1, "buffers": len(program.buffers),
+                     "c_arguments": c_arguments(kind, layout),
                      "c_zero_fill": c_zero_fill(kind, layout),
                      "zero_fill": layout == "dense" and any(len(positions[b]) < buffer.size
                                                            for b, buffer in enumerate(program.buffers))}

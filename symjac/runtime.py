@@ -57,7 +57,7 @@ class Jacobian:
         self.__doc__ = f"Jacobian of {traced.function_name} with respect to {', '.join(self.wrt)}."
 
     def __call__(self, *args, out=None, num_threads=None):
-        if out is None and self._point is not None:
+        if out is None and num_threads is None and self._point is not None:
             result = self._point(args, self._point_shape)
             if result is not None:
                 return result

@@ -33,7 +33,7 @@ __all__ = ["central_difference_jacobian", "complex_step_jacobian"]
 
 def _prepare(args: Sequence[Any], wrt_index: int) -> tuple[list[Any], np.ndarray]:
     args = list(args)
-    x = np.array(args[wrt_index], dtype=np.float64)  # a private copy
+    x = np.array(args[wrt_index], dtype=np.float64, order="C")  # a private C-ordered copy: reshape(-1) is a view
     return args, x
 
 

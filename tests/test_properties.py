@@ -154,7 +154,7 @@ def _oracle(name, args):
     for index in np.ndindex(*batch):
         # C order: oracles.complex_step_jacobian perturbs x through x.reshape(-1), which is a
         # copy (so the perturbation is lost) when x is not C-contiguous
-        point = [np.ascontiguousarray(a[index]) for a in floats]
+        point = [np.array(a[index], order="C") for a in floats]
         points[index] = [complex_step_jacobian(function, point, j) for j in wrt]
     return batch, points
 

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 20068daa53ec20360d77ea722ce292d44701b8486b209270f265259e2891dbbf
+symjac-content-hash: b93f60ee5f017f547950b7af2692464b29c8be0b20c9c69389081ac74b27257a
 """
 
 import numpy
@@ -30,9 +30,10 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_
 cdef extern from *:
     """
     #include <math.h>
+    #include <stdlib.h>
     #include <string.h>
 
-    typedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
+    typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[1] = {3};
     static const int _symjac_arg_ndims[1] = {1};
     static const Py_ssize_t _symjac_shape_0[] = {3};  /* x */
@@ -68,7 +69,7 @@ cdef extern from *:
     /* Jacobian: writes the non-zero entries of every block d output / d argument. */
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {6};
 
-    static void _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
         Py_ssize_t _i;
         (void)_num_threads;
@@ -80,12 +81,13 @@ cdef extern from *:
                 _args[0] + _i * _arg_strides[0],
                 _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
+        return 0;
     }
 
     /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
     static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {6};
 
-    static void _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
         Py_ssize_t _i;
         (void)_num_threads;
@@ -97,6 +99,7 @@ cdef extern from *:
                 _args[0] + _i * _arg_strides[0],
                 _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
+        return 0;
     }
 
     /* Function: writes the non-zero entries of every output. Point body. */
@@ -122,7 +125,7 @@ cdef extern from *:
     /* Function: writes the non-zero entries of every output. */
     static const Py_ssize_t _symjac_function_out_sizes[1] = {2};
 
-    static void _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
         Py_ssize_t _i;
         (void)_num_threads;
@@ -134,6 +137,7 @@ cdef extern from *:
                 _args[0] + _i * _arg_strides[0],
                 _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
+        return 0;
     }
 
     /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
@@ -176,7 +180,7 @@ cdef extern from *:
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {2, 6};
 
-    static void _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
         Py_ssize_t _i;
         (void)_num_threads;
@@ -188,20 +192,22 @@ cdef extern from *:
                 _args[0] + _i * _arg_strides[0],
                 _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
+        return 0;
     }
     """
-    ctypedef void (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_arg_sizes[1]
     const int _symjac_arg_ndims[1]
     const Py_ssize_t *_symjac_arg_shapes[1]
+    const Py_ssize_t _symjac_jacobian_dense0[]
     const Py_ssize_t _symjac_jacobian_out_sizes[]
-    void _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    int _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_jacobian_values_out_sizes[]
-    void _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    int _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_function_out_sizes[]
-    void _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    int _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_function_and_jacobian_out_sizes[]
-    void _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    int _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
 
 
 cdef int _check_view(Py_buffer *view, Py_ssize_t size, Py_ssize_t n, bint is_output, Py_ssize_t k) except -1:
@@ -228,6 +234,7 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
     cdef Py_ssize_t arg_strides[1]
     cdef double *out_ptrs[2]
     cdef Py_ssize_t k, acquired = 0
+    cdef int status
     if len(args) != 1 or len(outs) != n_outs:
         raise ValueError("expected 1 arguments and %d outputs" % n_outs)
     if n < 0:
@@ -245,7 +252,9 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
             _check_view(&views[acquired - 1], out_sizes[k], n, True, k)
             out_ptrs[k] = <double *>views[acquired - 1].buf
         with nogil:
-            kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
+            status = kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
+        if status != 0:
+            raise MemoryError("the kernel could not allocate its scratch space")
     finally:
         for k in range(acquired):
             PyBuffer_Release(&views[k])
@@ -294,7 +303,8 @@ cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, ob
             if out_view.len != 8 * out_size:
                 raise ValueError("output shape %r does not hold %d values" % (shape, out_size))
             out_ptr = <double *>out_view.buf
-            kernel(1, arg_ptrs, arg_strides, &out_ptr, 1)
+            if kernel(1, arg_ptrs, arg_strides, &out_ptr, 1) != 0:
+                raise MemoryError("the kernel could not allocate its scratch space")
         finally:
             PyBuffer_Release(&out_view)
         return result
@@ -305,7 +315,7 @@ cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, ob
 
 def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Jacobian: writes the non-zero entries of every block d output / d argument."""
-    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
+    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, 1, args, outs, n, num_threads)
 
 
 
@@ -317,7 +327,7 @@ def _point_jacobian(tuple args, shape):
 
 def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
-    _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, len(outs), args, outs, n, num_threads)
+    _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, 1, args, outs, n, num_threads)
 
 
 
@@ -329,7 +339,7 @@ def _point_jacobian_values(tuple args, shape):
 
 def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function: writes the non-zero entries of every output."""
-    _run(_symjac_function, _symjac_function_out_sizes, len(outs), args, outs, n, num_threads)
+    _run(_symjac_function, _symjac_function_out_sizes, 1, args, outs, n, num_threads)
 
 
 
@@ -341,15 +351,22 @@ def _point_function(tuple args, shape):
 
 def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function and Jacobian in one pass, sharing subexpressions."""
-    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, len(outs), args, outs, n, num_threads)
+    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, 2, args, outs, n, num_threads)
 
 
+
+
+def _nonzero_tables():
+    """NONZEROS: each Jacobian block's dense indices, read from the C tables."""
+    return (
+        tuple([_symjac_jacobian_dense0[k] for k in range(6)]),
+    )
 
 
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '20068daa53ec20360d77ea722ce292d44701b8486b209270f265259e2891dbbf'
+CONTENT_HASH = 'b93f60ee5f017f547950b7af2692464b29c8be0b20c9c69389081ac74b27257a'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)
 WRT = (0,)
@@ -360,9 +377,7 @@ WRT_IS_TUPLE = False
 PARALLEL_MIN_POINTS = 313
 # Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
 # jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
-NONZEROS = (
-    (0, 1, 2, 3, 4, 5),
-)
+NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
@@ -520,14 +535,17 @@ def _check_out(out, shape, arguments):
 def thread_count(signature, n, num_threads=None):
     """Threads for a batch of ``n`` points: one for small batches, else
     ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, numpy.integer)) or num_threads < 1:
+            raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,))
     if n < max(signature.parallel_min_points, 2):
         return 1
     if num_threads is None:
-        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
-    try:
-        return max(1, int(num_threads))
-    except (TypeError, ValueError):
-        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+        try:
+            num_threads = int(os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1)
+        except ValueError:
+            raise ValueError("SYMJAC_NUM_THREADS must be a positive integer") from None
+    return max(1, int(num_threads))
 
 
 def call(kernel, signature, kind, args, out=None, num_threads=None):
@@ -538,8 +556,10 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
         results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
-        for result, shape in zip(results, shapes):
+        for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
+            if any(numpy.may_share_memory(result, other) for other in results[:number]):
+                raise ValueError("out= arrays overlap each other")
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
@@ -580,7 +600,7 @@ def jacobian(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "jacobian" in _POINT_SHAPES:
+    if out is None and num_threads is None and "jacobian" in _POINT_SHAPES:
         result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
         if result is not None:
             return result
@@ -595,7 +615,7 @@ def jacobian_values(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "jacobian_values" in _POINT_SHAPES:
+    if out is None and num_threads is None and "jacobian_values" in _POINT_SHAPES:
         result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
         if result is not None:
             return result
@@ -610,7 +630,7 @@ def function(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "function" in _POINT_SHAPES:
+    if out is None and num_threads is None and "function" in _POINT_SHAPES:
         result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
         if result is not None:
             return result

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: c72fe4f40b39277fa1376d4b4b8b79b2728cf4d1c5adfeae9df26b62b6846b19
+symjac-content-hash: 981106fb46d98441ade5b5a726d4bb1e2252d8f3a9cbc062c3e2981db0f0a6c6
 """
 
 import numpy
@@ -119,7 +119,7 @@ _PACKED = (range(3),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KERNELS = {}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'c72fe4f40b39277fa1376d4b4b8b79b2728cf4d1c5adfeae9df26b62b6846b19'
+CONTENT_HASH = '981106fb46d98441ade5b5a726d4bb1e2252d8f3a9cbc062c3e2981db0f0a6c6'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
 WRT = (0,)
@@ -290,14 +290,17 @@ def _check_out(out, shape, arguments):
 def thread_count(signature, n, num_threads=None):
     """Threads for a batch of ``n`` points: one for small batches, else
     ``num_threads``, else ``$SYMJAC_NUM_THREADS``, else every core."""
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, (int, numpy.integer)) or num_threads < 1:
+            raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,))
     if n < max(signature.parallel_min_points, 2):
         return 1
     if num_threads is None:
-        num_threads = os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1
-    try:
-        return max(1, int(num_threads))
-    except (TypeError, ValueError):
-        raise ValueError("num_threads must be a positive integer, got %r" % (num_threads,)) from None
+        try:
+            num_threads = int(os.environ.get("SYMJAC_NUM_THREADS") or os.cpu_count() or 1)
+        except ValueError:
+            raise ValueError("SYMJAC_NUM_THREADS must be a positive integer") from None
+    return max(1, int(num_threads))
 
 
 def call(kernel, signature, kind, args, out=None, num_threads=None):
@@ -308,8 +311,10 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
         results = [numpy.empty(batch_shape + shape) for shape in shapes]
     else:
         results = signature.flatten(kind, out)
-        for result, shape in zip(results, shapes):
+        for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
+            if any(numpy.may_share_memory(result, other) for other in results[:number]):
+                raise ValueError("out= arrays overlap each other")
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
@@ -350,7 +355,7 @@ def jacobian(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "jacobian" in _POINT_SHAPES:
+    if out is None and num_threads is None and "jacobian" in _POINT_SHAPES:
         result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
         if result is not None:
             return result
@@ -365,7 +370,7 @@ def jacobian_values(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "jacobian_values" in _POINT_SHAPES:
+    if out is None and num_threads is None and "jacobian_values" in _POINT_SHAPES:
         result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
         if result is not None:
             return result
@@ -380,7 +385,7 @@ def function(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and "function" in _POINT_SHAPES:
+    if out is None and num_threads is None and "function" in _POINT_SHAPES:
         result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
         if result is not None:
             return result
