@@ -14,7 +14,10 @@ named after the key, so two processes asking for the same Jacobian share one
 entry. An entry is built in a private temporary directory and moved into place
 with one atomic rename; its ``manifest.json`` records the SHA-256 of the
 extension, checked before every load: a missing, truncated or tampered entry
-is a miss and is rebuilt, never loaded. Set ``SYMJAC_DEBUG=1`` (or configure
+is a miss and is rebuilt, never loaded; an entry that another user owns or
+can write to is refused with a :class:`~symjac.CacheError`. ``symjac cache
+info`` and ``symjac cache clear`` show and empty the cache. Set
+``SYMJAC_DEBUG=1`` (or configure
 the ``symjac.build`` logger) to see hits, misses and compile commands.
 """
 
@@ -194,6 +197,44 @@ def _import_by_path(name: str, path: Path) -> types.ModuleType:
     return module
 
 
+def _refuse_if_shared(entry: Path) -> None:
+    """An entry that another user owns or may write to could have been
+    tampered with: refuse it, loudly, rather than load or silently replace it."""
+    for path in (entry, *entry.iterdir()):
+        info = path.lstat()
+        foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
+        if foreign or info.st_mode & 0o022 or path.is_symlink():
+            raise CacheError(
+                f"refusing to load {path}: it is a link, belongs to another user, or other users may write to it; "
+                "remove the entry (symjac cache clear) and build again"
+            )
+
+
+def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
+    """(entry directory, size in bytes) of every entry in the cache."""
+    root = root or cache_dir()
+    if not root.is_dir():
+        return []
+    entries = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            entries.append((entry, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())))
+    return entries
+
+
+def clear_cache(root: Path | None = None) -> int:
+    """Remove every entry (and leftover temporary directory); return how many entries went."""
+    root = root or cache_dir()
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            removed += not entry.name.startswith(".")
+            _discard(entry, root)
+    return removed
+
+
 def _verified_extension(entry: Path) -> Path | None:
     """The extension in ``entry`` if its manifest and hash check out, else None."""
     try:
@@ -324,6 +365,8 @@ def _load_cython(source: Source, options: BuildOptions) -> types.ModuleType:
         if key in _loaded:
             return _loaded[key]
     entry = root / key[:32]
+    if entry.exists() or entry.is_symlink():
+        _refuse_if_shared(entry)
     extension = _verified_extension(entry) if entry.exists() else None
     if extension is not None:
         log.debug("cache hit %s", entry)

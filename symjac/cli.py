@@ -3,6 +3,7 @@
     symjac codegen TARGET [--arg NAME=SHAPE ...] [--wrt NAME,...]
                    [--backend cython|numpy] [--name MODULE] [--out DIR]
                    [--no-build] [--quiet]
+    symjac cache info|clear
 
 TARGET is ``path/to/file.py:function``, ``package.module:function``, or a
 file or module alone, which generates every function in it declared with
@@ -123,6 +124,19 @@ def codegen(args) -> int:
     return 0
 
 
+def cache(args) -> int:
+    from . import build
+
+    root = build.cache_dir()
+    if args.action == "clear":
+        print(f"removed {build.clear_cache(root)} entries from {root}")
+        return 0
+    entries = build.cache_entries(root)
+    total = sum(size for _, size in entries)
+    print(f"cache directory: {root}\nentries: {len(entries)}\nsize: {total / 2**20:.1f} MiB")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="symjac", description="Exact, fast Jacobians of numpy-style Python functions.")
     parser.add_argument("--version", action="version", version=f"symjac {__version__}")
@@ -142,6 +156,10 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")
     gen.add_argument("--no-build", action="store_true", help="write the source only; do not compile it")
     gen.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cache_command = commands.add_parser("cache", help="show or empty the build cache",
+                                        description="Show (info) or empty (clear) symjac's build cache "
+                                        "($SYMJAC_CACHE_DIR, default ~/.cache/symjac).")
+    cache_command.add_argument("action", choices=("info", "clear"))
     return parser
 
 
@@ -152,7 +170,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return codegen(args)
+        return cache(args) if args.command == "cache" else codegen(args)
     except BuildError as error:
         summary = str(error).splitlines()[0]
         where = getattr(error, "log_path", None)

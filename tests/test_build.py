@@ -138,3 +138,17 @@ def test_missing_compiler_is_a_build_error(tmp_path, monkeypatch):
         symjac.jacobian(lorenz, 3, 3, backend="cython", flags=("-O1",))
     assert "/nonexistent/cc" in " ".join(info.value.command)
     assert not [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".trash")]
+
+
+def test_cache_info_and_clear_commands(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "SYMJAC_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    script = "import numpy as np, symjac; symjac.jacobian(lambda x: np.sin(x) * x[0], 2, backend='cython', flags=('-O0',))"
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    command = [sys.executable, "-m", "symjac", "cache"]
+    info = subprocess.run([*command, "info"], env=env, capture_output=True, text=True, check=True).stdout
+    assert f"cache directory: {cache}" in info and "entries: 1" in info
+    cleared = subprocess.run([*command, "clear"], env=env, capture_output=True, text=True, check=True).stdout
+    assert "removed 1 entries" in cleared
+    assert "entries: 0" in subprocess.run([*command, "info"], env=env, capture_output=True, text=True).stdout
+    assert cache.is_dir() and not list(cache.iterdir())
