@@ -10,8 +10,9 @@ A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
 one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
 along its second axis (a first-axis stride of 0 broadcasts it over the
 batch); ``outs`` holds one C-contiguous float64 array of shape
-``(n, size)`` per output buffer, which the kernel fills completely
-(structural zeros included), so outputs need no zero-filling beforehand.
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
 """
 
 import os
@@ -32,10 +33,10 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points")
+                 "nonzeros", "parallel_min_points", "caller_zeroes")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
-                 nonzeros=None, parallel_min_points=1):
+                 nonzeros=None, parallel_min_points=1, caller_zeroes=None):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -45,6 +46,7 @@ class Signature:
         self.wrt_is_tuple = bool(wrt_is_tuple)
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
+        self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
 
     def blocks(self):
         """(output shape, argument shape) of each Jacobian block, in order."""
@@ -183,14 +185,18 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
+    zeroed = signature.caller_zeroes.get(kind) or (False,) * len(shapes)
     if out is None:
-        results = [numpy.empty(batch_shape + shape) for shape in shapes]
+        results = [(numpy.zeros if zero else numpy.empty)(batch_shape + shape) for shape, zero in zip(shapes, zeroed)]
     else:
         results = signature.flatten(kind, out)
         for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
             if any(numpy.may_share_memory(result, other) for other in results[:number]):
                 raise ValueError("out= arrays overlap each other")
+        for result, zero in zip(results, zeroed):
+            if zero:
+                result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)

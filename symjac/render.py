@@ -190,11 +190,19 @@ def _kernel_context(program: Program, arguments, printer, chunks=None) -> dict:
             for b in range(len(program.buffers)))
         return f"{c_inputs},\n                {outputs}"
 
-    def c_zero_fill(kind, layout):
-        """memset the rows of dense buffers that have structural zeros."""
-        return [f"memset(_outs[{b}] + _i * {buffer.size}, 0, {buffer.size} * sizeof(double));"
-                for b, buffer in enumerate(program.buffers)
-                if layout == "dense" and len(positions[b]) < buffer.size]
+    def kernel_zeroes(layout):
+        """Dense buffers with some structural zeros, which the kernel clears row
+        by row; the caller hands sparser ones over already zeroed (np.zeros is
+        lazily zeroed memory: nothing is written for the zeros at all)."""
+        return [b for b, buffer in enumerate(program.buffers)
+                if layout == "dense" and len(positions[b]) < buffer.size and 4 * len(positions[b]) >= buffer.size]
+
+    def caller_zeroes(layout):
+        return [layout == "dense" and 4 * len(positions[b]) < buffer.size for b, buffer in enumerate(program.buffers)]
+
+    def c_zero_fill(layout):
+        return [f"memset(_outs[{b}] + _i * {program.buffers[b].size}, 0, {program.buffers[b].size} * sizeof(double));"
+                for b in kernel_zeroes(layout)]
 
     return {
         "kind": program.kind,
@@ -207,9 +215,8 @@ def _kernel_context(program: Program, arguments, printer, chunks=None) -> dict:
         "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
                      "single": len(program.buffers) == 1, "buffers": len(program.buffers),
                      "c_arguments": c_arguments(kind, layout),
-                     "c_zero_fill": c_zero_fill(kind, layout),
-                     "zero_fill": layout == "dense" and any(len(positions[b]) < buffer.size
-                                                           for b, buffer in enumerate(program.buffers))}
+                     "c_zero_fill": c_zero_fill(layout), "kernel_zeroes": kernel_zeroes(layout),
+                     "caller_zeroes": caller_zeroes(layout)}
                     for kind, layout in drivers],
         "buffers": [
             {"name": buffer.name, "size": buffer.size, "nonzeros": len(positions[b]),
@@ -233,7 +240,7 @@ def _safe_function_name(name: str) -> str:
 
 
 def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, parallel_min_points: int,
-              backend: str) -> str:
+              backend: str, drivers) -> str:
     traced = derivative.traced
     nonzeros = tuple(tuple(index for index, _ in block.entries) for row in derivative.blocks for block in row)
     lines = [
@@ -247,6 +254,8 @@ def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, par
         f"WRT_IS_TUPLE = {wrt_is_tuple!r}",
         "# Batches smaller than this run on one thread (threads cost more than they save).",
         f"PARALLEL_MIN_POINTS = {parallel_min_points}",
+        "# Per kernel, the output buffers the caller must zero (very sparse dense blocks).",
+        "CALLER_ZEROES = {" + ", ".join(f"{d['kind']!r}: {tuple(d['caller_zeroes'])!r}" for d in drivers) + "}",
         "# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order",
         "# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
     ]
@@ -317,7 +326,7 @@ def render(
             max_outs=max(len(kernel["buffers"]) for kernel in kernels),
             identity=number_rows(range(max_entries), " " * 4),
             max_entries=max_entries,
-            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points, backend),
+            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points, backend, drivers),
             jacobian=next(kernel for kernel in kernels if kernel["kind"] == "jacobian"),
             runtime=_runtime_text() if standalone else None,
         )

@@ -42,6 +42,7 @@ class Jacobian:
             wrt_is_tuple,
             module.NONZEROS,
             module.PARALLEL_MIN_POINTS,
+            module.CALLER_ZEROES,
         )
         nested = traced.output_is_tuple or wrt_is_tuple
         point = None if nested else module.POINT_KERNELS.get("jacobian")

@@ -80,6 +80,10 @@ def test_values_sparse_and_dense_agree(brusselator_jacobians, backend):
     u = initial_value(n) + 0.01 * np.arange(2 * n)
     dense = jac(u, P_DEFAULT)
     np.testing.assert_allclose(dense, jacobian_brusselator(u, P_DEFAULT), rtol=1e-13, atol=1e-13)
+    assert jac.signature.caller_zeroes["jacobian"] == (True,)  # 5 % dense: the caller zeroes
+    stale = np.full(dense.shape, np.nan)
+    np.testing.assert_array_equal(jac(u, P_DEFAULT, out=stale), dense)  # out= is cleared first
+    np.testing.assert_array_equal(jac(np.stack([u, u]), P_DEFAULT)[1], dense)
     rows, cols = jac.indices()
     values = jac.values(u, P_DEFAULT)
     assert values.shape == (jac.nonzeros,) and jac.nonzeros == 8 * n - 4

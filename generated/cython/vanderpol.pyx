@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: e41959a3f066422276538ed24ce3b7af821886c98df595296e2280aec9ff8a7e
+symjac-content-hash: e4f53e6ba58827ec6229a039cf5a457320c8dce5feb7b89956f5fb4037e0b3d5
 """
 
 import numpy
@@ -26,8 +26,9 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_
 # dense indices (full Jacobian blocks) or 0, 1, 2... (packed non-zero values).
 # Drivers loop over the batch, in parallel with OpenMP when compiled with it:
 # argument j of point i starts at _args[j] + i * _arg_strides[j] (stride 0
-# broadcasts a parameter) and each output buffer holds one row per point;
-# dense drivers also write the structural zeros of their rows.
+# broadcasts a parameter) and each output buffer holds one row per point.
+# Dense drivers clear the structural zeros of their rows, except in very
+# sparse blocks, which the caller allocates zeroed (see CALLER_ZEROES).
 cdef extern from *:
     """
     #include <math.h>
@@ -231,7 +232,10 @@ cdef object _ndarray = numpy.ndarray
 cdef object _empty = numpy.empty
 
 
-cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, object shape):
+cdef object _zeros = numpy.zeros
+
+
+cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, object shape, bint zeroed):
     """Fast path for one point with one output buffer: every argument a
     C-contiguous native float64 ndarray of exactly its own shape. Returns
     None when that does not hold, and the caller takes the general path."""
@@ -264,7 +268,7 @@ cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, ob
                     return None
             arg_ptrs[k] = <const double *>views[k].buf
             arg_strides[k] = 0
-        result = _empty(shape)
+        result = _zeros(shape) if zeroed else _empty(shape)
         PyObject_GetBuffer(result, &out_view, PyBUF_ND | PyBUF_WRITABLE)
         try:
             if out_view.len != 8 * out_size:
@@ -289,7 +293,7 @@ def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
 
 def _point_jacobian(tuple args, shape):
     """Jacobian: writes the non-zero entries of every block d output / d argument. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_jacobian, _symjac_jacobian_out_sizes[0], args, shape)
+    return _single_point(_symjac_jacobian, _symjac_jacobian_out_sizes[0], args, shape, False)
 
 
 def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
@@ -301,7 +305,7 @@ def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_thread
 
 def _point_jacobian_values(tuple args, shape):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes[0], args, shape)
+    return _single_point(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes[0], args, shape, False)
 
 
 def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
@@ -313,7 +317,7 @@ def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
 
 def _point_function(tuple args, shape):
     """Function: writes the non-zero entries of every output. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_function, _symjac_function_out_sizes[0], args, shape)
+    return _single_point(_symjac_function, _symjac_function_out_sizes[0], args, shape, False)
 
 
 def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
@@ -333,7 +337,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'e41959a3f066422276538ed24ce3b7af821886c98df595296e2280aec9ff8a7e'
+CONTENT_HASH = 'e4f53e6ba58827ec6229a039cf5a457320c8dce5feb7b89956f5fb4037e0b3d5'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
 WRT = (0,)
@@ -342,6 +346,8 @@ OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
 PARALLEL_MIN_POINTS = 6250
+# Per kernel, the output buffers the caller must zero (very sparse dense blocks).
+CALLER_ZEROES = {'jacobian': (False,), 'jacobian_values': (False,), 'function': (False,), 'function_and_jacobian': (False, False)}
 # Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
 # jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = _nonzero_tables()
@@ -368,10 +374,10 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points")
+                 "nonzeros", "parallel_min_points", "caller_zeroes")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
-                 nonzeros=None, parallel_min_points=1):
+                 nonzeros=None, parallel_min_points=1, caller_zeroes=None):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -381,6 +387,7 @@ class Signature:
         self.wrt_is_tuple = bool(wrt_is_tuple)
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
+        self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
 
     def blocks(self):
         """(output shape, argument shape) of each Jacobian block, in order."""
@@ -519,14 +526,18 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
+    zeroed = signature.caller_zeroes.get(kind) or (False,) * len(shapes)
     if out is None:
-        results = [numpy.empty(batch_shape + shape) for shape in shapes]
+        results = [(numpy.zeros if zero else numpy.empty)(batch_shape + shape) for shape, zero in zip(shapes, zeroed)]
     else:
         results = signature.flatten(kind, out)
         for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
             if any(numpy.may_share_memory(result, other) for other in results[:number]):
                 raise ValueError("out= arrays overlap each other")
+        for result, zero in zip(results, zeroed):
+            if zero:
+                result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
@@ -553,7 +564,7 @@ def sparse_matrices(signature, values, format="csr"):
 # Public interface
 # ---------------------------------------------------------------------------
 _SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
-                       NONZEROS, PARALLEL_MIN_POINTS)
+                       NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
 # Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
 _POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
                  if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}

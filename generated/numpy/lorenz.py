@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: a14d6e81b9ea7cb4b42dff9792b6f8b2846d16dd423b86bbce6692312589dfc9
+symjac-content-hash: 221aef59f59663fb4407980334e5709e63852a86de8c2cc0368df926a705cb3b
 """
 
 import numpy
@@ -23,7 +23,7 @@ def _symjac_jacobian_body(args, outs, at):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros the caller has filled;
+    structural zeros are already filled;
     every temporary below is one array over all points of the batch. The k-th
     non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
     (full Jacobian blocks) or k itself (packed non-zero values).
@@ -49,8 +49,7 @@ _SYMJAC_JACOBIAN_DENSE = (
 
 def _kernel_jacobian(args, outs, n, num_threads=1):
     """Jacobian: writes the non-zero entries of every block d output / d argument."""
-    for buffer in outs:  # structural zeros
-        buffer[...] = 0.0
+    outs[0][...] = 0.0  # structural zeros
     _symjac_jacobian_body(args, outs, _SYMJAC_JACOBIAN_DENSE)
 
 
@@ -63,7 +62,7 @@ def _symjac_function_body(args, outs, at):
     """Function: writes the non-zero entries of every output.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros the caller has filled;
+    structural zeros are already filled;
     every temporary below is one array over all points of the batch. The k-th
     non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
     (full Jacobian blocks) or k itself (packed non-zero values).
@@ -92,7 +91,7 @@ def _symjac_function_and_jacobian_body(args, outs, at):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros the caller has filled;
+    structural zeros are already filled;
     every temporary below is one array over all points of the batch. The k-th
     non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
     (full Jacobian blocks) or k itself (packed non-zero values).
@@ -124,8 +123,7 @@ _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE = (
 
 def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
     """Function and Jacobian in one pass, sharing subexpressions."""
-    for buffer in outs:  # structural zeros
-        buffer[...] = 0.0
+    outs[1][...] = 0.0  # structural zeros
     _symjac_function_and_jacobian_body(args, outs, _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE)
 
 
@@ -133,7 +131,7 @@ _PACKED = (range(8),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KERNELS = {}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'a14d6e81b9ea7cb4b42dff9792b6f8b2846d16dd423b86bbce6692312589dfc9'
+CONTENT_HASH = '221aef59f59663fb4407980334e5709e63852a86de8c2cc0368df926a705cb3b'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))
 WRT = (0,)
@@ -142,6 +140,8 @@ OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
 PARALLEL_MIN_POINTS = 10000
+# Per kernel, the output buffers the caller must zero (very sparse dense blocks).
+CALLER_ZEROES = {'jacobian': (False,), 'jacobian_values': (False,), 'function': (False,), 'function_and_jacobian': (False, False)}
 # Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
 # jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = (
@@ -170,10 +170,10 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points")
+                 "nonzeros", "parallel_min_points", "caller_zeroes")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
-                 nonzeros=None, parallel_min_points=1):
+                 nonzeros=None, parallel_min_points=1, caller_zeroes=None):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
@@ -183,6 +183,7 @@ class Signature:
         self.wrt_is_tuple = bool(wrt_is_tuple)
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
+        self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
 
     def blocks(self):
         """(output shape, argument shape) of each Jacobian block, in order."""
@@ -321,14 +322,18 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     """Evaluate ``kernel`` (of ``kind``) at ``args``; see the module docstring."""
     batch_shape, n, flat_args = prepare_arguments(signature, args)
     shapes = signature.buffer_shapes(kind)
+    zeroed = signature.caller_zeroes.get(kind) or (False,) * len(shapes)
     if out is None:
-        results = [numpy.empty(batch_shape + shape) for shape in shapes]
+        results = [(numpy.zeros if zero else numpy.empty)(batch_shape + shape) for shape, zero in zip(shapes, zeroed)]
     else:
         results = signature.flatten(kind, out)
         for number, (result, shape) in enumerate(zip(results, shapes)):
             _check_out(result, batch_shape + shape, args)
             if any(numpy.may_share_memory(result, other) for other in results[:number]):
                 raise ValueError("out= arrays overlap each other")
+        for result, zero in zip(results, zeroed):
+            if zero:
+                result[...] = 0.0
     buffers = tuple(result.reshape(n, _size(shape)) for result, shape in zip(results, shapes))
     kernel(tuple(flat_args), buffers, n, thread_count(signature, n, num_threads))
     return out if out is not None else signature.nest(kind, results)
@@ -355,7 +360,7 @@ def sparse_matrices(signature, values, format="csr"):
 # Public interface
 # ---------------------------------------------------------------------------
 _SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
-                       NONZEROS, PARALLEL_MIN_POINTS)
+                       NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
 # Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
 _POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
                  if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
