@@ -54,7 +54,7 @@ SIZES = {
     "bruss1d": [50, 100, 500, 1000, 2000],
     "bruss2d": [8, 16, 32, 64],
     "network": [50, 100, 300],
-    "pendulum": [5, 10],
+    "pendulum": [5, 10, 20],
     "mlp": [32],
 }
 QUICK_SIZES = {"bruss1d": [50, 100], "bruss2d": [8], "network": [50], "pendulum": [5], "mlp": [8]}

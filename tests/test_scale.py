@@ -1,0 +1,87 @@
+"""The paths large models take: chunked C kernels, fast CSE, lower -O for huge kernels."""
+
+import io
+
+import numpy as np
+import pytest
+
+import symjac
+from symjac import build, render, simplify
+from symjac.api import generate
+from symjac.progress import Reporter
+from symjac.examples.brusselator import P_DEFAULT, initial_value, jacobian_brusselator, make_brusselator
+from symjac.examples.mlp import mlp, random_weights
+
+N = 30
+KINDS = ("jacobian", "function", "function_and_jacobian")
+
+
+def test_chunked_kernel_gives_identical_numbers(monkeypatch):
+    f = make_brusselator(N)
+    plain = symjac.jacobian(f, u=2 * N, p=3, backend="cython", kernels=KINDS)
+    monkeypatch.setattr(render, "CHUNK_THRESHOLD", 20)
+    monkeypatch.setattr(render, "CHUNK_STATEMENTS", 7)
+    monkeypatch.setattr(render, "CHUNKS_PER_FILE", 3)
+    stream = io.StringIO()
+    source = generate(f, (), {"u": 2 * N, "p": 3}, wrt=None, backend="cython", kinds=KINDS,
+                      reporter=Reporter(stream=stream)).source
+    assert "split into" in stream.getvalue()  # the user sees the chunking chosen
+    assert len(source.parts) > 3 and all("_chunk" in text for _, text in source.parts)
+    chunked = symjac.jacobian(f, u=2 * N, p=3, backend="cython", kernels=KINDS)
+    assert chunked.content_hash != plain.content_hash
+    rng = np.random.default_rng(3)
+    U = initial_value(N) * rng.uniform(0.5, 1.5, size=(4, 2 * N))
+    np.testing.assert_array_equal(chunked(U, P_DEFAULT), plain(U, P_DEFAULT))
+    np.testing.assert_array_equal(chunked(U, P_DEFAULT, num_threads=2), plain(U, P_DEFAULT))
+    np.testing.assert_array_equal(chunked.values(U, P_DEFAULT), plain.values(U, P_DEFAULT))
+    for got, want in zip(chunked.function_and_jacobian(U, P_DEFAULT), plain.function_and_jacobian(U, P_DEFAULT)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(chunked(U[0], P_DEFAULT), jacobian_brusselator(U[0], P_DEFAULT), rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("model", ["brusselator", "mlp"])
+def test_fast_cse_agrees_with_sympy_cse(monkeypatch, model):
+    if model == "brusselator":
+        f, shapes = make_brusselator(N), (2 * N, 3)
+        args = [initial_value(N) + 0.1, P_DEFAULT]
+    else:
+        f, shapes = mlp, (5, (7, 5), 7, (3, 7), 3)
+        args = [np.linspace(-1, 1, 5), *random_weights(5, 7, 3, seed=4)]
+    full = symjac.jacobian(f, *shapes, backend="numpy")
+    monkeypatch.setattr(simplify, "FULL_CSE_NODES", 0)  # force the one-pass elimination
+    fast = symjac.jacobian(f, *shapes, backend="numpy")
+    assert fast.source != full.source
+    np.testing.assert_allclose(fast(*args), full(*args), rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(fast.sparsity, full.sparsity)
+
+
+def test_fast_cse_shares_repeated_subexpressions_only_once():
+    import sympy
+
+    x, y = sympy.symbols("x y", real=True)
+    exprs = [sympy.sin(x * y) + x, sympy.sin(x * y) * y, sympy.cos(x)]
+    big = simplify.FULL_CSE_NODES
+    try:
+        simplify.FULL_CSE_NODES = 0
+        temporaries, reduced = simplify.eliminate_common_subexpressions(exprs)
+    finally:
+        simplify.FULL_CSE_NODES = big
+    assert [expr for _, expr in temporaries] == [sympy.sin(x * y)]
+    (t,) = [symbol for symbol, _ in temporaries]
+    assert reduced == [t + x, t * y, sympy.cos(x)]
+
+
+def test_huge_kernels_compile_chunks_at_lower_optimisation():
+    small = [("_jacobian_0.c", "x" * 1000)]
+    huge = [("_jacobian_0.c", "x" * (build.LARGE_KERNEL_BYTES + 1))]
+    assert build.part_flags(("-O3", "-fopenmp"), small) == ("-O3", "-fopenmp")
+    assert build.part_flags(("-O3", "-fopenmp"), huge) == ("-O1", "-fopenmp")
+
+
+def test_progress_reports_every_stage_and_the_chunking(monkeypatch, capsys):
+    monkeypatch.setattr(render, "CHUNK_THRESHOLD", 20)
+    symjac.jacobian(make_brusselator(8), u=16, p=3, backend="numpy", verbose=True)
+    err = capsys.readouterr().err
+    for stage in ("traced", "differentiated", "simplified", "rendered", "loaded"):
+        assert stage in err
+    assert "operations" in err and "non-zeros of 16 x 16" in err
