@@ -15,7 +15,7 @@ from .build import BuildOptions, compiler_works, load
 from .diff import Derivative, differentiate
 from .errors import ShapeError
 from .progress import Reporter
-from .render import BACKENDS, CHUNK_STATEMENTS, Source, render
+from .render import BACKENDS, CHUNK_OPERATIONS, CHUNK_STATEMENTS, Source, render
 from .runtime import Jacobian
 from .simplify import KINDS, Program, count_operations, simplify
 from .trace import Traced, trace
@@ -91,7 +91,7 @@ def generate(function, shapes, named_shapes, *, wrt, backend, kinds, reporter=No
         if source.parts:
             lines = sum(text.count(chr(10)) for _, text in source.parts)
             report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines) of "
-                          f"chunk functions of at most {CHUNK_STATEMENTS} statements")
+                          f"chunk functions of at most {CHUNK_STATEMENTS} statements, {CHUNK_OPERATIONS} operations")
     return Generated(derivative, wrt_is_tuple, programs, source)
 
 

@@ -35,18 +35,35 @@ def _float_text(value: float) -> str:
     return text if any(c in text for c in ".eEn") else text + ".0"
 
 
-class CPrinter(C99CodePrinter):
-    """C99 printer for kernel bodies."""
-
-    def __init__(self, symbols: dict, settings=None):
-        super().__init__({"strict": True, **(settings or {})})
-        self._symbol_text = symbols
+class _KernelPrinting:
+    """What both printers share: argument symbols as element accesses, exact
+    floats, and Piecewise as nested selections (``_select`` gives the form)."""
 
     def _print_Symbol(self, expr):
         return self._symbol_text.get(expr, expr.name)
 
     def _print_Float(self, expr):
         return _float_text(expr)
+
+    def _print_Piecewise(self, expr):
+        if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
+            raise ValueError("Piecewise without a default branch cannot be printed")
+        text = self._print(expr.args[-1].expr)
+        for piece in reversed(expr.args[:-1]):
+            text = self._select(self._print(piece.cond), self._print(piece.expr), text)
+        return text
+
+
+class CPrinter(_KernelPrinting, C99CodePrinter):
+    """C99 printer for kernel bodies."""
+
+    def __init__(self, symbols: dict, settings=None):
+        super().__init__({"strict": True, **(settings or {})})
+        self._symbol_text = symbols
+
+    @staticmethod
+    def _select(condition, then, otherwise):
+        return f"(({condition}) ? ({then}) : ({otherwise}))"
 
     def _print_Pow(self, expr):
         base, exponent = expr.args
@@ -62,14 +79,6 @@ class CPrinter(C99CodePrinter):
             return f"(1.0/sqrt({self._print(base)}))"
         return f"pow({self._print(base)}, {self._print(exponent)})"
 
-    def _print_Piecewise(self, expr):
-        if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
-            raise ValueError("Piecewise without a default branch cannot be printed")
-        text = self._print(expr.args[-1].expr)
-        for piece in reversed(expr.args[:-1]):
-            text = f"(({self._print(piece.cond)}) ? ({self._print(piece.expr)}) : ({text}))"
-        return text
-
     def _print_BooleanTrue(self, expr):
         return "1"
 
@@ -80,26 +89,16 @@ class CPrinter(C99CodePrinter):
         return f"cbrt({self._print(expr.args[0])})"
 
 
-class NumpyPrinter(NumPyPrinter):
+class NumpyPrinter(_KernelPrinting, NumPyPrinter):
     """numpy printer for batch-vectorised kernels: every value is an array over points."""
 
     def __init__(self, symbols: dict, settings=None):
         super().__init__({"strict": True, "fully_qualified_modules": True, **(settings or {})})
         self._symbol_text = symbols
 
-    def _print_Symbol(self, expr):
-        return self._symbol_text.get(expr, expr.name)
-
-    def _print_Float(self, expr):
-        return _float_text(expr)
+    @staticmethod
+    def _select(condition, then, otherwise):
+        return f"numpy.where({condition}, {then}, {otherwise})"
 
     def _print_cbrt(self, expr):
         return f"numpy.cbrt({self._print(expr.args[0])})"
-
-    def _print_Piecewise(self, expr):
-        if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
-            raise ValueError("Piecewise without a default branch cannot be printed")
-        text = self._print(expr.args[-1].expr)
-        for piece in reversed(expr.args[:-1]):
-            text = f"numpy.where({self._print(piece.cond)}, {self._print(piece.expr)}, {text})"
-        return text

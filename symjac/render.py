@@ -49,10 +49,13 @@ _KIND_DOCS = {
 # Bodies with more operations than this are compiled once, not inlined into
 # each driver: compile time matters more than an indirect store there.
 INLINE_OPERATIONS = 4000
-# Programs with more statements than this are split into chunk functions in
-# separate C files (see _chunks); smaller ones stay one function in the .pyx.
+# Programs with more statements or operations than this are split into chunk
+# functions in separate C files (see _chunks); smaller ones stay one function
+# in the .pyx.
 CHUNK_THRESHOLD = 1500
+CHUNK_THRESHOLD_OPERATIONS = 20_000
 CHUNK_STATEMENTS = 200
+CHUNK_OPERATIONS = 2_000
 CHUNKS_PER_FILE = 15
 # A batch is split across threads only when it holds at least this many
 # operations in total (about 20-40 us of work per thread).
@@ -123,8 +126,9 @@ def _positions(program: Program):
 def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
     """Split a large program into chunk functions spread over C files.
 
-    Statements (temporaries, then results) are cut into runs of
-    ``CHUNK_STATEMENTS``; each run becomes one C function, and every
+    Statements (temporaries, then results) are cut into runs of at most
+    ``CHUNK_STATEMENTS`` statements and ``CHUNK_OPERATIONS`` operations; each
+    run becomes one C function, and every
     ``CHUNKS_PER_FILE`` functions one file, so the compiler's time and memory
     grow linearly and files compile in parallel. A temporary used only in the
     chunk that defines it stays a local; one used later lives in the per-thread
@@ -133,7 +137,15 @@ def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
     _, entry_of = _positions(program)
     statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
     statements += [("result", b, flat, expr) for b, flat, expr in program.results]
-    runs = [statements[start:start + CHUNK_STATEMENTS] for start in range(0, len(statements), CHUNK_STATEMENTS)]
+    runs, run, weight = [], [], 0
+    for statement in statements:
+        cost = 1 + count_operations([statement[-1]])
+        if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
+            runs.append(run)
+            run, weight = [], 0
+        run.append(statement)
+        weight += cost
+    runs.append(run)
     defined_in = {}
     for number, run in enumerate(runs):
         for statement in run:
@@ -171,10 +183,9 @@ def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
             "call_arguments": call_arguments}
 
 
-def _kernel_context(program: Program, arguments, printer, chunks=None) -> dict:
+def _kernel_context(program: Program, arguments, printer, operations: int, chunks=None) -> dict:
     """What the templates need of one program, all text already printed."""
     positions, entry_of = _positions(program)
-    operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
     drivers = [(program.kind, "dense")] + ([("jacobian_values", "packed")] if program.kind == "jacobian" else [])
     c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + (
         ", double *_t" if chunks is not None else "") + ",\n        " + ", ".join(
@@ -297,10 +308,12 @@ def render(
     kernels = []
     for program in programs:
         statements = len(program.temporaries) + len(program.results)
+        operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
         chunks = None
-        if backend == "cython" and statements > CHUNK_THRESHOLD:
+        large = statements > CHUNK_THRESHOLD or (statements > 1 and operations > CHUNK_THRESHOLD_OPERATIONS)
+        if backend == "cython" and large:
             chunks = _chunks(program, arguments, printer_type, symbol_names(arguments, element))
-        kernels.append(_kernel_context(program, arguments, printer, chunks))
+        kernels.append(_kernel_context(program, arguments, printer, operations, chunks))
     jacobian_operations = max([k["operations"] for k in kernels if k["kind"] == "jacobian"] or [1])
     parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(jacobian_operations, 1)))
     drivers = [driver for kernel in kernels for driver in kernel["drivers"]]
