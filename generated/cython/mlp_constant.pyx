@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 7cdc45f496fb9021281835122101c64548c1b1840ace422fb3a3cbc6feb3504a
+symjac-content-hash: 2b61f703fef04f272a8759d0c51cf74a5d08e394cecdade04ca1380be940e35e
 """
 
 import numpy
@@ -370,7 +370,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '7cdc45f496fb9021281835122101c64548c1b1840ace422fb3a3cbc6feb3504a'
+CONTENT_HASH = '2b61f703fef04f272a8759d0c51cf74a5d08e394cecdade04ca1380be940e35e'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)
 WRT = (0,)
@@ -407,7 +407,7 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes")
+                 "nonzeros", "parallel_min_points", "caller_zeroes", "_buffer_shapes")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
                  nonzeros=None, parallel_min_points=1, caller_zeroes=None):
@@ -421,6 +421,17 @@ class Signature:
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
+        self._buffer_shapes = {}  # memo: buffer shapes per kind, sparse structure per block
+
+    def sparse_structure(self, block):
+        """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
+        known = self._buffer_shapes.get(("sparse", block))
+        if known is None:
+            out_shape, arg_shape = self.blocks()[block]
+            rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
+            indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
+            known = self._buffer_shapes[("sparse", block)] = (rows, cols, indptr)
+        return known
 
     def blocks(self):
         """(output shape, argument shape) of each Jacobian block, in order."""
@@ -428,6 +439,12 @@ class Signature:
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
+        known = self._buffer_shapes.get(kind)
+        if known is None:
+            known = self._buffer_shapes[kind] = self._compute_buffer_shapes(kind)
+        return known
+
+    def _compute_buffer_shapes(self, kind):
         shapes = []
         if kind in ("function", "function_and_jacobian"):
             shapes += list(self.output_shapes)
@@ -474,6 +491,8 @@ class Signature:
 
 
 def _as_float_array(value, name):
+    if type(value) is numpy.ndarray and value.dtype == _FLOAT:
+        return value
     array = numpy.asarray(value)
     if array.dtype.kind not in "biuf":
         if array.dtype.kind == "c":
@@ -503,8 +522,10 @@ def prepare_arguments(signature, args):
             )
         arrays.append(array)
         batches.append(array.shape[:array.ndim - core])
+    distinct = set(batches)
+    distinct.discard(())
     try:
-        batch_shape = numpy.broadcast_shapes(*batches)
+        batch_shape = distinct.pop() if len(distinct) == 1 else numpy.broadcast_shapes(*batches)
     except ValueError:
         shown = ", ".join("%s %s" % (name, batch) for name, batch in zip(signature.names, batches))
         raise ValueError("batch dimensions of the arguments do not broadcast together: %s" % shown) from None
@@ -517,7 +538,8 @@ def prepare_arguments(signature, args):
             if batch != batch_shape:
                 array = numpy.broadcast_to(array, batch_shape + shape)
             flat = array.reshape(n, size)
-        if not flat.flags.aligned or (size > 1 and flat.strides[1] != _FLOAT.itemsize) or flat.strides[0] % _FLOAT.itemsize:
+        strides = flat.strides
+        if (size > 1 and strides[1] != 8) or strides[0] % 8 or not flat.flags.aligned:
             flat = numpy.ascontiguousarray(flat)
         flat_args.append(flat)
     return batch_shape, n, flat_args
@@ -585,12 +607,16 @@ def sparse_matrices(signature, values, format="csr"):
         raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
     flat = signature.flatten("jacobian_values", values)
     matrices = []
-    for block_values, indices, (out_shape, arg_shape) in zip(flat, signature.nonzeros, signature.blocks()):
+    for number, (block_values, (out_shape, arg_shape)) in enumerate(zip(flat, signature.blocks())):
         if block_values.ndim != 1:
             raise ValueError("sparse results are for one point; use the packed values for a batch")
-        rows, cols = numpy.divmod(numpy.asarray(indices, dtype=numpy.intp), _size(arg_shape))
-        matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=(_size(out_shape), _size(arg_shape)))
-        matrices.append(matrix.asformat(format))
+        rows, cols, indptr = signature.sparse_structure(number)
+        shape = (_size(out_shape), _size(arg_shape))
+        if format == "csr":  # the values are in row-major order already: no conversion
+            matrix = scipy.sparse.csr_array((block_values, cols, indptr), shape=shape)
+        else:
+            matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=shape).asformat(format)
+        matrices.append(matrix)
     return signature.nest("jacobian_values", matrices)
 
 # ---------------------------------------------------------------------------

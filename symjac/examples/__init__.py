@@ -21,6 +21,13 @@ module          model                                        shapes
 ``mlp``         one-hidden-layer tanh MLP                    x (n_in,), weights
 ``hires``       HIRES stiff photochemistry (8 species)       y (8,), k (12,)
 =============== ============================================ =====================
+
+Large models for the scaling benchmark (sizes are arguments; checked against
+complex-step or central differences instead of a hand Jacobian):
+``brusselator2d`` (2-D periodic Brusselator, m x m grid), ``reaction_network``
+(random, reproducible mass-action networks), ``pendulum`` (n-link pendulum
+residual from ``sympy.physics.mechanics``). ``models`` declares the examples
+with ``@symjac.spec`` for ``symjac codegen``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import argparse
 
 import numpy as np
 
-__all__ = ["brusselator", "hires", "lorenz", "mlp", "rober", "vanderpol"]
+__all__ = ["brusselator", "brusselator2d", "hires", "lorenz", "mlp", "models", "pendulum", "reaction_network",
+           "rober", "vanderpol"]
 
 
 def _core_shape(shape):
