@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import importlib.util
 import io
 import json
@@ -151,6 +152,13 @@ def openmp_works() -> bool:
     return _openmp_works_with(tuple(compiler_command()))
 
 
+def numpy_include_dir() -> str:
+    """numpy's C headers: the fast single-point path uses numpy's C API."""
+    import numpy
+
+    return numpy.get_include()
+
+
 def _cython_version() -> str:
     try:
         from Cython import __version__ as version
@@ -172,6 +180,7 @@ def cache_key(source: Source, options: BuildOptions) -> str:
         "abi": sysconfig.get_config_var("EXT_SUFFIX"),
         "platform": sysconfig.get_platform(),
         "cython": _cython_version(),
+        "numpy": importlib.metadata.version("numpy"),
         "symjac": __version__,
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
@@ -298,14 +307,16 @@ def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=N
     others, if any, are kernel chunk files compiled with ``parts_flags``."""
     link = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
     include = f"-I{sysconfig.get_paths()['include']}"
+    numpy_include = [f"-I{numpy_include_dir()}", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
     workdir = c_files[0].parent
     if len(c_files) == 1:
-        command = [*compiler_command(), *link, "-fPIC", *flags, include, str(c_files[0]), "-o", str(extension), "-lm"]
+        command = [*compiler_command(), *link, "-fPIC", *flags, include, *numpy_include, str(c_files[0]),
+                   "-o", str(extension), "-lm"]
         _run(command, "the C compiler", cwd=workdir)
         return
     objects = [c_file.with_suffix(".o") for c_file in c_files]
     commands = [[*compiler_command(), "-c", "-fPIC", *(flags if number == 0 else parts_flags or flags),
-                 include, str(c_file), "-o", str(obj)]
+                 include, *(numpy_include if number == 0 else []), str(c_file), "-o", str(obj)]
                 for number, (c_file, obj) in enumerate(zip(c_files, objects))]
     commands = [commands[0], *sorted(commands[1:], key=lambda command: -Path(command[-3]).stat().st_size)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

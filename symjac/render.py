@@ -183,6 +183,11 @@ def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
             "call_arguments": call_arguments}
 
 
+def _driver_shape(program: Program, layout: str, positions) -> tuple[int, ...]:
+    """Shape of the first buffer as a driver of ``layout`` fills it."""
+    return program.buffers[0].shape if layout == "dense" else (len(positions[0]),)
+
+
 def _kernel_context(program: Program, arguments, printer, operations: int, chunks=None) -> dict:
     """What the templates need of one program, all text already printed."""
     positions, entry_of = _positions(program)
@@ -225,6 +230,8 @@ def _kernel_context(program: Program, arguments, printer, operations: int, chunk
         "c_parameters": c_parameters,
         "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
                      "single": len(program.buffers) == 1, "buffers": len(program.buffers),
+                     "out_ndim": len(_driver_shape(program, layout, positions)),
+                     "out_dims": ", ".join(map(str, _driver_shape(program, layout, positions) or (0,))),
                      "c_arguments": c_arguments(kind, layout),
                      "c_zero_fill": c_zero_fill(layout), "kernel_zeroes": kernel_zeroes(layout),
                      "caller_zeroes": caller_zeroes(layout)}

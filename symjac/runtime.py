@@ -4,7 +4,7 @@ Takes a loaded module (from ``build.py``) and the derivative's metadata.
 The call convention itself (validation, broadcasting, allocation, ``out=``,
 threads) lives in ``_calling.py``, shared with standalone generated modules;
 a single point whose arguments are already C-contiguous float64 arrays of
-the exact shapes takes the module's compiled fast path instead.
+the exact shapes takes the module's compiled fast path (``make_entry``).
 """
 
 from __future__ import annotations
@@ -45,9 +45,12 @@ class Jacobian:
             module.CALLER_ZEROES,
         )
         nested = traced.output_is_tuple or wrt_is_tuple
-        point = None if nested else module.POINT_KERNELS.get("jacobian")
-        self._point = point
-        self._point_shape = self.signature.buffer_shapes("jacobian")[0] if point else None
+        if not nested and "jacobian" in module.POINT_KINDS:
+            # Calls go straight to the compiled entry (single-point fast path,
+            # else self._general): a per-instance subclass whose __call__ is
+            # that entry saves the Python frame of a method on every call.
+            entry = module.make_entry("jacobian", self._general)
+            self.__class__ = type("Jacobian", (Jacobian,), {"__call__": staticmethod(entry), "__module__": __name__})
         self.source = source.text
         self.backend = source.backend
         self.content_hash = source.content_hash
@@ -58,10 +61,9 @@ class Jacobian:
         self.__doc__ = f"Jacobian of {traced.function_name} with respect to {', '.join(self.wrt)}."
 
     def __call__(self, *args, out=None, num_threads=None):
-        if out is None and num_threads is None and self._point is not None:
-            result = self._point(args, self._point_shape)
-            if result is not None:
-                return result
+        return self._general(args, out, num_threads)
+
+    def _general(self, args, out, num_threads):
         return _calling.call(self._kernels["jacobian"], self.signature, "jacobian", args, out, num_threads)
 
     def values(self, *args, out=None, num_threads=None):

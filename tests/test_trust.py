@@ -333,7 +333,12 @@ _KERNEL_SCRIPT = textwrap.dedent(
     jac = symjac.jacobian(lorenz, u=3, p=3, backend="cython")
     K = jac._kernels["jacobian"]
     KV = jac._kernels["jacobian_values"]
-    P = jac._module.POINT_KERNELS["jacobian"]
+    E = jac._module.make_entry("jacobian", lambda args, out, threads: "fallback")
+
+    def fell_back(result):
+        if not isinstance(result, str) or result != "fallback":
+            raise AssertionError("the fast path took arguments it must refuse")
+        return result
     n = 4
     rng = np.random.default_rng(0)
     U = rng.normal(size=(n, 3))
@@ -406,10 +411,16 @@ _KERNEL_SCRIPT = textwrap.dedent(
         "bytearray_out": lambda: run((U, p), (bytearray(8 * 9 * n),)),
         "str_out": lambda: run((U, p), ("x" * 9 * n,)),
         "packed_wrong_width": lambda: run((U, p), (np.zeros((n, 9)),), kernel=KV),
-        "point_wrong_shape": lambda: P((U[0].copy(), p[0].copy()), (2, 2)),
-        "point_huge_shape": lambda: P((U[0].copy(), p[0].copy()), (1000, 1000)),
-        "point_bad_shape_type": lambda: P((U[0].copy(), p[0].copy()), "abc"),
-        "point_args_list": lambda: P([U[0].copy(), p[0].copy()], (3, 3)),
+        "entry_unknown_kind": lambda: jac._module.make_entry("nope", print),
+        "entry_too_few_args": lambda: fell_back(E(U[0].copy())),
+        "entry_wrong_shape": lambda: fell_back(E(U[:2].copy(), p[0].copy())),
+        "entry_float32": lambda: fell_back(E(U[0].astype(np.float32), p[0].copy())),
+        "entry_bigendian": lambda: fell_back(E(U[0].astype(">f8"), p[0].copy())),
+        "entry_strided": lambda: fell_back(E(np.repeat(U[0], 2)[::2], p[0].copy())),
+        "entry_list": lambda: fell_back(E(list(U[0]), p[0].copy())),
+        "entry_subclass": lambda: fell_back(E(np.ma.masked_array(U[0]), p[0].copy())),
+        "entry_with_out": lambda: fell_back(E(U[0].copy(), p[0].copy(), out=np.zeros((3, 3)))),
+        "ok_entry_point": lambda: check(E(U[0].copy(), p[0].copy()).reshape(1, 9), EXPECTED[:1]),
         # valid but unusual buffers: must compute the right numbers
         "ok_broadcast_param": lambda: check(run((U, p), (np.zeros((n, 9)),))),
         "ok_negative_row_stride_arg": lambda: check(run((U[::-1].copy()[::-1], p), (np.zeros((n, 9)),))),
@@ -480,10 +491,16 @@ KERNEL_CASES = {
     "bytearray_out": ("TypeError", "ValueError"),
     "str_out": ("TypeError",),
     "packed_wrong_width": ("ValueError",),
-    "point_wrong_shape": ("ValueError",),
-    "point_huge_shape": ("ValueError",),
-    "point_bad_shape_type": ("TypeError",),
-    "point_args_list": ("TypeError",),
+    "entry_unknown_kind": ("KeyError",),
+    "entry_too_few_args": "ok",
+    "entry_wrong_shape": "ok",
+    "entry_float32": "ok",
+    "entry_bigendian": "ok",
+    "entry_strided": "ok",
+    "entry_list": "ok",
+    "entry_subclass": "ok",
+    "entry_with_out": "ok",
+    "ok_entry_point": "ok",
     "ok_broadcast_param": "ok",
     "ok_negative_row_stride_arg": "ok",
     "ok_zero_stride_arg": "ok",

@@ -14,11 +14,11 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 7a7f89052baa5ad3b5017a32258ffdee670d7f0054a186635420be4547c44d97
+symjac-content-hash: eb4651744ed53e48aeb94f2fbfdca6f2c24a4eed76b0c2b26a88f80a71f47343
 """
 
 import numpy
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS, PyBUF_ND, PyBUF_FORMAT, PyBUF_WRITABLE
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
 
 # The kernels are plain C, handed to the C compiler verbatim (Cython does not
 # parse them). A point body computes one point: it writes the k-th non-zero of
@@ -60,6 +60,7 @@ cdef extern from *:
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. */
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {4};
+    static const Py_ssize_t _symjac_jacobian_out_dims[2] = {2, 2};  /* its shape */
 
     static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
@@ -79,6 +80,7 @@ cdef extern from *:
 
     /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
     static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {3};
+    static const Py_ssize_t _symjac_jacobian_values_out_dims[1] = {3};  /* its shape */
 
     static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
@@ -109,6 +111,7 @@ cdef extern from *:
 
     /* Function: writes the non-zero entries of every output. */
     static const Py_ssize_t _symjac_function_out_sizes[1] = {2};
+    static const Py_ssize_t _symjac_function_out_dims[1] = {2};  /* its shape */
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
@@ -169,10 +172,13 @@ cdef extern from *:
     const Py_ssize_t *_symjac_arg_shapes[2]
     const Py_ssize_t _symjac_jacobian_dense0[]
     const Py_ssize_t _symjac_jacobian_out_sizes[]
+    const Py_ssize_t _symjac_jacobian_out_dims[]
     int _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_jacobian_values_out_sizes[]
+    const Py_ssize_t _symjac_jacobian_values_out_dims[]
     int _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_function_out_sizes[]
+    const Py_ssize_t _symjac_function_out_dims[]
     int _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_function_and_jacobian_out_sizes[]
     int _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
@@ -228,60 +234,78 @@ cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
             PyBuffer_Release(&views[k])
 
 
-cdef object _ndarray = numpy.ndarray
-cdef object _empty = numpy.empty
+cimport numpy as cnp
+cnp.import_array()
 
 
-cdef object _zeros = numpy.zeros
-
-
-cdef object _single_point(_kernel_fn kernel, Py_ssize_t out_size, tuple args, object shape, bint zeroed):
-    """Fast path for one point with one output buffer: every argument a
-    C-contiguous native float64 ndarray of exactly its own shape. Returns
-    None when that does not hold, and the caller takes the general path."""
-    cdef Py_buffer views[2]
-    cdef Py_buffer out_view
+cdef object _single_point(_kernel_fn kernel, int out_ndim, const Py_ssize_t *out_dims, bint zeroed, tuple args):
+    """Fast path for one point with one output buffer: every argument an
+    aligned, C-contiguous, native float64 ndarray of exactly its own shape,
+    checked through numpy's C API. Returns None when that does not hold, and
+    the caller takes the general path (_calling.call)."""
     cdef const double *arg_ptrs[2]
     cdef Py_ssize_t arg_strides[2]
     cdef double *out_ptr
-    cdef Py_ssize_t k, d, acquired = 0
-    cdef bint fits = len(args) == 2
-    if fits:
-        for k in range(2):
-            if type(args[k]) is not _ndarray:
-                fits = False
-                break
-    if not fits:
+    cdef cnp.ndarray array, result
+    cdef int k, d
+    if len(args) != 2:
         return None
-    try:
-        for k in range(2):
-            try:
-                PyObject_GetBuffer(args[k], &views[k], PyBUF_ND | PyBUF_FORMAT)
-            except (BufferError, ValueError, TypeError):  # e.g. not C-contiguous
+    for k in range(2):
+        value = args[k]
+        if not cnp.PyArray_CheckExact(value):
+            return None
+        array = <cnp.ndarray>value
+        if (cnp.PyArray_TYPE(array) != cnp.NPY_DOUBLE or not cnp.PyArray_ISNOTSWAPPED(array)
+                or not cnp.PyArray_ISCARRAY_RO(array) or cnp.PyArray_NDIM(array) != _symjac_arg_ndims[k]):
+            return None
+        for d in range(_symjac_arg_ndims[k]):
+            if cnp.PyArray_DIMS(array)[d] != _symjac_arg_shapes[k][d]:
                 return None
-            acquired += 1
-            if (views[k].ndim != _symjac_arg_ndims[k] or views[k].itemsize != 8
-                    or views[k].format == NULL or views[k].format[0] != b"d" or views[k].format[1] != 0):
-                return None
-            for d in range(views[k].ndim):
-                if views[k].shape[d] != _symjac_arg_shapes[k][d]:
-                    return None
-            arg_ptrs[k] = <const double *>views[k].buf
-            arg_strides[k] = 0
-        result = _zeros(shape) if zeroed else _empty(shape)
-        PyObject_GetBuffer(result, &out_view, PyBUF_ND | PyBUF_WRITABLE)
-        try:
-            if out_view.len != 8 * out_size:
-                raise ValueError("output shape %r does not hold %d values" % (shape, out_size))
-            out_ptr = <double *>out_view.buf
-            if kernel(1, arg_ptrs, arg_strides, &out_ptr, 1) != 0:
-                raise MemoryError("the kernel could not allocate its scratch space")
-        finally:
-            PyBuffer_Release(&out_view)
-        return result
-    finally:
-        for k in range(acquired):
-            PyBuffer_Release(&views[k])
+        arg_ptrs[k] = <const double *>cnp.PyArray_DATA(array)
+        arg_strides[k] = 0
+    if zeroed:
+        result = cnp.PyArray_ZEROS(out_ndim, <cnp.npy_intp *>out_dims, cnp.NPY_DOUBLE, 0)
+    else:
+        result = cnp.PyArray_EMPTY(out_ndim, <cnp.npy_intp *>out_dims, cnp.NPY_DOUBLE, 0)
+    out_ptr = <double *>cnp.PyArray_DATA(result)
+    if kernel(1, arg_ptrs, arg_strides, &out_ptr, 1) != 0:
+        raise MemoryError("the kernel could not allocate its scratch space")
+    return result
+
+
+cdef class _Entry:
+    """A kernel's callable: the single-point fast path, else ``fallback(args, out, num_threads)``."""
+    cdef _kernel_fn kernel
+    cdef int out_ndim
+    cdef const Py_ssize_t *out_dims
+    cdef bint zeroed
+    cdef object fallback
+
+    def __call__(self, *args, out=None, num_threads=None):
+        if out is None and num_threads is None:
+            result = _single_point(self.kernel, self.out_ndim, self.out_dims, self.zeroed, args)
+            if result is not None:
+                return result
+        return self.fallback(args, out, num_threads)
+
+
+def make_entry(kind, fallback):
+    """The fast callable for ``kind`` (a kernel with one output buffer)."""
+    cdef _Entry entry = _Entry()
+    entry.fallback = fallback
+    if kind == "jacobian":
+        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_jacobian, 2, _symjac_jacobian_out_dims
+        entry.zeroed = False
+        return entry
+    if kind == "jacobian_values":
+        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_jacobian_values, 1, _symjac_jacobian_values_out_dims
+        entry.zeroed = False
+        return entry
+    if kind == "function":
+        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_function, 1, _symjac_function_out_dims
+        entry.zeroed = False
+        return entry
+    raise KeyError("no single-buffer kernel %r" % (kind,))
 
 
 def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
@@ -291,11 +315,6 @@ def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
 
 
 
-def _point_jacobian(tuple args, shape):
-    """Jacobian: writes the non-zero entries of every block d output / d argument. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_jacobian, _symjac_jacobian_out_sizes[0], args, shape, False)
-
-
 def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
     _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, 1, args, outs, n, num_threads)
@@ -303,21 +322,11 @@ def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_thread
 
 
 
-def _point_jacobian_values(tuple args, shape):
-    """Packed Jacobian: the non-zero values of every block, in NONZEROS order. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes[0], args, shape, False)
-
-
 def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
     """Function: writes the non-zero entries of every output."""
     _run(_symjac_function, _symjac_function_out_sizes, 1, args, outs, n, num_threads)
 
 
-
-
-def _point_function(tuple args, shape):
-    """Function: writes the non-zero entries of every output. One point; None if the arguments do not fit."""
-    return _single_point(_symjac_function, _symjac_function_out_sizes[0], args, shape, False)
 
 
 def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
@@ -335,9 +344,9 @@ def _nonzero_tables():
 
 
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
-POINT_KERNELS = {"jacobian": _point_jacobian, "jacobian_values": _point_jacobian_values, "function": _point_function}
+POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '7a7f89052baa5ad3b5017a32258ffdee670d7f0054a186635420be4547c44d97'
+CONTENT_HASH = 'eb4651744ed53e48aeb94f2fbfdca6f2c24a4eed76b0c2b26a88f80a71f47343'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
 WRT = (0,)
@@ -591,9 +600,16 @@ def sparse_matrices(signature, values, format="csr"):
 # ---------------------------------------------------------------------------
 _SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
                        NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
-# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
-_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
-                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
+
+
+def _general(kind):
+    return lambda args, out, num_threads: call(KERNELS[kind], _SIGNATURE, kind, args, out, num_threads)
+
+
+# Compiled callables with the single-point fast path, for kernels with one
+# output buffer whose result is not nested in a tuple.
+_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS
+            if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
 def jacobian(*args, out=None, num_threads=None):
@@ -604,10 +620,8 @@ def jacobian(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "jacobian" in _POINT_SHAPES:
-        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
-        if result is not None:
-            return result
+    if "jacobian" in _ENTRIES:
+        return _ENTRIES["jacobian"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
@@ -619,10 +633,8 @@ def jacobian_values(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "jacobian_values" in _POINT_SHAPES:
-        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
-        if result is not None:
-            return result
+    if "jacobian_values" in _ENTRIES:
+        return _ENTRIES["jacobian_values"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
 
 
@@ -634,10 +646,8 @@ def function(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "function" in _POINT_SHAPES:
-        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
-        if result is not None:
-            return result
+    if "function" in _ENTRIES:
+        return _ENTRIES["function"](*args, out=out, num_threads=num_threads)
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 

@@ -16,7 +16,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2d093342697ea9848bb6683c32a6bb8591b59b0d9357356591375409dcea3ad7
+symjac-content-hash: c6532f24341e7835436fcb185f7cd25b6a2c912dbd6e409ea74390899afa6b38
 """
 
 import numpy
@@ -185,9 +185,9 @@ def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
 
 _PACKED = (range(6),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
-POINT_KERNELS = {}
+POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2d093342697ea9848bb6683c32a6bb8591b59b0d9357356591375409dcea3ad7'
+CONTENT_HASH = 'c6532f24341e7835436fcb185f7cd25b6a2c912dbd6e409ea74390899afa6b38'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
@@ -443,9 +443,16 @@ def sparse_matrices(signature, values, format="csr"):
 # ---------------------------------------------------------------------------
 _SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
                        NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
-# Kernels whose single-point fast path applies: one output buffer, not nested in a tuple.
-_POINT_SHAPES = {kind: _SIGNATURE.buffer_shapes(kind)[0] for kind in POINT_KERNELS
-                 if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
+
+
+def _general(kind):
+    return lambda args, out, num_threads: call(KERNELS[kind], _SIGNATURE, kind, args, out, num_threads)
+
+
+# Compiled callables with the single-point fast path, for kernels with one
+# output buffer whose result is not nested in a tuple.
+_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS
+            if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
 
 
 def jacobian(*args, out=None, num_threads=None):
@@ -456,10 +463,8 @@ def jacobian(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "jacobian" in _POINT_SHAPES:
-        result = POINT_KERNELS["jacobian"](args, _POINT_SHAPES["jacobian"])
-        if result is not None:
-            return result
+    if "jacobian" in _ENTRIES:
+        return _ENTRIES["jacobian"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
@@ -471,10 +476,8 @@ def jacobian_values(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "jacobian_values" in _POINT_SHAPES:
-        result = POINT_KERNELS["jacobian_values"](args, _POINT_SHAPES["jacobian_values"])
-        if result is not None:
-            return result
+    if "jacobian_values" in _ENTRIES:
+        return _ENTRIES["jacobian_values"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
 
 
@@ -486,10 +489,8 @@ def function(*args, out=None, num_threads=None):
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
-    if out is None and num_threads is None and "function" in _POINT_SHAPES:
-        result = POINT_KERNELS["function"](args, _POINT_SHAPES["function"])
-        if result is not None:
-            return result
+    if "function" in _ENTRIES:
+        return _ENTRIES["function"](*args, out=out, num_threads=num_threads)
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
