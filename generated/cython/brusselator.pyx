@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 7fb4b1e787e95dee38b2762f05a728c3937278fdf4a0d1cae4ce61cab7868c61
+symjac-content-hash: 56344452decaddec2a1380a7a41f3ee81413626c6a5bfa76a14daab5672b4cc1
 """
 
 import numpy
@@ -477,7 +477,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '7fb4b1e787e95dee38b2762f05a728c3937278fdf4a0d1cae4ce61cab7868c61'
+CONTENT_HASH = '56344452decaddec2a1380a7a41f3ee81413626c6a5bfa76a14daab5672b4cc1'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
 WRT = (0,)
@@ -514,7 +514,7 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes", "_buffer_shapes")
+                 "nonzeros", "parallel_min_points", "caller_zeroes", "_memo")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
                  nonzeros=None, parallel_min_points=1, caller_zeroes=None):
@@ -528,16 +528,16 @@ class Signature:
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
-        self._buffer_shapes = {}  # memo: buffer shapes per kind, sparse structure per block
+        self._memo = {}  # buffer shapes per kind, sparse structure per ("sparse", block)
 
     def sparse_structure(self, block):
         """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
-        known = self._buffer_shapes.get(("sparse", block))
+        known = self._memo.get(("sparse", block))
         if known is None:
             out_shape, arg_shape = self.blocks()[block]
             rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
             indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
-            known = self._buffer_shapes[("sparse", block)] = (rows, cols, indptr)
+            known = self._memo[("sparse", block)] = (rows, cols, indptr)
         return known
 
     def blocks(self):
@@ -546,9 +546,9 @@ class Signature:
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
-        known = self._buffer_shapes.get(kind)
+        known = self._memo.get(kind)
         if known is None:
-            known = self._buffer_shapes[kind] = self._compute_buffer_shapes(kind)
+            known = self._memo[kind] = self._compute_buffer_shapes(kind)
         return known
 
     def _compute_buffer_shapes(self, kind):

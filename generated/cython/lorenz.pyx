@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1023eabfb950790e6791e14bed0d1de897da514413ee3969c470e3fe7eb28bb2
+symjac-content-hash: f38c97db620edf4a222edf3178584e824f48c47187af851645b60f4948826108
 """
 
 import numpy
@@ -360,7 +360,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1023eabfb950790e6791e14bed0d1de897da514413ee3969c470e3fe7eb28bb2'
+CONTENT_HASH = 'f38c97db620edf4a222edf3178584e824f48c47187af851645b60f4948826108'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))
 WRT = (0,)
@@ -397,7 +397,7 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes", "_buffer_shapes")
+                 "nonzeros", "parallel_min_points", "caller_zeroes", "_memo")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
                  nonzeros=None, parallel_min_points=1, caller_zeroes=None):
@@ -411,16 +411,16 @@ class Signature:
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
-        self._buffer_shapes = {}  # memo: buffer shapes per kind, sparse structure per block
+        self._memo = {}  # buffer shapes per kind, sparse structure per ("sparse", block)
 
     def sparse_structure(self, block):
         """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
-        known = self._buffer_shapes.get(("sparse", block))
+        known = self._memo.get(("sparse", block))
         if known is None:
             out_shape, arg_shape = self.blocks()[block]
             rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
             indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
-            known = self._buffer_shapes[("sparse", block)] = (rows, cols, indptr)
+            known = self._memo[("sparse", block)] = (rows, cols, indptr)
         return known
 
     def blocks(self):
@@ -429,9 +429,9 @@ class Signature:
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
-        known = self._buffer_shapes.get(kind)
+        known = self._memo.get(kind)
         if known is None:
-            known = self._buffer_shapes[kind] = self._compute_buffer_shapes(kind)
+            known = self._memo[kind] = self._compute_buffer_shapes(kind)
         return known
 
     def _compute_buffer_shapes(self, kind):

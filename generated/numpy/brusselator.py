@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 76ca65c2e1d0b5a30298d67f7ba89406a0d5802b8a5f7ed98e7ee54e49b76ed9
+symjac-content-hash: 41b8fd61213acd69a7142108e65bb7a3a3792ad86d20143d1280b71a88c21705
 """
 
 import numpy
@@ -246,7 +246,7 @@ _PACKED = (range(36),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '76ca65c2e1d0b5a30298d67f7ba89406a0d5802b8a5f7ed98e7ee54e49b76ed9'
+CONTENT_HASH = '41b8fd61213acd69a7142108e65bb7a3a3792ad86d20143d1280b71a88c21705'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
 WRT = (0,)
@@ -287,7 +287,7 @@ class Signature:
     """Argument names and shapes, differentiated arguments, output shapes."""
 
     __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes", "_buffer_shapes")
+                 "nonzeros", "parallel_min_points", "caller_zeroes", "_memo")
 
     def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
                  nonzeros=None, parallel_min_points=1, caller_zeroes=None):
@@ -301,16 +301,16 @@ class Signature:
         self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
-        self._buffer_shapes = {}  # memo: buffer shapes per kind, sparse structure per block
+        self._memo = {}  # buffer shapes per kind, sparse structure per ("sparse", block)
 
     def sparse_structure(self, block):
         """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
-        known = self._buffer_shapes.get(("sparse", block))
+        known = self._memo.get(("sparse", block))
         if known is None:
             out_shape, arg_shape = self.blocks()[block]
             rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
             indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
-            known = self._buffer_shapes[("sparse", block)] = (rows, cols, indptr)
+            known = self._memo[("sparse", block)] = (rows, cols, indptr)
         return known
 
     def blocks(self):
@@ -319,9 +319,9 @@ class Signature:
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
-        known = self._buffer_shapes.get(kind)
+        known = self._memo.get(kind)
         if known is None:
-            known = self._buffer_shapes[kind] = self._compute_buffer_shapes(kind)
+            known = self._memo[kind] = self._compute_buffer_shapes(kind)
         return known
 
     def _compute_buffer_shapes(self, kind):
