@@ -224,6 +224,16 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
+def sparsity_patterns(signature):
+    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+    patterns = []
+    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
+        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+        pattern.reshape(-1)[list(indices)] = True
+        patterns.append(pattern)
+    return signature.nest("jacobian", patterns)
+
+
 def sparse_matrices(signature, values, format="csr"):
     """scipy sparse arrays (output size x argument size) from one point's
     packed values, nested like the Jacobian. scipy is imported only here."""

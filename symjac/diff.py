@@ -43,11 +43,6 @@ class Block:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    @property
-    def sparsity(self) -> np.ndarray:
-        pattern = np.zeros(self.size, dtype=bool)
-        pattern[[index for index, _ in self.entries]] = True
-        return pattern.reshape(self.shape)
 
 
 @dataclass(frozen=True, eq=False)

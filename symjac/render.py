@@ -123,7 +123,7 @@ def _positions(program: Program):
     return positions, entry_of
 
 
-def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
+def _chunks(program: Program, positions, arguments, printer_type, symbols: dict) -> dict:
     """Split a large program into chunk functions spread over C files.
 
     Statements (temporaries, then results) are cut into runs of at most
@@ -134,7 +134,7 @@ def _chunks(program: Program, arguments, printer_type, symbols: dict) -> dict:
     chunk that defines it stays a local; one used later lives in the per-thread
     scratch array ``_t[]``.
     """
-    _, entry_of = _positions(program)
+    _, entry_of = positions
     statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
     statements += [("result", b, flat, expr) for b, flat, expr in program.results]
     runs, run, weight = [], [], 0
@@ -188,9 +188,9 @@ def _driver_shape(program: Program, layout: str, positions) -> tuple[int, ...]:
     return program.buffers[0].shape if layout == "dense" else (len(positions[0]),)
 
 
-def _kernel_context(program: Program, arguments, printer, operations: int, chunks=None) -> dict:
+def _kernel_context(program: Program, positions, arguments, printer, operations: int, chunks=None) -> dict:
     """What the templates need of one program, all text already printed."""
-    positions, entry_of = _positions(program)
+    positions, entry_of = positions
     drivers = [(program.kind, "dense")] + ([("jacobian_values", "packed")] if program.kind == "jacobian" else [])
     c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + (
         ", double *_t" if chunks is not None else "") + ",\n        " + ", ".join(
@@ -311,16 +311,18 @@ def render(
     arguments = derivative.traced.arguments
     element = "{name}[{flat}]" if backend == "cython" else "{name}[:, {flat}]"
     printer_type = CPrinter if backend == "cython" else NumpyPrinter
-    printer = printer_type(symbol_names(arguments, element))
+    symbols = symbol_names(arguments, element)
+    printer = printer_type(symbols)
     kernels = []
     for program in programs:
+        positions = _positions(program)
         statements = len(program.temporaries) + len(program.results)
         operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
         chunks = None
         large = statements > CHUNK_THRESHOLD or (statements > 1 and operations > CHUNK_THRESHOLD_OPERATIONS)
         if backend == "cython" and large:
-            chunks = _chunks(program, arguments, printer_type, symbol_names(arguments, element))
-        kernels.append(_kernel_context(program, arguments, printer, operations, chunks))
+            chunks = _chunks(program, positions, arguments, printer_type, symbols)
+        kernels.append(_kernel_context(program, positions, arguments, printer, operations, chunks))
     jacobian_operations = max([k["operations"] for k in kernels if k["kind"] == "jacobian"] or [1])
     parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(jacobian_operations, 1)))
     drivers = [driver for kernel in kernels for driver in kernel["drivers"]]

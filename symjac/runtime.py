@@ -80,9 +80,7 @@ class Jacobian:
 
     def indices(self):
         """(rows, cols) of each block's non-zeros, in ``values()`` order, nested like the result."""
-        pairs = []
-        for indices, (_, arg_shape) in zip(self.signature.nonzeros, self.signature.blocks()):
-            pairs.append(np.divmod(np.asarray(indices, dtype=np.intp), int(np.prod(arg_shape, dtype=np.int64))))
+        pairs = [self.signature.sparse_structure(block)[:2] for block in range(len(self.signature.nonzeros))]
         return self.signature.nest("jacobian_values", pairs)
 
     def sparsity_matrix(self, format="csr"):
@@ -93,13 +91,10 @@ class Jacobian:
 
     @cached_property
     def sparsity(self):
-        patterns = []
-        for indices, (out_shape, arg_shape) in zip(self.signature.nonzeros, self.signature.blocks()):
-            pattern = np.zeros(out_shape + arg_shape, dtype=bool)
-            pattern.reshape(-1)[list(indices)] = True
+        patterns = _calling.sparsity_patterns(self.signature)
+        for pattern in self.signature.flatten("jacobian", patterns):
             pattern.flags.writeable = False
-            patterns.append(pattern)
-        return self.signature.nest("jacobian", patterns)
+        return patterns
 
     def function(self, *args, out=None, num_threads=None):
         """The traced function's value, computed by the generated code."""

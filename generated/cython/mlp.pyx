@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: f42aa513eb57e9ba879739d7ca13f4b02b142bb9729f20cd52e82179df949b11
+symjac-content-hash: 6602000181fd5ca3f7e5b7a5b209046a06cecac1c9fc4830f91a15889b4225a7
 """
 
 import numpy
@@ -419,7 +419,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'f42aa513eb57e9ba879739d7ca13f4b02b142bb9729f20cd52e82179df949b11'
+CONTENT_HASH = '6602000181fd5ca3f7e5b7a5b209046a06cecac1c9fc4830f91a15889b4225a7'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
@@ -647,6 +647,16 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
+def sparsity_patterns(signature):
+    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+    patterns = []
+    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
+        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+        pattern.reshape(-1)[list(indices)] = True
+        patterns.append(pattern)
+    return signature.nest("jacobian", patterns)
+
+
 def sparse_matrices(signature, values, format="csr"):
     """scipy sparse arrays (output size x argument size) from one point's
     packed values, nested like the Jacobian. scipy is imported only here."""
@@ -742,9 +752,4 @@ def sparse_jacobian(*args, format="csr"):
 
 def sparsity():
     """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    patterns = []
-    for shape, indices in zip(_SIGNATURE.buffer_shapes("jacobian"), NONZEROS):
-        pattern = numpy.zeros(_size(shape), dtype=bool)
-        pattern[list(indices)] = True
-        patterns.append(pattern.reshape(shape))
-    return _SIGNATURE.nest("jacobian", patterns)
+    return sparsity_patterns(_SIGNATURE)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1f1d234985295f617a411c610b00abe1038db5cccd8f99e3d4ddc3e5725244c0
+symjac-content-hash: 139fa678468c5eba64696587656ef91650ba582d36873358c2ec3df218ee076a
 """
 
 import numpy
@@ -346,7 +346,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1f1d234985295f617a411c610b00abe1038db5cccd8f99e3d4ddc3e5725244c0'
+CONTENT_HASH = '139fa678468c5eba64696587656ef91650ba582d36873358c2ec3df218ee076a'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
 WRT = (0,)
@@ -574,6 +574,16 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
+def sparsity_patterns(signature):
+    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+    patterns = []
+    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
+        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+        pattern.reshape(-1)[list(indices)] = True
+        patterns.append(pattern)
+    return signature.nest("jacobian", patterns)
+
+
 def sparse_matrices(signature, values, format="csr"):
     """scipy sparse arrays (output size x argument size) from one point's
     packed values, nested like the Jacobian. scipy is imported only here."""
@@ -669,9 +679,4 @@ def sparse_jacobian(*args, format="csr"):
 
 def sparsity():
     """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    patterns = []
-    for shape, indices in zip(_SIGNATURE.buffer_shapes("jacobian"), NONZEROS):
-        pattern = numpy.zeros(_size(shape), dtype=bool)
-        pattern[list(indices)] = True
-        patterns.append(pattern.reshape(shape))
-    return _SIGNATURE.nest("jacobian", patterns)
+    return sparsity_patterns(_SIGNATURE)

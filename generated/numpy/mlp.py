@@ -16,7 +16,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: d70bcfed4a5f89f6477e3a73fe2599bdfb2b02ad30f35663a1640afc5fa36182
+symjac-content-hash: e572777b1e56b02a9e8ec6cab62a88dfd7023dfd23666db94c36954858f2101e
 """
 
 import numpy
@@ -187,7 +187,7 @@ _PACKED = (range(6),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'd70bcfed4a5f89f6477e3a73fe2599bdfb2b02ad30f35663a1640afc5fa36182'
+CONTENT_HASH = 'e572777b1e56b02a9e8ec6cab62a88dfd7023dfd23666db94c36954858f2101e'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
@@ -417,6 +417,16 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
+def sparsity_patterns(signature):
+    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+    patterns = []
+    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
+        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+        pattern.reshape(-1)[list(indices)] = True
+        patterns.append(pattern)
+    return signature.nest("jacobian", patterns)
+
+
 def sparse_matrices(signature, values, format="csr"):
     """scipy sparse arrays (output size x argument size) from one point's
     packed values, nested like the Jacobian. scipy is imported only here."""
@@ -512,9 +522,4 @@ def sparse_jacobian(*args, format="csr"):
 
 def sparsity():
     """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    patterns = []
-    for shape, indices in zip(_SIGNATURE.buffer_shapes("jacobian"), NONZEROS):
-        pattern = numpy.zeros(_size(shape), dtype=bool)
-        pattern[list(indices)] = True
-        patterns.append(pattern.reshape(shape))
-    return _SIGNATURE.nest("jacobian", patterns)
+    return sparsity_patterns(_SIGNATURE)

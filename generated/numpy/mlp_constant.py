@@ -12,7 +12,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the Jacobian's structural non-zeros
 Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2a2916469c1e981e22fcc6de2d5fb77b6a9dd4429612adfa18120f5d15c9d6fb
+symjac-content-hash: 8a2d4f8dd1194796738261edea87fc4ce9832b9785e6b05e2d50b37c0d681091
 """
 
 import numpy
@@ -151,7 +151,7 @@ _PACKED = (range(6),) * 2  # the identity table of every buffer
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2a2916469c1e981e22fcc6de2d5fb77b6a9dd4429612adfa18120f5d15c9d6fb'
+CONTENT_HASH = '8a2d4f8dd1194796738261edea87fc4ce9832b9785e6b05e2d50b37c0d681091'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)
 WRT = (0,)
@@ -381,6 +381,16 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
+def sparsity_patterns(signature):
+    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+    patterns = []
+    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
+        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+        pattern.reshape(-1)[list(indices)] = True
+        patterns.append(pattern)
+    return signature.nest("jacobian", patterns)
+
+
 def sparse_matrices(signature, values, format="csr"):
     """scipy sparse arrays (output size x argument size) from one point's
     packed values, nested like the Jacobian. scipy is imported only here."""
@@ -476,9 +486,4 @@ def sparse_jacobian(*args, format="csr"):
 
 def sparsity():
     """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    patterns = []
-    for shape, indices in zip(_SIGNATURE.buffer_shapes("jacobian"), NONZEROS):
-        pattern = numpy.zeros(_size(shape), dtype=bool)
-        pattern[list(indices)] = True
-        patterns.append(pattern.reshape(shape))
-    return _SIGNATURE.nest("jacobian", patterns)
+    return sparsity_patterns(_SIGNATURE)
