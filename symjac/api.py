@@ -1,9 +1,14 @@
-"""The public entry points: ``jacobian()`` ties the pipeline together.
+"""The public entry points: one per derivative kind, all built the same way.
 
-    trace -> differentiate -> simplify -> render -> build -> runtime
+    trace -> differentiate (derivatives.py) -> simplify -> render -> build -> runtime
 
 :func:`generate` runs the symbolic half and rendering (shared with the codegen
-command); :func:`jacobian` adds building and wraps the module for calling.
+command); :func:`jacobian`, :func:`hessian`, :func:`gradient`, :func:`jvp` and
+:func:`vjp` add building and wrap the module for calling. The first argument
+may be a numpy-style function (then shapes are given), a
+:class:`~symjac.trace.Traced`, or a compiled derivative built in this process
+(its :meth:`~symjac.runtime.Compiled.traced` form: a derivative is a function
+and can be differentiated again).
 """
 
 from __future__ import annotations
@@ -11,16 +16,28 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from .build import BuildOptions, compiler_works, load
-from .diff import Derivative, differentiate
+from .backends import BACKENDS
+from .build import BuildOptions, load
+from .derivatives import DERIVATIVES
+from .diff import Derivative
 from .errors import ShapeError
 from .progress import Reporter
-from .render import BACKENDS, CHUNK_OPERATIONS, CHUNK_STATEMENTS, Source, render
-from .runtime import Jacobian
+from .render import Source, render
+from .runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
 from .simplify import KINDS, Program, count_operations, simplify
+from .toolchain import compiler_works
 from .trace import Traced, trace
 
-__all__ = ["Generated", "build_derivative", "generate", "jacobian", "resolve_wrt"]
+__all__ = ["Generated", "as_traced", "generate", "gradient", "hessian", "jacobian", "jvp", "resolve_wrt", "vjp"]
+
+
+def as_traced(function, shapes=(), named_shapes=None) -> Traced:
+    """The traced form of ``function``: traced here, or already symbolic."""
+    if isinstance(function, (Traced, Compiled)):
+        if shapes or named_shapes:
+            raise ShapeError("shapes are known for a traced function or a derivative: give none")
+        return function if isinstance(function, Traced) else function.traced()
+    return trace(function, *shapes, **(named_shapes or {}))
 
 
 def resolve_wrt(traced: Traced, wrt) -> tuple[tuple[int, ...], bool]:
@@ -48,11 +65,11 @@ def resolve_wrt(traced: Traced, wrt) -> tuple[tuple[int, ...], bool]:
     return tuple(indices), is_tuple
 
 
-def build_derivative(function, shapes, named_shapes, wrt) -> tuple[Derivative, bool]:
+def build_derivative(function, shapes, named_shapes, wrt, what="jacobian") -> tuple[Derivative, bool]:
     """Trace and differentiate: the symbolic half of the pipeline."""
-    traced = trace(function, *shapes, **named_shapes)
+    traced = as_traced(function, shapes, named_shapes)
     indices, wrt_is_tuple = resolve_wrt(traced, wrt)
-    return differentiate(traced, indices), wrt_is_tuple
+    return DERIVATIVES[what][0](traced, indices, wrt_is_tuple), wrt_is_tuple
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,97 +77,131 @@ class Generated:
     """Everything up to the rendered source, for building or writing out."""
 
     derivative: Derivative
-    wrt_is_tuple: bool
     programs: tuple[Program, ...]
     source: Source
 
+    @property
+    def wrt_is_tuple(self) -> bool:
+        return self.derivative.wrt_is_tuple
 
-def generate(function, shapes, named_shapes, *, wrt, backend, kinds, reporter=None, standalone=False) -> Generated:
-    """Trace, differentiate, simplify and render, reporting each stage."""
+
+def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="jacobian", reporter=None,
+             standalone=False) -> Generated:
+    """Trace, differentiate, simplify and render, reporting each stage.
+
+    ``what`` names the derivative (see ``derivatives.py``); ``kinds`` the
+    kernels to compile, by default the ones that derivative needs."""
     reporter = reporter or Reporter(enabled=False)
+    transform, default_kinds, title = DERIVATIVES[what]
     with reporter.stage("traced") as report:
-        traced = trace(function, *shapes, **named_shapes)
+        traced = as_traced(function, shapes, named_shapes)
         indices, wrt_is_tuple = resolve_wrt(traced, wrt)
         inputs = sum(a.size for a in traced.arguments)
         outputs = sum(output.size for output in traced.outputs)
         report.append(f"{outputs} outputs, {inputs} inputs")
     with reporter.stage("differentiated") as report:
-        derivative = differentiate(traced, indices)
+        derivative = transform(traced, indices, wrt_is_tuple)
         columns = sum(traced.arguments[j].size for j in indices)
-        report.append(f"{derivative.nonzeros} non-zeros of {outputs} x {columns}")
+        report.append(f"{what}: {derivative.nonzeros or derivative.traced.outputs[0].size} non-zeros, "
+                      f"{outputs} outputs x {columns} inputs")
     with reporter.stage("simplified") as report:
-        programs = tuple(simplify(derivative, kind) for kind in KINDS if kind in kinds)
+        kinds = tuple(kinds or default_kinds)
+        programs = tuple(simplify(derivative, kind) for kind in kinds)
         if reporter.enabled:
             for program in programs:
-                before = count_operations(expr for _, _, expr in _entries(derivative, program))
-                after = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
-                report.append(f"{program.kind}: {before} -> {after} operations, {len(program.temporaries)} temporaries")
+                report.append(f"{program.kind}: {program.operations} operations, "
+                              f"{len(program.temporaries)} temporaries")
     with reporter.stage("rendered") as report:
-        source = render(derivative, programs, backend, wrt_is_tuple=wrt_is_tuple, standalone=standalone)
+        source = render(derivative, programs, backend, standalone=standalone, title=title)
         report.append(f"{source.text.count(chr(10))} lines of {backend}")
         if source.parts:
             lines = sum(text.count(chr(10)) for _, text in source.parts)
-            report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines) of "
-                          f"chunk functions of at most {CHUNK_STATEMENTS} statements, {CHUNK_OPERATIONS} operations")
-    return Generated(derivative, wrt_is_tuple, programs, source)
-
-
-def _entries(derivative: Derivative, program: Program):
-    """The unsimplified expressions a program computes, for operation counts."""
-    for buffer in program.buffers:
-        if buffer.argument is None:
-            yield from ((buffer, i, e) for i, e in enumerate(derivative.traced.outputs[buffer.output].flat) if e != 0)
-        else:
-            block = derivative.blocks[buffer.output][derivative.wrt.index(buffer.argument)]
-            yield from ((buffer, i, e) for i, e in block.entries)
+            report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines)")
+    return Generated(derivative, programs, source)
 
 
 def _choose_backend(backend):
     if backend is None:
         if compiler_works():
             return "cython"
-        warnings.warn("no working C compiler found: symjac falls back to the numpy backend", RuntimeWarning, stacklevel=3)
+        warnings.warn("no working C compiler found: symjac falls back to the numpy backend", RuntimeWarning, stacklevel=4)
         return "numpy"
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS} or None, got {backend!r}")
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)} or None, got {backend!r}")
     return backend
 
 
-def jacobian(
-    function,
-    *shapes,
-    wrt=None,
-    backend=None,
-    kernels=("jacobian",),
-    flags=None,
-    native=False,
-    verbose=False,
-    **named_shapes,
-) -> Jacobian:
+def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, flags, native, verbose) -> Compiled:
+    backend = _choose_backend(backend)
+    reporter = Reporter(enabled=bool(verbose))
+    generated = generate(function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds, what=what,
+                         reporter=reporter)
+    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
+    with reporter.stage("compiled" if BACKENDS[backend].compiled else "loaded"):
+        module = load(generated.source, options)
+    return cls(module, generated.source, options, generated.derivative.as_traced()
+               if generated.derivative.order else generated.derivative.traced)
+
+
+_COMMON_DOCS = """
+    Shapes are given positionally or by parameter name (``y=3, k=3``): an int
+    ``n`` means ``(n,)``, a tuple is a shape, ``()`` a scalar; none when
+    ``function`` is a traced function or a derivative built by symjac. ``wrt``
+    is an argument name, index, or a tuple of them (default: the first
+    argument); the other arguments are runtime parameters. ``backend`` is
+    "cython", "numpy" or None (Cython where a C compiler works, else numpy
+    with a warning). ``flags`` replaces the default C compiler flags
+    (``("-O3",)``) and ``native=True`` adds ``-march=native``; both are part
+    of the cache key. ``verbose=True`` reports each stage on stderr. Calls
+    take the function's arguments; leading batch dimensions broadcast like a
+    gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
+"""
+
+
+def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=False,
+             verbose=False, **named_shapes) -> Jacobian:
     """Compile the exact Jacobian of a numpy-style ``function``.
 
-    Shapes are given positionally or by parameter name (``y=3, k=3``): an int
-    ``n`` means ``(n,)``, a tuple is a shape, ``()`` a scalar. ``wrt`` is an
-    argument name, index, or a tuple of them (default: the first argument);
-    the other arguments are runtime parameters. ``backend`` is "cython",
-    "numpy" or None (Cython where a C compiler works, else numpy with a
-    warning). ``kernels`` lists the kernels to compile: "jacobian" and any of
+    ``kernels`` lists the kernels to compile: "jacobian" and any of
     "function", "function_and_jacobian" (then ``jac.function(...)`` and
-    ``jac.function_and_jacobian(...)`` work). ``flags`` replaces the default C
-    compiler flags (``("-O3",)``) and ``native=True`` adds ``-march=native``;
-    both are part of the cache key.
-    ``verbose=True`` reports each stage on stderr.
-
-    The returned :class:`~symjac.runtime.Jacobian` is called with the
-    function's arguments; leading batch dimensions broadcast like a gufunc.
+    ``jac.function_and_jacobian(...)`` work).
     """
-    backend = _choose_backend(backend)
     kinds = tuple(kernels)
     if not kinds or any(kind not in KINDS for kind in kinds) or "jacobian" not in kinds:
         raise ValueError(f"kernels must include 'jacobian' and be taken from {KINDS}, got {kernels!r}")
-    reporter = Reporter(enabled=bool(verbose))
-    generated = generate(function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds, reporter=reporter)
-    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
-    with reporter.stage("loaded" if backend == "numpy" else "compiled"):
-        module = load(generated.source, options)
-    return Jacobian(module, generated.source, generated.derivative, generated.wrt_is_tuple)
+    return _compile(Jacobian, "jacobian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds,
+                    flags=flags, native=native, verbose=verbose)
+
+
+def hessian(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
+            **named_shapes) -> Hessian:
+    """Compile the exact, symmetric Hessian of ``function``: output shape +
+    x.shape + x.shape; nested blocks ``H[i][j]`` for a tuple ``wrt``."""
+    return _compile(Hessian, "hessian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
+                    flags=flags, native=native, verbose=verbose)
+
+
+def gradient(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
+             **named_shapes) -> Gradient:
+    """Compile the gradient of a scalar ``function`` by reverse mode: shaped
+    like ``wrt`` (a tuple of arrays for a tuple ``wrt``)."""
+    return _compile(Gradient, "gradient", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
+                    flags=flags, native=native, verbose=verbose)
+
+
+def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False, **named_shapes) -> JVP:
+    """Compile J v: ``jvp(*args, v)`` with ``v`` shaped like ``wrt`` (one
+    tangent per argument for a tuple ``wrt``), shaped like the output."""
+    return _compile(JVP, "jvp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
+                    flags=flags, native=native, verbose=verbose)
+
+
+def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False, **named_shapes) -> VJP:
+    """Compile uᵀJ by reverse mode: ``vjp(*args, u)`` with ``u`` shaped like
+    the output (one per output for a tuple of outputs), shaped like ``wrt``."""
+    return _compile(VJP, "vjp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
+                    flags=flags, native=native, verbose=verbose)
+
+
+for _entry in (jacobian, hessian, gradient, jvp, vjp):
+    _entry.__doc__ += _COMMON_DOCS

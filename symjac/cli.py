@@ -1,13 +1,16 @@
 """The ``symjac`` command line (also ``python -m symjac``).
 
     symjac codegen TARGET [--arg NAME=SHAPE ...] [--wrt NAME,...]
+                   [--kind jacobian,hessian,gradient,jvp,vjp]
                    [--backend cython|numpy] [--name MODULE] [--out DIR]
                    [--no-build] [--quiet]
     symjac cache info|clear
 
 TARGET is ``path/to/file.py:function``, ``package.module:function``, or a
 file or module alone, which generates every function in it declared with
-``@symjac.spec``. SHAPE is ``3``, ``2x3`` or ``()``. Errors are one line on
+``@symjac.spec``. SHAPE is ``3``, ``2x3`` or ``()``. Each ``--kind`` gives
+one module: the Jacobian's is named after the function (or ``--name``), the
+others get ``_hessian``, ``_gradient``, ``_jvp`` or ``_vjp`` appended. Errors are one line on
 stderr and exit status 1 (2 for usage errors), never a traceback.
 """
 
@@ -21,6 +24,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .backends import BACKENDS
 from .errors import BuildError, SymjacError
 from .names import check_identifier
 from .progress import Reporter
@@ -114,14 +118,27 @@ def codegen(args) -> int:
         if args.wrt:
             names = [name.strip() for name in args.wrt.split(",") if name.strip()]
             wrt = tuple(names) if len(names) > 1 else names[0]
-        name = check_identifier(args.name or declared.name or getattr(function, "__name__", None), "module name")
-        reporter.note(f"symjac codegen: {name} ({args.backend}) -> {args.out}")
-        path, _ = write_module(
-            function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, name=name,
-            out_dir=args.out, build=not args.no_build, reporter=reporter,
-        )
-        reporter.note(f"wrote {path}")
+        base = check_identifier(args.name or declared.name or getattr(function, "__name__", None), "module name")
+        for what in parse_kinds(args.kind):
+            name = check_identifier(base if what == "jacobian" else f"{base}_{what}", "module name")
+            reporter.note(f"symjac codegen: {name} ({what}, {args.backend}) -> {args.out}")
+            path, _ = write_module(
+                function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, what=what,
+                name=name, out_dir=args.out, build=not args.no_build, reporter=reporter,
+            )
+            reporter.note(f"wrote {path}")
     return 0
+
+
+def parse_kinds(text: str) -> list[str]:
+    """``"hessian,gradient"`` -> ``["hessian", "gradient"]``, checked against the derivatives symjac has."""
+    from .derivatives import DERIVATIVES
+
+    kinds = [kind.strip() for kind in (text or "jacobian").split(",") if kind.strip()]
+    unknown = [kind for kind in kinds if kind not in DERIVATIVES]
+    if unknown or not kinds:
+        raise CommandError(f"--kind takes a comma-separated list of {', '.join(DERIVATIVES)}; got {text!r}")
+    return list(dict.fromkeys(kinds))
 
 
 def cache(args) -> int:
@@ -151,7 +168,10 @@ def make_parser() -> argparse.ArgumentParser:
                      "@symjac.spec functions are all generated")
     gen.add_argument("--arg", action="append", metavar="NAME=SHAPE", help="shape of an argument: 3, 2x3 or (); repeat per argument")
     gen.add_argument("--wrt", metavar="NAME[,NAME...]", help="arguments to differentiate (default: the first)")
-    gen.add_argument("--backend", choices=("cython", "numpy"), default="cython", help="module kind (default: cython)")
+    gen.add_argument("--kind", metavar="KIND[,KIND...]", default="jacobian",
+                     help="derivatives to generate, one module each: jacobian, hessian, gradient, jvp, vjp "
+                     "(default: jacobian)")
+    gen.add_argument("--backend", choices=tuple(BACKENDS), default="cython", help="module kind (default: cython)")
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")
     gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")
     gen.add_argument("--no-build", action="store_true", help="write the source only; do not compile it")

@@ -16,11 +16,13 @@ import tempfile
 from pathlib import Path
 
 from .api import Generated, generate
-from .build import BuildOptions, compile_module, extension_suffix
+from .backends import get_backend
+from .build import BuildOptions
 from .errors import BuildError
 from .names import check_identifier
 from .progress import Reporter
 from .simplify import KINDS
+from .toolchain import compile_module, extension_suffix
 
 __all__ = ["write_module", "build_in_place"]
 
@@ -64,17 +66,23 @@ def write_module(
     *,
     wrt=None,
     backend="cython",
+    what="jacobian",
     name=None,
     out_dir=".",
     build=True,
     flags=None,
     reporter=None,
 ) -> tuple[Path, Generated]:
-    """Generate the standalone module for ``function``; return its path and the pipeline's result."""
+    """Generate the standalone module for ``function``; return its path and the pipeline's result.
+
+    ``what`` is the derivative (``"jacobian"``, with its function and
+    function_and_jacobian kernels, ``"hessian"``, ``"gradient"``, ``"jvp"``
+    or ``"vjp"``)."""
     reporter = reporter or Reporter(enabled=False)
     name = check_identifier(name if name is not None else getattr(function, "__name__", ""), "module name")
     generated = generate(
-        function, shapes, named_shapes or {}, wrt=wrt, backend=backend, kinds=KINDS, reporter=reporter, standalone=True
+        function, shapes, named_shapes or {}, wrt=wrt, backend=backend,
+        kinds=KINDS if what == "jacobian" else None, what=what, reporter=reporter, standalone=True
     )
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -82,7 +90,7 @@ def write_module(
     _atomic_write(path, generated.source.text)
     for suffix, text in generated.source.parts:  # C files of large kernels
         _atomic_write(directory / f"{name}{suffix}", text)
-    if backend == "cython" and build:
+    if get_backend(backend).compiled and build:
         with reporter.stage("compiled") as report:
             extension = build_in_place(path, name, flags, generated.source.parts)
             report.append(str(extension))

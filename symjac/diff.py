@@ -23,47 +23,99 @@ import sympy
 
 from .trace import Traced
 
-__all__ = ["Block", "Derivative", "differentiate"]
+__all__ = ["Block", "Derivative", "differentiate", "nest_numbers", "second_derivative"]
 
 
 @dataclass(frozen=True, eq=False)
 class Block:
-    """d output[output] / d argument[argument]: its non-zero entries.
+    """d output[output] / d argument[arguments[0]] / d argument[arguments[1]] ...
 
-    ``entries`` are ``(flat index, expression)`` pairs in increasing index
-    order, where the flat index runs over ``shape`` in C order.
+    ``entries`` are its non-zero ``(flat index, expression)`` pairs in
+    increasing index order; the flat index runs over ``shape`` (output shape
+    followed by each argument's shape) in C order.
     """
 
     output: int
-    argument: int
+    arguments: tuple[int, ...]
     shape: tuple[int, ...]
     entries: tuple[tuple[int, sympy.Expr], ...]
+
+    @property
+    def argument(self) -> int:
+        """The argument of the last differentiation."""
+        return self.arguments[-1]
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
+    def dense(self) -> np.ndarray:
+        """The block as an object array of expressions, zeros included."""
+        values = np.full(self.size, sympy.S.Zero, dtype=object)
+        for index, expr in self.entries:
+            values[index] = expr
+        return values.reshape(self.shape)
+
+
+def nest_numbers(levels: tuple[bool, ...], counts: tuple[int, ...]):
+    """Nested tuples of 0, 1, 2, ... in C order: one level per ``counts`` entry,
+    a tuple where ``levels`` says so, else the single item itself.
+
+    >>> nest_numbers((True, False), (2, 1))
+    (0, 1)
+    """
+    numbers = iter(range(int(np.prod(counts, dtype=np.int64))))
+
+    def build(depth):
+        if depth == len(counts):
+            return next(numbers)
+        items = tuple(build(depth + 1) for _ in range(counts[depth]))
+        return items if levels[depth] else items[0]
+
+    return build(0)
 
 
 @dataclass(frozen=True, eq=False)
 class Derivative:
-    """The traced function plus its Jacobian blocks ``blocks[i][j]``."""
+    """Derivatives of order ``order`` of ``traced`` with respect to ``wrt``.
+
+    ``blocks`` are in C order over (output, wrt, ..., wrt); ``structure``
+    nests their numbers the way callers see them, as
+    ``torch.autograd.functional.jacobian`` / ``hessian`` do: a tuple level for
+    a tuple of outputs and, per differentiation, for a tuple ``wrt``.
+    """
 
     traced: Traced
     wrt: tuple[int, ...]
-    blocks: tuple[tuple[Block, ...], ...]
+    blocks: tuple[Block, ...]
+    order: int = 1
+    wrt_is_tuple: bool = False
 
     @property
     def nonzeros(self) -> int:
-        return sum(len(block.entries) for row in self.blocks for block in row)
+        return sum(len(block.entries) for block in self.blocks)
+
+    @property
+    def structure(self):
+        levels = (self.traced.output_is_tuple,) + (self.wrt_is_tuple,) * self.order
+        return nest_numbers(levels, (len(self.traced.outputs),) + (len(self.wrt),) * self.order)
+
+    def as_traced(self) -> Traced:
+        """This derivative as a function of the same arguments whose outputs are
+        its blocks (a tuple of them where the caller sees more than one), so it
+        can be differentiated, compiled or transformed again like any traced
+        function."""
+        names = "/".join(self.traced.arguments[j].name for j in self.wrt)
+        outputs = tuple(block.dense() for block in self.blocks)
+        return Traced(f"d{self.order}_{self.traced.function_name}_d_{names.replace('/', '_')}",
+                      self.traced.arguments, outputs, len(outputs) > 1)
 
     def __str__(self) -> str:
-        lines = [f"derivative of {self.traced.function_name}, {self.nonzeros} non-zeros"]
-        for row in self.blocks:
-            for block in row:
-                name = self.traced.arguments[block.argument].name
-                lines.append(f"  d output {block.output} / d {name}, shape {block.shape}:")
-                lines += [f"    [{index}] = {expr}" for index, expr in block.entries]
+        lines = [f"order-{self.order} derivative of {self.traced.function_name}, {self.nonzeros} non-zeros"]
+        for block in self.blocks:
+            names = " d ".join(self.traced.arguments[j].name for j in block.arguments)
+            lines.append(f"  d output {block.output} / d {names}, shape {block.shape}:")
+            lines += [f"    [{index}] = {expr}" for index, expr in block.entries]
         return "\n".join(lines)
 
 
@@ -155,7 +207,18 @@ class _Differentiator:
         return _almost_everywhere(node.diff(symbol))
 
 
-def differentiate(traced: Traced, wrt: tuple[int, ...]) -> Derivative:
+class _DeepRecursion:
+    """Deep expression trees recurse deeply: raise the limit for a while."""
+
+    def __enter__(self):
+        self._limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self._limit, 20_000))
+
+    def __exit__(self, *exc):
+        sys.setrecursionlimit(self._limit)
+
+
+def differentiate(traced: Traced, wrt: tuple[int, ...], wrt_is_tuple: bool = False) -> Derivative:
     """Differentiate every output of ``traced`` with respect to the ``wrt`` arguments."""
     position = {}  # symbol -> (argument index, flat index)
     for number in wrt:
@@ -163,9 +226,7 @@ def differentiate(traced: Traced, wrt: tuple[int, ...]) -> Derivative:
             position[symbol] = (number, flat)
     d = _Differentiator(position)
     blocks = []
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(limit, 20_000))  # deep expression trees recurse deeply
-    try:
+    with _DeepRecursion():
         for out_number, output in enumerate(traced.outputs):
             found = {number: [] for number in wrt}
             for out_flat, expr in enumerate(output.flat):
@@ -175,11 +236,63 @@ def differentiate(traced: Traced, wrt: tuple[int, ...]) -> Derivative:
                     if derivative != 0:
                         in_size = traced.arguments[number].size
                         found[number].append((out_flat * in_size + in_flat, derivative))
-            blocks.append(tuple(
-                Block(out_number, number, output.shape + traced.arguments[number].shape,
+            blocks += [
+                Block(out_number, (number,), output.shape + traced.arguments[number].shape,
                       tuple(sorted(found[number], key=lambda entry: entry[0])))
                 for number in wrt
-            ))
-    finally:
-        sys.setrecursionlimit(limit)
-    return Derivative(traced, tuple(wrt), tuple(blocks))
+            ]
+    return Derivative(traced, tuple(wrt), tuple(blocks), 1, bool(wrt_is_tuple))
+
+
+def _first_derivatives(traced: Traced, output: np.ndarray, symbols: list, d: _Differentiator) -> list[list]:
+    """Per output entry, its derivative in every symbol (zeros included).
+
+    A scalar output goes through one reverse sweep (``reverse.py``): its
+    gradient costs a small multiple of the function, whatever the number of
+    inputs. Larger outputs are differentiated forward, entry by entry, in
+    the symbols each entry contains."""
+    if output.size == 1:
+        from .reverse import vjp_expressions
+
+        return [vjp_expressions([output.flat[0]], [sympy.S.One], symbols)]
+    rows = []
+    for expr in output.flat:
+        rows.append([d(expr, symbol) for symbol in symbols])
+    return rows
+
+
+def second_derivative(traced: Traced, wrt: tuple[int, ...], wrt_is_tuple: bool = False) -> Derivative:
+    """Second derivatives of every output with respect to the ``wrt`` arguments.
+
+    Symmetry is used, not just reported: over the concatenated ``wrt``
+    symbols, only the lower triangle (row >= col) is differentiated; each
+    entry above the diagonal is the same expression as its mirror, so a
+    kernel computes it once."""
+    symbols = [symbol for number in wrt for symbol in traced.arguments[number].symbols.flat]
+    index = {symbol: k for k, symbol in enumerate(symbols)}
+    owner = [(number, flat) for number in wrt for flat in range(traced.arguments[number].size)]
+    d = _Differentiator(index)
+    blocks = []
+    with _DeepRecursion():
+        for out_number, output in enumerate(traced.outputs):
+            found = {(a, b): [] for a in wrt for b in wrt}
+            for out_flat, gradient in enumerate(_first_derivatives(traced, output, symbols, d)):
+                for row, first in enumerate(gradient):
+                    a, r = owner[row]
+                    for symbol in d.symbols(first):
+                        column = index[symbol]
+                        if column > row:
+                            continue
+                        second = d(first, symbol)
+                        if second == 0:
+                            continue
+                        b, c = owner[column]
+                        size_a, size_b = traced.arguments[a].size, traced.arguments[b].size
+                        found[(a, b)].append(((out_flat * size_a + r) * size_b + c, second))
+                        if column != row:
+                            found[(b, a)].append(((out_flat * size_b + c) * size_a + r, second))
+            for a in wrt:
+                for b in wrt:
+                    shape = output.shape + traced.arguments[a].shape + traced.arguments[b].shape
+                    blocks.append(Block(out_number, (a, b), shape, tuple(sorted(found[(a, b)], key=lambda e: e[0]))))
+    return Derivative(traced, tuple(wrt), tuple(blocks), 2, bool(wrt_is_tuple))

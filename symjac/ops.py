@@ -1,6 +1,6 @@
 """The tracer's rule tables: how each numpy operation becomes sympy.
 
-``trace.TracerArray`` forwards numpy's protocol calls here:
+``tracer.TracerArray`` forwards numpy's protocol calls here:
 :func:`apply_ufunc` for ``__array_ufunc__`` and :func:`apply_function` for
 ``__array_function__``. Rules work on object ndarrays of sympy expressions
 and return them wrapped as TracerArrays. An operation with no rule raises
@@ -21,7 +21,7 @@ from sympy.codegen import cfunctions
 
 from .errors import ShapeError, TracingError
 from .functions import cbrt
-from .trace import TracerArray, _scalar_array, _unsupported, as_values, constant, wrap
+from .tracer import RULES, TracerArray, as_values, constant, scalar_array, unsupported, wrap
 
 __all__ = ["apply_function", "apply_ufunc", "FUNCTIONS", "UFUNCS"]
 
@@ -115,7 +115,7 @@ def elementwise(rule, *operands) -> TracerArray:
     values = [as_values(operand) for operand in operands]
     result = np.frompyfunc(rule, len(values), 1)(*values)
     if not isinstance(result, np.ndarray):
-        result = _scalar_array(result)
+        result = scalar_array(result)
     return TracerArray(result)
 
 
@@ -126,17 +126,17 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
     kwargs.pop("dtype", None)
     kwargs.pop("casting", None)
     if kwargs:
-        _unsupported(f"{name} with {', '.join(sorted(kwargs))}=", "Drop those keyword arguments.")
+        unsupported(f"{name} with {', '.join(sorted(kwargs))}=", "Drop those keyword arguments.")
     if method == "reduce" and ufunc in (np.add, np.multiply):
         result = _sum(inputs[0], *inputs[1:]) if ufunc is np.add else _prod(inputs[0], *inputs[1:])
     elif method != "__call__":
-        _unsupported(f"{name}.{method}", "Only plain ufunc calls (and np.add/np.multiply.reduce) are supported.")
+        unsupported(f"{name}.{method}", "Only plain ufunc calls (and np.add/np.multiply.reduce) are supported.")
     elif ufunc is np.matmul:
         result = TracerArray(matmul(as_values(inputs[0]), as_values(inputs[1])))
     elif ufunc in UFUNCS:
         result = elementwise(UFUNCS[ufunc], *inputs)
     else:
-        _unsupported(f"{name}", f"{name} has no derivative rule in symjac; rewrite it with supported numpy functions.")
+        unsupported(f"{name}", f"{name} has no derivative rule in symjac; rewrite it with supported numpy functions.")
     if out is None:
         return result
     return _store_into(out, result, name)
@@ -146,7 +146,7 @@ def _store_into(out, result, name):
     """Support ``x += ...`` style in-place ufuncs on traced arrays only."""
     target = out[0] if isinstance(out, tuple) else out
     if not isinstance(target, TracerArray):
-        _unsupported(
+        unsupported(
             f"{name} writing into a plain numpy array (out= or an in-place operator)",
             "Make the target traced, e.g. out = np.zeros_like(x), or assign a new variable.",
         )
@@ -272,7 +272,7 @@ def _reduce(a, axis, keepdims, combine) -> TracerArray:
 def _no_extras(name, **extras):
     given = [key for key, value in extras.items() if value is not None]
     if given:
-        _unsupported(f"np.{name} with {', '.join(given)}=", "Drop those keyword arguments.")
+        unsupported(f"np.{name} with {', '.join(given)}=", "Drop those keyword arguments.")
 
 
 def _sum(a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
@@ -314,7 +314,7 @@ def _norm(x, ord=None, axis=None, keepdims=False):
         return elementwise(sympy.sqrt, _reduce(squares, axis, keepdims, _add_all))
     if ord == 1 and (values.ndim == 1 or isinstance(axis, (int, np.integer))):
         return _reduce(elementwise(sympy.Abs, values), axis, keepdims, _add_all)
-    _unsupported(f"np.linalg.norm(ord={ord!r})", "Vector 2-norm, 1-norm and the Frobenius norm are supported.")
+    unsupported(f"np.linalg.norm(ord={ord!r})", "Vector 2-norm, 1-norm and the Frobenius norm are supported.")
 
 
 # --------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def _norm(x, ord=None, axis=None, keepdims=False):
 
 def _where(condition, x=None, y=None):
     if x is None or y is None:
-        _unsupported("np.where(condition) with one argument", "Give both branches: np.where(condition, a, b).")
+        unsupported("np.where(condition) with one argument", "Give both branches: np.where(condition, a, b).")
     return elementwise(lambda c, a, b: _select([(a, c)], b), condition, x, y)
 
 
@@ -384,7 +384,7 @@ def _to_sympy(result):
     if isinstance(result, np.ndarray):
         return as_values(result)
     if isinstance(result, (sympy.Basic, int, float, np.number)):
-        return _scalar_array(constant(result))
+        return scalar_array(constant(result))
     return result
 
 
@@ -431,8 +431,11 @@ def apply_function(func, args, kwargs):
     if rule is None:
         module = getattr(func, "__module__", "numpy") or "numpy"
         module = "np" if module in ("numpy", "numpy.core.fromnumeric") or module.startswith("numpy._core") else module
-        _unsupported(
+        unsupported(
             f"{module}.{func.__name__}",
             f"{module}.{func.__name__} is not supported by symjac's tracer; rewrite it with supported numpy operations.",
         )
     return rule(*args, **kwargs)
+
+
+RULES.register(apply_ufunc, apply_function)

@@ -3,8 +3,9 @@
 All expression text in generated code comes from these printers (sympy's code
 printers with a few methods overridden), never from pasting strings:
 
-- symbols of the traced arguments print as element accesses of the kernel's
-  argument pointers (C: ``y[1]``) or batch columns (numpy: ``y[:, 1]``);
+- symbols of the traced arguments print as element accesses, indexed like
+  the symbols are named (C: ``y[1]``, ``W[1][0]``; numpy: ``y[:, 1]``,
+  ``W[:, 1, 0]``, see ``backends.py``);
 - floats print as the shortest text that round-trips the same double;
 - small integer powers print as parenthesised products (``(x*x)``), not
   ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
@@ -14,6 +15,7 @@ printers with a few methods overridden), never from pasting strings:
 
 from __future__ import annotations
 
+import numpy as np
 import sympy
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
@@ -21,12 +23,12 @@ from sympy.printing.numpy import NumPyPrinter
 __all__ = ["CPrinter", "NumpyPrinter", "symbol_names"]
 
 
-def symbol_names(arguments, element_format: str) -> dict:
-    """Map each argument symbol to its text, e.g. ``"{name}[{flat}]"``."""
+def symbol_names(arguments, element) -> dict:
+    """Map each argument symbol to its text: ``element(name, index)``, e.g. ``W[1][0]``."""
     return {
-        symbol: element_format.format(name=argument.name, flat=flat)
+        symbol: element(argument.name, index)
         for argument in arguments
-        for flat, symbol in enumerate(argument.symbols.flat)
+        for index, symbol in np.ndenumerate(argument.symbols)
     }
 
 

@@ -2,16 +2,20 @@
 
 Takes the :class:`~symjac.simplify.Program` of each kernel plus the traced
 signature; produces a :class:`Source`, consumed by ``build.py``. Expression
-text comes from ``printing.py``; the Jinja templates in the top-level
-``templates/`` directory only see already-printed lines, names and counts.
+text comes from the backend's printer (``printing.py``); everything else a
+template needs is handed over as a typed :class:`ModuleContext` of names,
+counts, tables and already-printed expressions, and all C and Python syntax
+lives in the Jinja templates of the top-level ``templates/`` directory. This
+module only prints: program transformations (CSE, chunking) happen in
+``simplify.py``.
 
-Each program becomes one *point body* that writes the k-th non-zero of an
-output buffer to ``buffer[at[k]]``, and one or more *drivers* that loop over
-the batch and pass position tables: the dense table (flat indices into the
-full block) for ``jacobian``, the identity for ``jacobian_values`` (the
-packed non-zero values, for sparse results). The expression code is thus
-emitted and compiled once for both layouts; small bodies are inlined so the
-tables fold into constant indices.
+Each program becomes one *point body* that writes entry ``e`` of output
+buffer ``b`` to ``buffer[at[e]]``, and drivers that loop over the batch and
+pass the position tables: the dense table (flat indices into the full block)
+for the kind's dense layout, the packing's slots for its packed values
+(``KIND_values``, see ``kinds.py``). The expression code is thus emitted and
+compiled once for both layouts; small bodies are inlined so the tables fold
+into constant indices.
 
 Output is deterministic: the same programs give the same bytes. The module
 docstring carries a content hash: the SHA-256 of the text rendered with an
@@ -30,33 +34,18 @@ import jinja2
 import numpy as np
 
 from . import __version__
+from .backends import BACKENDS, Backend, get_backend
 from .diff import Derivative
+from .kinds import KINDS
 from .names import InvalidNameError, check_identifier
-from .printing import CPrinter, NumpyPrinter, symbol_names
-from .simplify import Program, count_operations
+from .printing import symbol_names
+from .simplify import Program, chunk, needs_chunks
 
-__all__ = ["BACKENDS", "Source", "render", "template_dir"]
+__all__ = ["BACKENDS", "ModuleContext", "Source", "render", "template_dir"]
 
-BACKENDS = ("cython", "numpy")
-_TEMPLATES = {"cython": "cython_module.pyx.j2", "numpy": "numpy_module.py.j2"}
-_SUFFIX = {"cython": ".pyx", "numpy": ".py"}
-_KIND_DOCS = {
-    "jacobian": "Jacobian: writes the non-zero entries of every block d output / d argument.",
-    "jacobian_values": "Packed Jacobian: the non-zero values of every block, in NONZEROS order.",
-    "function": "Function: writes the non-zero entries of every output.",
-    "function_and_jacobian": "Function and Jacobian in one pass, sharing subexpressions.",
-}
 # Bodies with more operations than this are compiled once, not inlined into
 # each driver: compile time matters more than an indirect store there.
 INLINE_OPERATIONS = 4000
-# Programs with more statements or operations than this are split into chunk
-# functions in separate C files (see _chunks); smaller ones stay one function
-# in the .pyx.
-CHUNK_THRESHOLD = 1500
-CHUNK_THRESHOLD_OPERATIONS = 20_000
-CHUNK_STATEMENTS = 200
-CHUNK_OPERATIONS = 2_000
-CHUNKS_PER_FILE = 15
 # A batch is split across threads only when it holds at least this many
 # operations in total (about 20-40 us of work per thread).
 PARALLEL_MIN_OPERATIONS = 50_000
@@ -74,10 +63,131 @@ class Source:
 
     @property
     def suffix(self) -> str:
-        return _SUFFIX[self.backend]
+        return get_backend(self.backend).suffix
 
     def __str__(self) -> str:
         return self.text
+
+
+# --------------------------------------------------------------------------
+# the template context: what templates see, all text already printed
+
+
+@dataclass(frozen=True)
+class ArgumentContext:
+    name: str
+    size: int
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def row_dims(self) -> str:
+        """C array dimensions after the first (``"[3]"`` for shape (2, 3)): a
+        pointer to such rows lets kernels write ``W[1][0]``."""
+        return "".join(f"[{extent}]" for extent in self.shape[1:])
+
+
+@dataclass(frozen=True)
+class BufferContext:
+    name: str
+    size: int
+    nonzeros: int  # entries the kernel computes
+    dense: str  # their flat indices, printed as rows of numbers
+
+
+@dataclass(frozen=True)
+class TargetContext:
+    """Where a driver sends a kernel buffer: output ``out`` through table ``table``."""
+
+    out: int
+    table: str
+
+
+@dataclass(frozen=True)
+class DriverContext:
+    kind: str  # the public name: "jacobian", "jacobian_values", ...
+    kernel_kind: str  # the kernel's kind: "jacobian" for both of those
+    c_name: str
+    docs: str
+    layout: str  # "dense" or "packed"
+    out_sizes: tuple[int, ...]  # per output buffer of this driver
+    targets: tuple[TargetContext, ...]  # per kernel buffer
+    out_shape: tuple[int, ...] | None  # the output's shape when there is one, not nested in a tuple
+    kernel_zeroes: tuple[int, ...]  # outputs whose structural zeros the kernel clears
+    caller_zeroes: tuple[bool, ...]  # per output: must the caller hand it over zeroed?
+
+    @property
+    def single(self) -> bool:
+        return self.out_shape is not None
+
+
+@dataclass(frozen=True)
+class StatementContext:
+    """One line of a chunk function: ``[const double ]target = text;  /* comment */``."""
+
+    target: str
+    declare: bool
+    text: str
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    functions: tuple[tuple[str, tuple[StatementContext, ...]], ...]  # (C name, statements)
+    files: tuple[tuple[int, ...], ...]  # function numbers per C file
+    scratch: int  # temporaries shared between chunks
+
+
+@dataclass(frozen=True)
+class KernelContext:
+    kind: str
+    c_name: str
+    docs: str
+    inline: bool
+    operations: int
+    buffers: tuple[BufferContext, ...]
+    temporaries: tuple[tuple[str, str], ...]  # (name, text)
+    results: tuple[tuple[str, int, str, str], ...]  # (buffer, entry, element comment, text)
+    chunks: ChunkContext | None
+    drivers: tuple[DriverContext, ...]
+    tables: tuple[tuple[str, int, str], ...]  # extra C position tables: (name, length, rows)
+
+
+@dataclass(frozen=True)
+class HeaderContext:
+    title: str
+    function: str
+    arguments: tuple[tuple[str, tuple[int, ...], bool], ...]  # (name, shape, differentiated)
+    output_shapes: tuple[str, ...]
+    kinds: tuple[str, ...]
+    version: str
+    backend: str
+    standalone: bool
+    content_hash: str = ""
+
+
+@dataclass(frozen=True)
+class ModuleContext:
+    header: HeaderContext
+    kernels: tuple[KernelContext, ...]
+    arguments: tuple[ArgumentContext, ...]
+    max_outs: int
+    max_entries: int
+    identity: str
+    metadata: str
+    packed_tables: tuple[tuple[str, str, int, str], ...]  # (packed kind, C table of NONZEROS, length, rows)
+    runtime: str | None
+
+    @property
+    def drivers(self) -> tuple[DriverContext, ...]:
+        return tuple(driver for kernel in self.kernels for driver in kernel.drivers)
+
+
+# --------------------------------------------------------------------------
+# templates
 
 
 def template_dir() -> Path:
@@ -112,142 +222,93 @@ def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]" if shape else "[]"
 
 
-def _positions(program: Program):
-    """Per buffer, the dense flat indices of its entries in entry order, and
-    the entry number of each (buffer, flat index)."""
-    positions, entry_of = [], {}
-    for number in range(len(program.buffers)):
-        indices = sorted(flat for b, flat, _ in program.results if b == number)
-        positions.append(indices)
-        entry_of.update({(number, flat): k for k, flat in enumerate(indices)})
-    return positions, entry_of
+# --------------------------------------------------------------------------
+# building the context
 
 
-def _chunks(program: Program, positions, arguments, printer_type, symbols: dict) -> dict:
-    """Split a large program into chunk functions spread over C files.
-
-    Statements (temporaries, then results) are cut into runs of at most
-    ``CHUNK_STATEMENTS`` statements and ``CHUNK_OPERATIONS`` operations; each
-    run becomes one C function, and every
-    ``CHUNKS_PER_FILE`` functions one file, so the compiler's time and memory
-    grow linearly and files compile in parallel. A temporary used only in the
-    chunk that defines it stays a local; one used later lives in the per-thread
-    scratch array ``_t[]``.
-    """
-    _, entry_of = positions
-    statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
-    statements += [("result", b, flat, expr) for b, flat, expr in program.results]
-    runs, run, weight = [], [], 0
-    for statement in statements:
-        cost = 1 + count_operations([statement[-1]])
-        if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
-            runs.append(run)
-            run, weight = [], 0
-        run.append(statement)
-        weight += cost
-    runs.append(run)
-    defined_in = {}
-    for number, run in enumerate(runs):
-        for statement in run:
-            if statement[0] == "temporary":
-                defined_in[statement[1]] = number
-    shared = set()
-    for number, run in enumerate(runs):
-        for statement in run:
-            for symbol in statement[-1].free_symbols:
-                if defined_in.get(symbol, number) != number:
-                    shared.add(symbol)
-    slots = {symbol: k for k, symbol in enumerate(sorted(shared, key=lambda symbol: int(symbol.name[2:])))}
-    printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in slots.items()}})
-    parameters = ", ".join(f"const double *restrict {a.name}" for a in arguments) + ", double *restrict _t,\n    " + \
-        ", ".join(f"double *restrict {buffer.name}, const Py_ssize_t *restrict {buffer.name}_at" for buffer in program.buffers)
+def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict) -> ChunkContext:
+    chunks = chunk(program)
+    printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in chunks.slots.items()}})
     functions = []
-    for number, run in enumerate(runs):
-        lines = []
+    for number, run in enumerate(chunks.runs):
+        statements = []
         for statement in run:
             if statement[0] == "temporary":
                 _, symbol, expr = statement
-                target = f"_t[{slots[symbol]}]" if symbol in slots else f"const double {symbol.name}"
-                lines.append(f"{target} = {printer.doprint(expr)};")
+                shared = symbol in chunks.slots
+                target = f"_t[{chunks.slots[symbol]}]" if shared else symbol.name
+                statements.append(StatementContext(target, not shared, printer.doprint(expr)))
             else:
                 _, b, flat, expr = statement
                 buffer = program.buffers[b]
-                entry = entry_of[(b, flat)]
-                lines.append(f"{buffer.name}[{buffer.name}_at[{entry}]] = {printer.doprint(expr)};  "
-                             f"/* {_multi_index(flat, buffer.shape)} */")
-        functions.append({"name": f"_symjac_{program.kind}_chunk{number}", "lines": lines})
-    files = [functions[start:start + CHUNKS_PER_FILE] for start in range(0, len(functions), CHUNKS_PER_FILE)]
-    call_arguments = ", ".join(a.name for a in arguments) + ", _t, " + ", ".join(
-        f"{buffer.name}, {buffer.name}_at" for buffer in program.buffers)
-    return {"parameters": parameters, "functions": functions, "files": files, "scratch": len(slots),
-            "call_arguments": call_arguments}
+                statements.append(StatementContext(f"{buffer.name}[{buffer.name}_at[{entry_of[(b, flat)]}]]", False,
+                                                   printer.doprint(expr), _multi_index(flat, buffer.shape)))
+        functions.append((f"_symjac_{program.kind}_chunk{number}", tuple(statements)))
+    return ChunkContext(tuple(functions), tuple(tuple(r) for r in chunks.files), len(chunks.slots))
 
 
-def _driver_shape(program: Program, layout: str, positions) -> tuple[int, ...]:
-    """Shape of the first buffer as a driver of ``layout`` fills it."""
-    return program.buffers[0].shape if layout == "dense" else (len(positions[0]),)
+def _dense_driver(program: Program, c_name: str) -> DriverContext:
+    def zeroes(buffer):  # structural zeros in this buffer at all, and very sparse?
+        return len(buffer.positions) < buffer.size, 4 * len(buffer.positions) < buffer.size
+
+    return DriverContext(
+        kind=program.kind, kernel_kind=program.kind, c_name=f"_symjac_{program.kind}", docs=KINDS[program.kind].docs,
+        layout="dense",
+        out_sizes=tuple(buffer.size for buffer in program.buffers),
+        targets=tuple(TargetContext(b, f"{c_name}_dense{b}") for b in range(len(program.buffers))),
+        out_shape=program.buffers[0].shape if program.structure == 0 else None,
+        # Dense buffers with some structural zeros are cleared row by row by the
+        # kernel; the caller hands sparser ones over already zeroed (np.zeros is
+        # lazily zeroed memory: nothing is written for the zeros at all).
+        kernel_zeroes=tuple(b for b, buffer in enumerate(program.buffers) if zeroes(buffer) == (True, False)),
+        caller_zeroes=tuple(zeroes(buffer)[1] for buffer in program.buffers),
+    )
 
 
-def _kernel_context(program: Program, positions, arguments, printer, operations: int, chunks=None) -> dict:
-    """What the templates need of one program, all text already printed."""
-    positions, entry_of = positions
-    drivers = [(program.kind, "dense")] + ([("jacobian_values", "packed")] if program.kind == "jacobian" else [])
-    c_parameters = ", ".join(f"const double *{argument.name}" for argument in arguments) + (
-        ", double *_t" if chunks is not None else "") + ",\n        " + ", ".join(
-        f"double *{buffer.name}, const Py_ssize_t *{buffer.name}_at" for buffer in program.buffers)
-    c_inputs = ", ".join(f"_args[{j}] + _i * _arg_strides[{j}]" for j in range(len(arguments)))
-    if chunks is not None:
-        c_inputs += ", _t"
+def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
+    packing = program.packing
+    kind = KINDS[program.kind]
+    tables, targets = [], []
+    for b, (out, slots) in enumerate(packing.targets):
+        if list(slots) == list(range(len(slots))):
+            targets.append(TargetContext(out, "_symjac_identity"))
+        else:
+            name = f"{c_name}_slots{b}"
+            tables.append((name, len(slots), number_rows(slots, " " * 8)))
+            targets.append(TargetContext(out, name))
+    sizes = tuple(len(indices) for indices in packing.nonzeros)
+    driver = DriverContext(
+        kind=kind.packed_name, kernel_kind=program.kind, c_name=f"_symjac_{kind.packed_name}", docs=kind.packed_docs,
+        layout="packed", out_sizes=sizes, targets=tuple(targets),
+        out_shape=(sizes[0],) if packing.structure == 0 else None,
+        kernel_zeroes=(), caller_zeroes=(False,) * len(sizes),
+    )
+    return driver, tables
 
-    def c_arguments(kind, layout):
-        outputs = ", ".join(
-            f"_outs[{b}] + _i * _symjac_{kind}_out_sizes[{b}], "
-            + (f"_symjac_{program.kind}_dense{b}" if layout == "dense" else "_symjac_identity")
-            for b in range(len(program.buffers)))
-        return f"{c_inputs},\n                {outputs}"
 
-    def kernel_zeroes(layout):
-        """Dense buffers with some structural zeros, which the kernel clears row
-        by row; the caller hands sparser ones over already zeroed (np.zeros is
-        lazily zeroed memory: nothing is written for the zeros at all)."""
-        return [b for b, buffer in enumerate(program.buffers)
-                if layout == "dense" and len(positions[b]) < buffer.size and 4 * len(positions[b]) >= buffer.size]
-
-    def caller_zeroes(layout):
-        return [layout == "dense" and 4 * len(positions[b]) < buffer.size for b, buffer in enumerate(program.buffers)]
-
-    def c_zero_fill(layout):
-        return [f"memset(_outs[{b}] + _i * {program.buffers[b].size}, 0, {program.buffers[b].size} * sizeof(double));"
-                for b in kernel_zeroes(layout)]
-
-    return {
-        "kind": program.kind,
-        "c_name": f"_symjac_{program.kind}",
-        "docs": _KIND_DOCS[program.kind],
-        "inline": operations <= INLINE_OPERATIONS and chunks is None,
-        "chunks": chunks,
-        "operations": operations,
-        "c_parameters": c_parameters,
-        "drivers": [{"kind": kind, "c_name": f"_symjac_{kind}", "docs": _KIND_DOCS[kind], "layout": layout,
-                     "single": len(program.buffers) == 1, "buffers": len(program.buffers),
-                     "out_ndim": len(_driver_shape(program, layout, positions)),
-                     "out_dims": ", ".join(map(str, _driver_shape(program, layout, positions) or (0,))),
-                     "c_arguments": c_arguments(kind, layout),
-                     "c_zero_fill": c_zero_fill(layout), "kernel_zeroes": kernel_zeroes(layout),
-                     "caller_zeroes": caller_zeroes(layout)}
-                    for kind, layout in drivers],
-        "buffers": [
-            {"name": buffer.name, "size": buffer.size, "nonzeros": len(positions[b]),
-             "dense": number_rows(positions[b], " " * 8)}
-            for b, buffer in enumerate(program.buffers)
-        ],
-        "temporaries": [] if chunks else [(printer.doprint(symbol), printer.doprint(expr))
-                                          for symbol, expr in program.temporaries],
-        "results": [] if chunks else [
-            (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape), printer.doprint(expr))
-            for b, flat, expr in program.results
-        ],
-    }
+def _kernel_context(program: Program, backend: Backend, symbols: dict, printer) -> KernelContext:
+    c_name = f"_symjac_{program.kind}"
+    entry_of = {(b, flat): e for b, buffer in enumerate(program.buffers) for e, flat in enumerate(buffer.positions)}
+    operations = program.operations
+    chunks = _chunk_context(program, entry_of, backend.printer, symbols) \
+        if backend.chunks and needs_chunks(program) else None
+    drivers, tables = [_dense_driver(program, c_name)], []
+    if program.packing is not None:
+        packed, tables = _packed_driver(program, c_name)
+        drivers.append(packed)
+    return KernelContext(
+        kind=program.kind, c_name=c_name, docs=KINDS[program.kind].docs,
+        inline=operations <= INLINE_OPERATIONS and chunks is None, operations=operations,
+        buffers=tuple(BufferContext(buffer.name, buffer.size, len(buffer.positions),
+                                    number_rows(buffer.positions, " " * 8))
+                      for buffer in program.buffers),
+        temporaries=() if chunks else tuple((printer.doprint(s), printer.doprint(e)) for s, e in program.temporaries),
+        results=() if chunks else tuple(
+            (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape),
+             printer.doprint(expr))
+            for b, flat, expr in program.results),
+        chunks=chunks, drivers=tuple(drivers), tables=tuple(tables),
+    )
 
 
 def _safe_function_name(name: str) -> str:
@@ -257,40 +318,75 @@ def _safe_function_name(name: str) -> str:
         return "function"
 
 
-def _metadata(derivative: Derivative, content_hash: str, wrt_is_tuple: bool, parallel_min_points: int,
-              backend: str, drivers) -> str:
+def _layouts(programs) -> tuple[dict, dict, dict, dict]:
+    """Per driver kind: (buffer shapes, structure); per packed kind: the
+    non-zeros, full shapes and sparse shapes of its buffers."""
+    layouts, nonzeros, full_shapes, sparse_shapes = {}, {}, {}, {}
+    for program in programs:
+        layouts[program.kind] = (tuple(buffer.shape for buffer in program.buffers), program.structure)
+        if program.packing is not None:
+            name = KINDS[program.kind].packed_name
+            layouts[name] = (tuple((len(i),) for i in program.packing.nonzeros), program.packing.structure)
+            nonzeros[name] = program.packing.nonzeros
+            full_shapes[name] = program.packing.full_shapes
+            sparse_shapes[name] = program.packing.sparse_shapes
+    return layouts, nonzeros, full_shapes, sparse_shapes
+
+
+def _metadata(derivative: Derivative, content_hash: str, parallel_min_points: int, backend: Backend,
+              programs, drivers) -> str:
     traced = derivative.traced
-    nonzeros = tuple(tuple(index for index, _ in block.entries) for row in derivative.blocks for block in row)
+    layouts, nonzeros, full_shapes, sparse_shapes = _layouts(programs)
     lines = [
         f"SYMJAC_VERSION = {__version__!r}",
         f"CONTENT_HASH = {content_hash!r}",
+        f"FUNCTION_NAME = {_safe_function_name(traced.function_name)!r}",
         f"ARGUMENT_NAMES = {tuple(argument.name for argument in traced.arguments)!r}",
         f"ARGUMENT_SHAPES = {tuple(argument.shape for argument in traced.arguments)!r}",
         f"WRT = {derivative.wrt!r}",
         f"OUTPUT_SHAPES = {traced.output_shapes!r}",
         f"OUTPUT_IS_TUPLE = {traced.output_is_tuple!r}",
-        f"WRT_IS_TUPLE = {wrt_is_tuple!r}",
+        f"WRT_IS_TUPLE = {derivative.wrt_is_tuple!r}",
         "# Batches smaller than this run on one thread (threads cost more than they save).",
         f"PARALLEL_MIN_POINTS = {parallel_min_points}",
         "# Per kernel, the output buffers the caller must zero (very sparse dense blocks).",
-        "CALLER_ZEROES = {" + ", ".join(f"{d['kind']!r}: {tuple(d['caller_zeroes'])!r}" for d in drivers) + "}",
-        "# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order",
-        "# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
+        "CALLER_ZEROES = {" + ", ".join(f"{d.kind!r}: {d.caller_zeroes!r}" for d in drivers) + "}",
+        "# Per kernel: the core shape of each buffer it writes, and how results nest them.",
+        "LAYOUTS = {" + ", ".join(f"{kind!r}: {layout!r}" for kind, layout in layouts.items()) + "}",
+        "# Per packed kernel: the full array each buffer's values come from, and its (rows, cols) as a matrix.",
+        "FULL_SHAPES = {" + ", ".join(f"{kind!r}: {shapes!r}" for kind, shapes in full_shapes.items()) + "}",
+        "SPARSE_SHAPES = {" + ", ".join(f"{kind!r}: {shapes!r}" for kind, shapes in sparse_shapes.items()) + "}",
+        "# Per packed kernel: the flat (C-order) index of each packed value in its full array;",
+        "# for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
     ]
-    if backend == "cython":  # big literals are slow for Cython and the C compiler: read the C tables
+    if backend.compiled:  # big literals are slow for Cython and the C compiler: read the C tables
         lines.append("NONZEROS = _nonzero_tables()")
     else:
-        lines += ["NONZEROS = (",
-                  *[f"    ({number_rows(indices, ' ' * 8)}{',' if len(indices) == 1 else ''})," for indices in nonzeros],
-                  ")"]
+        lines.append("NONZEROS = {")
+        for kind, tables in nonzeros.items():
+            lines.append(f"    {kind!r}: (")
+            lines += [f"        ({number_rows(indices, ' ' * 12)}{',' if len(indices) == 1 else ''})," for indices in tables]
+            lines.append("    ),")
+        lines.append("}")
     return "\n".join(lines)
 
 
 def _runtime_text() -> str:
-    """``_calling.py`` without its module docstring, for embedding."""
+    """``_calling.py`` without its module docstring and imports, for embedding
+    (the generated module imports what it needs once, at its top)."""
     text = Path(__file__).with_name("_calling.py").read_text()
-    docstring = ast.parse(text).body[0]
-    return "\n".join(text.splitlines()[docstring.end_lineno:]).strip("\n")
+    body = ast.parse(text).body
+    first = next(node for node in body[1:] if not isinstance(node, (ast.Import, ast.ImportFrom)))
+    return "\n".join(text.splitlines()[first.lineno - 1:]).strip("\n")
+
+
+def _packed_tables(programs) -> tuple[tuple[str, str, int, str], ...]:
+    """(packed kind, C table, length, rows) per packed buffer: NONZEROS of compiled modules."""
+    return tuple(
+        (KINDS[program.kind].packed_name, f"_symjac_{KINDS[program.kind].packed_name}_nonzeros{p}", len(indices),
+         number_rows(indices, " " * 8))
+        for program in programs if program.packing is not None
+        for p, indices in enumerate(program.packing.nonzeros))
 
 
 def render(
@@ -298,70 +394,61 @@ def render(
     programs: tuple[Program, ...],
     backend: str,
     *,
-    wrt_is_tuple: bool = False,
     standalone: bool = False,
+    title: str = "Jacobian",
+    wrt_is_tuple: bool | None = None,
 ) -> Source:
-    """Render the module for ``backend`` ("cython" or "numpy").
+    """Render the module of ``programs`` for ``backend`` (see ``backends.py``).
 
     ``standalone`` embeds the call convention (``_calling.py``) and a public
-    interface, so that the module works without symjac installed.
+    interface, so that the module works without symjac installed. ``title``
+    names what the module computes in its docstring ("Jacobian", "Hessian" ...).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    chosen = get_backend(backend)
     arguments = derivative.traced.arguments
-    element = "{name}[{flat}]" if backend == "cython" else "{name}[:, {flat}]"
-    printer_type = CPrinter if backend == "cython" else NumpyPrinter
-    symbols = symbol_names(arguments, element)
-    printer = printer_type(symbols)
-    kernels = []
-    for program in programs:
-        positions = _positions(program)
-        statements = len(program.temporaries) + len(program.results)
-        operations = count_operations([e for _, e in program.temporaries] + [e for _, _, e in program.results])
-        chunks = None
-        large = statements > CHUNK_THRESHOLD or (statements > 1 and operations > CHUNK_THRESHOLD_OPERATIONS)
-        if backend == "cython" and large:
-            chunks = _chunks(program, positions, arguments, printer_type, symbols)
-        kernels.append(_kernel_context(program, positions, arguments, printer, operations, chunks))
-    jacobian_operations = max([k["operations"] for k in kernels if k["kind"] == "jacobian"] or [1])
-    parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(jacobian_operations, 1)))
-    drivers = [driver for kernel in kernels for driver in kernel["drivers"]]
-    header = {
-        "function": _safe_function_name(derivative.traced.function_name),
-        "arguments": [(a.name, a.shape, number in derivative.wrt) for number, a in enumerate(arguments)],
-        "output_shapes": [str(shape) for shape in derivative.traced.output_shapes],
-        "kinds": [driver["kind"] for driver in drivers],
-        "version": __version__,
-        "backend": backend,
-        "standalone": standalone,
-    }
-    max_entries = max([buffer["nonzeros"] for kernel in kernels for buffer in kernel["buffers"]] + [1])
-    template = _environment().get_template(_TEMPLATES[backend])
+    symbols = symbol_names(arguments, chosen.element)
+    printer = chosen.printer(symbols)
+    kernels = tuple(_kernel_context(program, chosen, symbols, printer) for program in programs)
+    main_operations = max(kernel.operations for kernel in kernels) if kernels else 1
+    parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(main_operations, 1)))
+    drivers = tuple(driver for kernel in kernels for driver in kernel.drivers)
+    header = HeaderContext(
+        title=title,
+        function=_safe_function_name(derivative.traced.function_name),
+        arguments=tuple((a.name, a.shape, number in derivative.wrt) for number, a in enumerate(arguments)),
+        output_shapes=tuple(str(shape) for shape in derivative.traced.output_shapes),
+        kinds=tuple(driver.kind for driver in drivers),
+        version=__version__, backend=backend, standalone=standalone,
+    )
+    max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
+    template = _environment().get_template(chosen.template)
 
-    def text_with(content_hash: str) -> str:
-        return template.render(
-            header={**header, "content_hash": content_hash},
+    def context(content_hash: str) -> ModuleContext:
+        return ModuleContext(
+            header=HeaderContext(**{**header.__dict__, "content_hash": content_hash}),
             kernels=kernels,
-            drivers=drivers,
-            arguments=[{"name": a.name, "size": a.size, "ndim": len(a.shape),
-                        "shape": number_rows(a.shape or (0,), "")} for a in arguments],
-            max_outs=max(len(kernel["buffers"]) for kernel in kernels),
-            identity=number_rows(range(max_entries), " " * 4),
+            arguments=tuple(ArgumentContext(a.name, a.size, a.shape) for a in arguments),
+            max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
             max_entries=max_entries,
-            metadata=_metadata(derivative, content_hash, wrt_is_tuple, parallel_min_points, backend, drivers),
-            jacobian=next(kernel for kernel in kernels if kernel["kind"] == "jacobian"),
+            identity=number_rows(range(max_entries), " " * 4),
+            metadata=_metadata(derivative, content_hash, parallel_min_points, chosen, programs, drivers),
+            packed_tables=_packed_tables(programs),
             runtime=_runtime_text() if standalone else None,
         )
 
+    def text_with(content_hash: str) -> str:
+        return template.render(module=context(content_hash))
+
     chunk_template = _environment().get_template("c_chunks.c.j2")
     parts = tuple(
-        (f"_{kernel['kind']}_{number}.c", chunk_template.render(
-            header=header, kernel=kernel, functions=functions, parameters=kernel["chunks"]["parameters"]))
-        for kernel in kernels if kernel["chunks"]
-        for number, functions in enumerate(kernel["chunks"]["files"])
+        (f"_{kernel.kind}_{number}.c", chunk_template.render(
+            header=header, kernel=kernel, arguments=context("").arguments,
+            functions=[kernel.chunks.functions[f] for f in functions]))
+        for kernel in kernels if kernel.chunks
+        for number, functions in enumerate(kernel.chunks.files)
     )
     digest = hashlib.sha256(text_with("").encode())
     for name, text in parts:
         digest.update(f"\0{name}\0{text}".encode())
     content_hash = digest.hexdigest()
-    return Source(backend, text_with(content_hash), content_hash, tuple(header["kinds"]), parts)
+    return Source(backend, text_with(content_hash), content_hash, header.kinds, parts)

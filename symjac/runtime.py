@@ -1,10 +1,18 @@
-"""Stage 6 — runtime: the callable that users hold.
+"""Stage 6 — runtime: the callables that users hold.
 
-Takes a loaded module (from ``build.py``) and the derivative's metadata.
-The call convention itself (validation, broadcasting, allocation, ``out=``,
-threads) lives in ``_calling.py``, shared with standalone generated modules;
-a single point whose arguments are already C-contiguous float64 arrays of
-the exact shapes takes the module's compiled fast path (``make_entry``).
+Takes a loaded module (from ``build.py``) and its :class:`~symjac.render.Source`.
+Everything a call needs is read from the module's metadata into a public
+:class:`~symjac._calling.Signature` (argument names and shapes, the buffers
+and nesting of every kernel, gufunc signatures), so adapters (torch, Dask)
+build on public attributes only. The call convention itself (validation,
+broadcasting, allocation, ``out=``, threads) lives in ``_calling.py``, shared
+with standalone generated modules; a single point whose arguments are
+C-contiguous float64 arrays of the exact shapes takes the module's compiled
+fast path (``make_entry``).
+
+Every object here pickles by what defines it, the generated source and the
+build options, never the compiled file: unpickling loads the module from the
+receiving process's cache, or builds it there once (see ``build.py``).
 """
 
 from __future__ import annotations
@@ -14,61 +22,123 @@ from functools import cached_property
 import numpy as np
 
 from . import _calling
-from .diff import Derivative
+from .build import BuildOptions, load
 from .render import Source
 
-__all__ = ["Jacobian"]
+__all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
 
 
-class Jacobian:
-    """A compiled Jacobian: ``jac(*args, out=None, num_threads=None)``.
+def _restore(cls, source, options, traced):
+    """Unpickle: load (or build) the module of ``source`` in this process."""
+    return cls(load(source, options), source, options, traced)
 
-    Attributes: ``sparsity`` (read-only bool arrays, output shape + input
-    shape, nested like the result), ``source`` (generated text), ``backend``,
-    ``argument_names``, ``wrt`` (names of the differentiated arguments),
-    ``nonzeros`` (structural non-zeros in all blocks).
+
+class Compiled:
+    """A compiled derivative: ``obj(*args, out=None, num_threads=None)``.
+
+    ``KIND`` is the kernel a call runs. Public attributes: ``signature``,
+    ``source`` (generated text), ``backend``, ``content_hash``,
+    ``argument_names``, ``wrt`` (names of the differentiated arguments).
     """
 
-    def __init__(self, module, source: Source, derivative: Derivative, wrt_is_tuple: bool) -> None:
-        traced = derivative.traced
+    KIND = "function"
+    TITLE = "Function"
+
+    def __init__(self, module, source: Source, options: BuildOptions, traced=None) -> None:
         self._module = module
         self._kernels = module.KERNELS
-        self.signature = _calling.Signature(
-            [a.name for a in traced.arguments],
-            [a.shape for a in traced.arguments],
-            derivative.wrt,
-            traced.output_shapes,
-            traced.output_is_tuple,
-            wrt_is_tuple,
-            module.NONZEROS,
-            module.PARALLEL_MIN_POINTS,
-            module.CALLER_ZEROES,
-        )
-        nested = traced.output_is_tuple or wrt_is_tuple
-        if not nested and "jacobian" in module.POINT_KINDS:
-            # Calls go straight to the compiled entry (single-point fast path,
-            # else self._general): a per-instance subclass whose __call__ is
-            # that entry saves the Python frame of a method on every call.
-            entry = module.make_entry("jacobian", self._general)
-            self.__class__ = type("Jacobian", (Jacobian,), {"__call__": staticmethod(entry), "__module__": __name__})
+        self._source = source
+        self._options = options
+        self._traced = traced  # the symbolic function, for differentiating again (not pickled)
+        self.signature = _calling.Signature.of_module(module)
         self.source = source.text
         self.backend = source.backend
         self.content_hash = source.content_hash
         self.argument_names = self.signature.names
-        self.wrt = tuple(self.signature.names[j] for j in derivative.wrt)
-        self.nonzeros = derivative.nonzeros
-        self._function_name = traced.function_name
-        self.__doc__ = f"Jacobian of {traced.function_name} with respect to {', '.join(self.wrt)}."
+        self.wrt = tuple(self.signature.names[j] for j in module.WRT)
+        self._function_name = module.FUNCTION_NAME
+        self.__doc__ = f"{self.TITLE} of {self._function_name} with respect to {', '.join(self.wrt)}."
+        self._public_class = type(self)
+        if self.KIND in module.POINT_KINDS:
+            # Calls go straight to the compiled entry (single-point fast path,
+            # else the general path): an instance-level subclass whose __call__
+            # is that entry saves a Python frame on every call. Pickling goes
+            # through __reduce__, which names the public class.
+            entry = module.make_entry(self.KIND, self._general)
+            self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
+                                                                    "__module__": __name__})
+
+    @property
+    def gufunc_signature(self) -> str:
+        """numpy's generalized-ufunc signature of a call, e.g. ``"(3),(3)->(3,3)"``."""
+        return self.signature.gufunc_signature(self.KIND)
 
     def __call__(self, *args, out=None, num_threads=None):
         return self._general(args, out, num_threads)
 
     def _general(self, args, out, num_threads):
-        return _calling.call(self._kernels["jacobian"], self.signature, "jacobian", args, out, num_threads)
+        return self._call(self.KIND, args, out, num_threads)
+
+    def _call(self, kind, args, out=None, num_threads=None):
+        return _calling.call(self._kernel(kind), self.signature, kind, args, out, num_threads)
+
+    def _kernel(self, kind):
+        try:
+            return self._kernels[kind]
+        except KeyError:
+            raise AttributeError(f"this {self.TITLE.lower()} was built without the {kind!r} kernel; "
+                                 f"pass kernels=(..., {kind!r}) when building it") from None
+
+    def traced(self):
+        """What this object computes, as a traced function (``symjac.trace``'s
+        result) that can be differentiated again: ``symjac.jacobian(obj, wrt=...)``."""
+        if self._traced is None:
+            raise ValueError(f"this {self.TITLE.lower()} was unpickled or loaded without its symbolic form; "
+                             "build it again from the function to differentiate it")
+        return self._traced
+
+    def __reduce__(self):
+        return _restore, (self._public_class, self._source, self._options, None)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
+        return (f"<symjac.{self.TITLE.replace(' ', '')} of {self._function_name}({shapes}) "
+                f"wrt {', '.join(self.wrt)}, {self.backend}>")
+
+
+class _Packed:
+    """Sparse results of a kernel with packed values (``PACKED``)."""
+
+    PACKED = ""
 
     def values(self, *args, out=None, num_threads=None):
-        """Only the structural non-zeros: per block, batch shape + (nnz,), in ``indices()`` order."""
-        return _calling.call(self._kernels["jacobian_values"], self.signature, "jacobian_values", args, out, num_threads)
+        """Only the structural non-zeros: per buffer, batch shape + (nnz,), in ``indices()`` order."""
+        return self._call(self.PACKED, args, out, num_threads)
+
+    def indices(self):
+        """(rows, cols) of each buffer's non-zeros, in ``values()`` order, nested like them."""
+        count = len(self.signature.nonzeros[self.PACKED])
+        pairs = [self.signature.sparse_structure(self.PACKED, b)[:2] for b in range(count)]
+        return self.signature.nest(self.PACKED, pairs)
+
+    @property
+    def nonzeros(self) -> int:
+        """Structural non-zeros in all packed buffers."""
+        return sum(len(indices) for indices in self.signature.nonzeros[self.PACKED])
+
+
+class Jacobian(_Packed, Compiled):
+    """A compiled Jacobian: ``jac(*args, out=None, num_threads=None)``.
+
+    Also ``values``/``indices``/``sparse``/``sparsity_matrix`` (sparse
+    results), ``sparsity`` (read-only bool arrays, output shape + input shape,
+    nested like the result), ``function`` and ``function_and_jacobian`` when
+    built with those kernels, and ``linear_operator``.
+    """
+
+    KIND = "jacobian"
+    PACKED = "jacobian_values"
+    TITLE = "Jacobian"
 
     def sparse(self, *args, format="csr"):
         """The Jacobian at one point as ``scipy.sparse`` arrays (csr, csc or coo).
@@ -76,43 +146,104 @@ class Jacobian:
         Each block is a matrix of (output size) x (argument size); nothing
         dense is allocated. Needs scipy.
         """
-        return _calling.sparse_matrices(self.signature, self.values(*args), format)
-
-    def indices(self):
-        """(rows, cols) of each block's non-zeros, in ``values()`` order, nested like the result."""
-        pairs = [self.signature.sparse_structure(block)[:2] for block in range(len(self.signature.nonzeros))]
-        return self.signature.nest("jacobian_values", pairs)
+        return _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args), format)
 
     def sparsity_matrix(self, format="csr"):
         """The structural pattern as scipy sparse arrays of ones, for
         ``solve_ivp(jac_sparsity=...)`` and ``least_squares(jac_sparsity=...)``."""
-        ones = [np.ones(len(indices)) for indices in self.signature.nonzeros]
-        return _calling.sparse_matrices(self.signature, self.signature.nest("jacobian_values", ones), format)
+        ones = [np.ones(len(indices)) for indices in self.signature.nonzeros[self.PACKED]]
+        return _calling.sparse_matrices(self.signature, self.PACKED, self.signature.nest(self.PACKED, ones), format)
 
     @cached_property
     def sparsity(self):
-        patterns = _calling.sparsity_patterns(self.signature)
-        for pattern in self.signature.flatten("jacobian", patterns):
+        patterns = _calling.sparsity_patterns(self.signature, self.PACKED)
+        for pattern in self.signature.flatten(self.PACKED, patterns):
             pattern.flags.writeable = False
         return patterns
 
     def function(self, *args, out=None, num_threads=None):
         """The traced function's value, computed by the generated code."""
-        return _calling.call(self._kernel("function"), self.signature, "function", args, out, num_threads)
+        return self._call("function", args, out, num_threads)
 
     def function_and_jacobian(self, *args, out=None, num_threads=None):
         """``(value, jacobian)`` in one pass sharing subexpressions."""
-        return _calling.call(self._kernel("function_and_jacobian"), self.signature, "function_and_jacobian",
-                             args, out, num_threads)
+        return self._call("function_and_jacobian", args, out, num_threads)
 
-    def _kernel(self, kind):
-        try:
-            return self._kernels[kind]
-        except KeyError:
-            raise AttributeError(f"this Jacobian was built without the {kind!r} kernel; "
-                                 f"pass kernels=('jacobian', {kind!r}) to symjac.jacobian") from None
+    def linear_operator(self, *args):
+        """``scipy.sparse.linalg.LinearOperator`` of the Jacobian at one point:
+        ``matvec`` is J v and ``rmatvec`` uᵀJ, by the generated J v and uᵀJ
+        kernels (built on first use with this Jacobian's backend and flags);
+        J is never formed. Needs one output and one ``wrt`` argument."""
+        from .linear import linear_operator
 
-    def __repr__(self) -> str:
-        shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
-        return (f"<symjac.Jacobian of {self._function_name}({shapes}) wrt {', '.join(self.wrt)}, "
-                f"{self.backend}, {self.nonzeros} non-zeros>")
+        return linear_operator(self, args)
+
+
+class Hessian(_Packed, Compiled):
+    """A compiled Hessian: ``H(*args)`` gives blocks output shape + x.shape + x.shape.
+
+    ``values(*args)`` packs, per output, the lower triangle (row >= col) of
+    the Hessian over the concatenated ``wrt`` arguments, in ``indices()``
+    order (cyipopt's ``hessianstructure()``); ``sparse(*args)`` is the full
+    symmetric matrix; ``sparsity`` the symmetric pattern nested like ``H``.
+    """
+
+    KIND = "hessian"
+    PACKED = "hessian_values"
+    TITLE = "Hessian"
+
+    def sparse(self, *args, format="csr"):
+        """The full symmetric Hessian at one point, both triangles, per output
+        as a scipy sparse array of (output size * n) x n, n = total wrt size."""
+        import scipy.sparse
+
+        lower = _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args), "coo")
+        flat = self.signature.flatten(self.PACKED, lower)
+        full = []
+        for matrix, (rows, n) in zip(flat, self.signature.sparse_shapes[self.PACKED]):
+            within = matrix.row % n
+            off = within != matrix.col  # mirror the strictly lower entries of each output's n x n matrix
+            base = matrix.row - within
+            mirrored = scipy.sparse.coo_array((matrix.data[off], (base[off] + matrix.col[off], within[off])),
+                                              shape=(rows, n))
+            full.append((matrix + mirrored).asformat(format))
+        return self.signature.nest(self.PACKED, full)
+
+    @cached_property
+    def sparsity(self):
+        lower = self.signature.flatten(self.PACKED, _calling.sparsity_patterns(self.signature, self.PACKED))
+        sizes = [self.signature.sizes[self.signature.names.index(name)] for name in self.wrt]
+        shapes = [self.signature.shapes[self.signature.names.index(name)] for name in self.wrt]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        blocks = []
+        for pattern in lower:
+            full = pattern | np.swapaxes(pattern, -1, -2)
+            out_shape = pattern.shape[:-2]
+            for a in range(len(sizes)):
+                for b in range(len(sizes)):
+                    block = full[..., offsets[a]:offsets[a + 1], offsets[b]:offsets[b + 1]]
+                    block = np.ascontiguousarray(block).reshape(out_shape + shapes[a] + shapes[b])
+                    block.flags.writeable = False
+                    blocks.append(block)
+        return self.signature.nest(self.KIND, blocks)
+
+
+class Gradient(Compiled):
+    """A compiled gradient of a scalar function, by reverse mode: shaped like ``wrt``."""
+
+    KIND = "function"
+    TITLE = "Gradient"
+
+
+class JVP(Compiled):
+    """Jacobian-vector products: ``jvp(*args, v)`` = J v, v shaped like ``wrt``."""
+
+    KIND = "function"
+    TITLE = "Jacobian-vector product"
+
+
+class VJP(Compiled):
+    """Vector-Jacobian products: ``vjp(*args, u)`` = uᵀJ, u shaped like the output."""
+
+    KIND = "function"
+    TITLE = "Vector-Jacobian product"

@@ -1,11 +1,18 @@
 """Stage 3 — simplify: one straight-line program per kernel.
 
-Takes a :class:`~symjac.diff.Derivative`; produces a :class:`Program`,
-consumed by ``render.py``. Common subexpressions are eliminated over all the
-non-zero entries a kernel writes at once (the Jacobian entries, the function
-values, or both for ``function_and_jacobian``), so shared work is done once
-per point. Structural zeros are never part of a program: programs compute
-only non-zero entries, and the rendered drivers fill the zeros of dense rows.
+Takes a :class:`~symjac.diff.Derivative` and a kernel kind (``kinds.py`` says
+which entries the kind writes); produces a :class:`Program`, consumed by
+``render.py``. Common subexpressions are eliminated over all the non-zero
+entries a kernel writes at once (the Jacobian entries, the function values,
+or both for ``function_and_jacobian``), so shared work is done once per
+point. Structural zeros are never part of a program: programs compute only
+non-zero entries, and the rendered drivers fill the zeros of dense rows.
+
+Two clean-ups follow elimination: temporaries that cost nothing (``-u[1]``)
+are substituted back, and every non-trivial base of a small integer power
+gets a temporary, so each libm call is evaluated once per point. Programs too
+large for one C function are cut into chunks here too (:func:`chunk`): the
+transformations of a program live next to it; ``render`` only prints.
 """
 
 from __future__ import annotations
@@ -16,20 +23,20 @@ import numpy as np
 import sympy
 
 from .diff import Derivative
+from .kinds import FIRST_ORDER_KINDS, KernelSpec, Packing, kernel_spec
 
-__all__ = ["Buffer", "Program", "KINDS", "simplify", "count_operations"]
+__all__ = ["Buffer", "Chunks", "KINDS", "Program", "chunk", "count_operations", "needs_chunks", "simplify", "simplify_spec"]
 
-KINDS = ("jacobian", "function", "function_and_jacobian")
+KINDS = FIRST_ORDER_KINDS  # the kinds a Jacobian's module may hold
 
 
 @dataclass(frozen=True)
 class Buffer:
-    """One output array of a kernel: function value ``output`` or block (output, argument)."""
+    """One output array of a kernel and the flat indices of the entries it computes."""
 
     name: str  # identifier in generated code, e.g. "_f0" or "_jac0_1"
     shape: tuple[int, ...]
-    output: int
-    argument: int | None = None  # None for a function value
+    positions: tuple[int, ...]  # flat (C-order) index of each computed entry, increasing
 
     @property
     def size(self) -> int:
@@ -38,18 +45,24 @@ class Buffer:
 
 @dataclass(frozen=True, eq=False)
 class Program:
-    """Temporaries, then assignments ``buffers[b][index] = expr``."""
+    """Temporaries, then assignments ``buffers[b][flat index] = expr``."""
 
     kind: str
     buffers: tuple[Buffer, ...]
     temporaries: tuple[tuple[sympy.Symbol, sympy.Expr], ...]
     results: tuple[tuple[int, int, sympy.Expr], ...]  # (buffer number, flat index, expr)
+    structure: object = 0  # how callers see the buffers (see kinds.py)
+    packing: Packing | None = None
 
     def __str__(self) -> str:
         lines = [f"program {self.kind}: {len(self.temporaries)} temporaries, {len(self.results)} results"]
         lines += [f"  {symbol} = {expr}" for symbol, expr in self.temporaries]
         lines += [f"  {self.buffers[b].name}[{index}] = {expr}" for b, index, expr in self.results]
         return "\n".join(lines)
+
+    @property
+    def operations(self) -> int:
+        return count_operations([e for _, e in self.temporaries] + [e for _, _, e in self.results])
 
 
 def count_operations(exprs) -> int:
@@ -74,20 +87,6 @@ def count_operations(exprs) -> int:
         return result
 
     return sum(size(expr) for expr in exprs)
-
-
-def _buffers_and_entries(derivative: Derivative, kind: str):
-    buffers, entries = [], []
-    if kind in ("function", "function_and_jacobian"):
-        for number, output in enumerate(derivative.traced.outputs):
-            buffers.append(Buffer(f"_f{number}", output.shape, number))
-            entries.append([(flat, expr) for flat, expr in enumerate(output.flat) if expr != 0])
-    if kind in ("jacobian", "function_and_jacobian"):
-        for row in derivative.blocks:
-            for block in row:
-                buffers.append(Buffer(f"_jac{block.output}_{block.argument}", block.shape, block.output, block.argument))
-                entries.append(list(block.entries))
-    return buffers, entries
 
 
 # Up to this many distinct subexpressions, sympy's own cse runs: it also
@@ -143,13 +142,146 @@ def eliminate_common_subexpressions(exprs):
     return temporaries, [rebuilt.get(expr, expr) for expr in exprs]
 
 
-def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
-    """Build the straight-line program for one kernel ``kind`` (see :data:`KINDS`)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    buffers, entries = _buffers_and_entries(derivative, kind)
-    targets = [(b, flat) for b, found in enumerate(entries) for flat, _ in found]
-    exprs = [expr for found in entries for _, expr in found]
+def _inline_trivial(temporaries, results):
+    """Substitute temporaries that cost nothing (``_t0 = -u[1]``, a bare
+    symbol or number): sympy's cse leaves some, and they only add lines."""
+    replace, kept = {}, []
+    for symbol, expr in temporaries:
+        expr = expr.xreplace(replace) if replace else expr
+        if expr.is_Atom or (expr.is_Mul and len(expr.args) == 2 and expr.args[0] is sympy.S.NegativeOne
+                            and expr.args[1].is_Atom):
+            replace[symbol] = expr
+        else:
+            kept.append((symbol, expr))
+    if replace:
+        results = [(b, flat, expr.xreplace(replace)) for b, flat, expr in results]
+    return kept, results
+
+
+def _is_small_power(node) -> bool:
+    """Powers the printers expand into products (see printing.CPrinter)."""
+    return node.is_Pow and node.exp.is_Integer and 2 <= abs(int(node.exp)) <= 4
+
+
+def _hoist_power_bases(temporaries, results):
+    """Give each non-trivial base of a small integer power its own temporary.
+
+    ``tanh(a)**2`` prints as ``tanh(a)*tanh(a)``; C compilers cannot merge the
+    two calls (libm may set errno), so the base becomes a temporary computed
+    once, placed right before its first use."""
+    names = iter(sympy.numbered_symbols("_h", real=True))
+    hoisted: dict = {}
+    statements = []
+
+    def rewrite(expr):
+        new_temporaries = []
+
+        def visit(node):
+            if not node.args or node.is_Atom:
+                return node
+            args = [visit(arg) for arg in node.args]
+            rebuilt = node if all(a is b for a, b in zip(args, node.args)) else node.func(*args)
+            if _is_small_power(rebuilt) and not rebuilt.base.is_Atom:
+                base = rebuilt.base
+                symbol = hoisted.get(base)
+                if symbol is None:
+                    symbol = hoisted[base] = next(names)
+                    new_temporaries.append((symbol, base))
+                rebuilt = sympy.Pow(symbol, rebuilt.exp, evaluate=False)
+            return rebuilt
+
+        return visit(expr), new_temporaries
+
+    for symbol, expr in temporaries:
+        expr, new = rewrite(expr)
+        statements += new + [(symbol, expr)]
+    new_results = []
+    for b, flat, expr in results:
+        expr, new = rewrite(expr)
+        statements += new
+        new_results.append((b, flat, expr))
+    return statements, new_results
+
+
+def _renumber(temporaries, results):
+    """Temporaries renamed ``_t0, _t1, ...`` in order of definition."""
+    names = {symbol: sympy.Symbol(f"_t{k}", real=True) for k, (symbol, _) in enumerate(temporaries)}
+    temporaries = [(names[symbol], expr.xreplace(names)) for symbol, expr in temporaries]
+    results = [(b, flat, expr.xreplace(names)) for b, flat, expr in results]
+    return temporaries, results
+
+
+def simplify_spec(spec: KernelSpec) -> Program:
+    """Build the straight-line program for one kernel from its spec."""
+    buffers = tuple(Buffer(output.name, output.shape, tuple(flat for flat, _ in output.entries))
+                    for output in spec.outputs)
+    targets = [(b, flat) for b, output in enumerate(spec.outputs) for flat, _ in output.entries]
+    exprs = [expr for output in spec.outputs for _, expr in output.entries]
     temporaries, reduced = eliminate_common_subexpressions(exprs)
-    results = tuple((b, flat, expr) for (b, flat), expr in zip(targets, reduced))
-    return Program(kind, tuple(buffers), tuple(temporaries), results)
+    results = [(b, flat, expr) for (b, flat), expr in zip(targets, reduced)]
+    temporaries, results = _inline_trivial(temporaries, results)
+    temporaries, results = _renumber(*_hoist_power_bases(temporaries, results))
+    return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing)
+
+
+def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
+    """Build the straight-line program for one kernel ``kind`` (see ``kinds.py``)."""
+    return simplify_spec(kernel_spec(derivative, kind))
+
+
+# --------------------------------------------------------------------------
+# chunking: large programs become several C functions in several files
+
+CHUNK_THRESHOLD = 1_500  # statements: larger programs are split into chunks
+CHUNK_THRESHOLD_OPERATIONS = 20_000  # or operations
+CHUNK_STATEMENTS = 200  # at most this many statements per chunk function
+CHUNK_OPERATIONS = 2_000  # and about this many operations
+CHUNKS_PER_FILE = 15  # chunk functions per C file (files compile in parallel)
+
+
+@dataclass(frozen=True, eq=False)
+class Chunks:
+    """A program cut into runs of statements, one C function each.
+
+    Statements are ``("temporary", symbol, expr)`` or ``("result", b, flat,
+    expr)``. A temporary used only in the run that defines it stays local; one
+    used in a later run lives in the per-thread scratch array, at ``slots[symbol]``.
+    """
+
+    runs: tuple[tuple[tuple, ...], ...]
+    slots: dict
+    per_file: int
+
+    @property
+    def files(self) -> list[range]:
+        return [range(start, min(start + self.per_file, len(self.runs)))
+                for start in range(0, len(self.runs), self.per_file)]
+
+
+def needs_chunks(program: Program) -> bool:
+    statements = len(program.temporaries) + len(program.results)
+    return statements > CHUNK_THRESHOLD or (statements > 1 and program.operations > CHUNK_THRESHOLD_OPERATIONS)
+
+
+def chunk(program: Program) -> Chunks:
+    """Cut ``program`` into runs of at most ``CHUNK_STATEMENTS`` statements and
+    about ``CHUNK_OPERATIONS`` operations, so the compiler's time and memory
+    grow linearly and files compile in parallel."""
+    statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
+    statements += [("result", b, flat, expr) for b, flat, expr in program.results]
+    runs, run, weight = [], [], 0
+    for statement in statements:
+        cost = 1 + count_operations([statement[-1]])
+        if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
+            runs.append(tuple(run))
+            run, weight = [], 0
+        run.append(statement)
+        weight += cost
+    runs.append(tuple(run))
+    defined_in = {statement[1]: number for number, run in enumerate(runs)
+                  for statement in run if statement[0] == "temporary"}
+    order = {symbol: k for k, (symbol, _) in enumerate(program.temporaries)}
+    shared = {symbol for number, run in enumerate(runs) for statement in run
+              for symbol in statement[-1].free_symbols if defined_in.get(symbol, number) != number}
+    slots = {symbol: k for k, symbol in enumerate(sorted(shared, key=order.__getitem__))}
+    return Chunks(tuple(runs), slots, CHUNKS_PER_FILE)

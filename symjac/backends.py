@@ -1,0 +1,56 @@
+"""Backends: the one registry of the ways a program becomes runnable code.
+
+Read by ``render.py`` (template, printer, how an argument element is
+written, whether large kernels are split into C files), ``build.py`` (how a
+source becomes a module) and the command line (the names). Adding a backend
+is one :data:`BACKENDS` entry, a template and a printer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .printing import CPrinter, NumpyPrinter
+
+__all__ = ["BACKENDS", "Backend", "get_backend"]
+
+
+def _c_element(name: str, index: tuple[int, ...]) -> str:
+    """``y[1]``, ``W[1][0]`` (arguments arrive as pointers to arrays), ``s[0]`` for a scalar."""
+    return name + "".join(f"[{i}]" for i in (index or (0,)))
+
+
+def _numpy_element(name: str, index: tuple[int, ...]) -> str:
+    """``y[:, 1]``, ``W[:, 1, 0]`` (the batch axis first), ``s[:, 0]`` for a scalar."""
+    return f"{name}[:, {', '.join(map(str, index or (0,)))}]"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    template: str  # in templates/
+    suffix: str  # of the generated module's file
+    printer: type  # expression printer (printing.py)
+    element: Callable[[str, tuple[int, ...]], str]  # argument name, element index -> text
+    chunks: bool  # large programs become chunk functions in separate C files
+    compiled: bool  # needs a C compiler
+    loader: str  # the function of build.py that turns a Source into a module
+
+    def load(self, source, options):
+        from . import build
+
+        return getattr(build, self.loader)(source, options)
+
+
+BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
+    Backend("cython", "cython_module.pyx.j2", ".pyx", CPrinter, _c_element, True, True, "load_compiled"),
+    Backend("numpy", "numpy_module.py.j2", ".py", NumpyPrinter, _numpy_element, False, False, "execute"),
+)}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {name!r}") from None

@@ -1,0 +1,165 @@
+"""The build cache: one private directory per key, verified before every load.
+
+Used by ``build.py``. The cache (``SYMJAC_CACHE_DIR``, default
+``$XDG_CACHE_HOME/symjac`` or ``~/.cache/symjac``) holds one directory per
+key; the caller (``build.py``) decides what goes into the key. An entry is
+built in a private temporary directory and moved into place with one atomic rename; its
+``manifest.json`` records the SHA-256 of the extension, checked before every
+load: a missing, truncated or tampered entry is a miss and is rebuilt, never
+loaded; an entry that another user owns or can write to is refused with a
+:class:`~symjac.CacheError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import BuildError, CacheError
+
+__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "extension_for", "private_dir", "verified_extension"]
+
+log = logging.getLogger("symjac.build")
+
+MANIFEST = "manifest.json"
+
+
+def cache_dir() -> Path:
+    """The cache root: ``SYMJAC_CACHE_DIR`` or the user's cache directory."""
+    configured = os.environ.get("SYMJAC_CACHE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "symjac"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) if needed and refuse it if others could write to it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.stat()
+    except OSError as error:
+        raise CacheError(f"cannot use {path} as the symjac cache directory ({error}); "
+                         "set SYMJAC_CACHE_DIR to a writable directory") from None
+    if not path.is_dir():
+        raise CacheError(f"symjac cache path {path} is not a directory; set SYMJAC_CACHE_DIR")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise CacheError(f"symjac cache directory {path} belongs to another user; set SYMJAC_CACHE_DIR to a directory of yours")
+    if info.st_mode & 0o022:
+        raise CacheError(
+            f"symjac cache directory {path} is writable by other users (mode {oct(info.st_mode & 0o777)}); "
+            f"run 'chmod 700 {path}' or set SYMJAC_CACHE_DIR"
+        )
+    return path
+
+
+def cache_key(material: dict) -> str:
+    """SHA-256 of ``material`` (JSON-able: everything that can change the built file)."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _refuse_if_shared(entry: Path) -> None:
+    """An entry that another user owns or may write to could have been
+    tampered with: refuse it, loudly, rather than load or silently replace it."""
+    for path in (entry, *entry.iterdir()):
+        info = path.lstat()
+        foreign = hasattr(os, "getuid") and info.st_uid != os.getuid()
+        if foreign or info.st_mode & 0o022 or path.is_symlink():
+            raise CacheError(
+                f"refusing to load {path}: it is a link, belongs to another user, or other users may write to it; "
+                "remove the entry (symjac cache clear) and build again"
+            )
+
+
+def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
+    """(entry directory, size in bytes) of every entry in the cache."""
+    root = root or cache_dir()
+    if not root.is_dir():
+        return []
+    entries = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir() and not entry.name.startswith("."):
+            entries.append((entry, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())))
+    return entries
+
+
+def clear_cache(root: Path | None = None) -> int:
+    """Remove every entry (and leftover temporary directory); return how many entries went."""
+    root = root or cache_dir()
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            removed += not entry.name.startswith(".")
+            _discard(entry, root)
+    return removed
+
+
+def verified_extension(entry: Path) -> Path | None:
+    """The extension in ``entry`` if its manifest and hash check out, else None."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        extension = entry / manifest["file"]
+        if Path(manifest["file"]).name != manifest["file"]:
+            return None
+        if extension.stat().st_mode & 0o022 or _file_sha256(extension) != manifest["sha256"]:
+            return None
+        return extension
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _discard(path: Path, root: Path) -> None:
+    """Move ``path`` aside atomically, then delete it."""
+    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
+    with contextlib.suppress(OSError):
+        os.rename(path, trash / "entry")
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def extension_for(root: Path, key: str, build: Callable[[Path], Path]) -> Path:
+    """The verified extension of entry ``key`` under ``root``, built first if
+    it is missing or damaged: ``build(workdir)`` compiles into ``workdir`` (a
+    fresh private directory) and returns the extension's path there."""
+    entry = root / key[:32]
+    if entry.exists() or entry.is_symlink():
+        _refuse_if_shared(entry)
+    extension = verified_extension(entry) if entry.exists() else None
+    if extension is not None:
+        log.debug("cache hit %s", entry)
+        return extension
+    log.debug("cache miss %s", entry)
+    workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        built = build(workdir)
+        manifest = {"key": key, "file": built.name, "sha256": _file_sha256(built)}
+        (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    if entry.exists() and verified_extension(entry) is None:  # a corrupt entry
+        _discard(entry, root)
+    try:
+        os.rename(workdir, entry)
+    except OSError:  # another process won the race: use its entry, drop ours
+        shutil.rmtree(workdir, ignore_errors=True)
+    extension = verified_extension(entry)
+    if extension is None:
+        raise BuildError(f"the cache entry {entry} could not be written or verified")
+    return extension

@@ -1,0 +1,125 @@
+"""A derivative is a function: the symbolic transformations behind each kind.
+
+Each transformation takes a :class:`~symjac.trace.Traced` (a traced user
+function, or a derivative turned back into one with
+:meth:`~symjac.diff.Derivative.as_traced`) and the indices of the ``wrt``
+arguments, and returns a :class:`~symjac.diff.Derivative` that ``simplify``
+compiles with the kernel kinds it names. Nothing here touches ``trace.py``.
+
+    what        derivative                               kernel kinds       mode
+    jacobian    d f / d wrt                              jacobian (+ ...)   forward
+    hessian     d2 f / d wrt d wrt                       hessian            reverse for scalar outputs, then forward
+    gradient    a function: d f / d wrt, f scalar        function           reverse
+    jvp         a function of (*args, v): J v            function           forward
+    vjp         a function of (*args, u): u^T J          function           reverse
+
+Forward mode differentiates each output entry in the symbols it contains and
+shares the derivatives of shared subexpressions: cheapest when outputs are
+many or each depends on few inputs (Jacobians of ODE right-hand sides).
+Reverse mode sweeps the expression DAG once from the outputs: a gradient
+costs a small multiple of the function whatever the number of inputs, where
+forward mode on one long sum is quadratic in its length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from .diff import Derivative, _Differentiator, differentiate, second_derivative
+from .errors import ShapeError
+from .reverse import vjp_expressions
+from .trace import Argument, Traced, make_symbols
+
+__all__ = ["DERIVATIVES", "gradient", "hessian", "jacobian", "jvp", "vjp"]
+
+
+def _function_of(traced: Traced, wrt: tuple[int, ...], name: str, outputs, output_is_tuple: bool,
+                 extra: tuple[Argument, ...] = ()) -> Derivative:
+    """A derivative that is compiled as a plain function (order 0)."""
+    function = Traced(name, traced.arguments + extra, tuple(outputs), output_is_tuple)
+    return Derivative(function, tuple(wrt), (), 0, False)
+
+
+def _fresh_name(base: str, taken) -> str:
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}{number}", number + 1
+    return name
+
+
+def jacobian(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    return differentiate(traced, wrt, wrt_is_tuple)
+
+
+def hessian(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    return second_derivative(traced, wrt, wrt_is_tuple)
+
+
+def gradient(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    """The gradient of a scalar function, shaped like ``wrt`` (a tuple if it is one)."""
+    if traced.output_is_tuple or traced.outputs[0].size != 1:
+        raise ShapeError(f"gradient needs a function with one scalar output; {traced.function_name} returns "
+                         f"shape(s) {', '.join(map(str, traced.output_shapes))} (use symjac.jacobian or symjac.vjp)")
+    symbols = [symbol for j in wrt for symbol in traced.arguments[j].symbols.flat]
+    flat = vjp_expressions([traced.outputs[0].flat[0]], [sympy.S.One], symbols)
+    outputs, start = [], 0
+    for j in wrt:
+        argument = traced.arguments[j]
+        outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
+        start += argument.size
+    return _function_of(traced, wrt, f"gradient_{traced.function_name}", outputs, wrt_is_tuple)
+
+
+def jvp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    """J v: one tangent argument per ``wrt`` argument (``v``, or ``v_<name>``
+    for a tuple ``wrt``), one output per output of the function."""
+    taken = {argument.name for argument in traced.arguments}
+    tangents = []
+    for j in wrt:
+        argument = traced.arguments[j]
+        name = _fresh_name("v" if not wrt_is_tuple else f"v_{argument.name}", taken)
+        taken.add(name)
+        tangents.append(Argument(name, argument.shape, make_symbols(name, argument.shape)))
+    position = {symbol: (k, flat) for k, j in enumerate(wrt)
+                for flat, symbol in enumerate(traced.arguments[j].symbols.flat)}
+    d = _Differentiator(position)
+    outputs = []
+    for output in traced.outputs:
+        values = np.empty(output.shape, dtype=object)
+        for index, expr in np.ndenumerate(output):
+            values[index] = sympy.Add(*[d(expr, symbol) * tangents[position[symbol][0]].symbols.flat[position[symbol][1]]
+                                        for symbol in sorted(d.symbols(expr), key=lambda s: position[s])])
+        outputs.append(values)
+    return _function_of(traced, wrt, f"jvp_{traced.function_name}", outputs, traced.output_is_tuple, tuple(tangents))
+
+
+def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    """uᵀJ by one reverse sweep: one cotangent argument per output (``u``, or
+    ``u0``, ``u1``, ... for a tuple of outputs), results shaped like ``wrt``."""
+    taken = {argument.name for argument in traced.arguments}
+    cotangents = []
+    for number, output in enumerate(traced.outputs):
+        name = _fresh_name(f"u{number}" if traced.output_is_tuple else "u", taken)
+        taken.add(name)
+        cotangents.append(Argument(name, output.shape, make_symbols(name, output.shape)))
+    exprs = [expr for output in traced.outputs for expr in output.flat]
+    seeds = [symbol for argument in cotangents for symbol in argument.symbols.flat]
+    symbols = [symbol for j in wrt for symbol in traced.arguments[j].symbols.flat]
+    flat = vjp_expressions(exprs, seeds, symbols)
+    outputs, start = [], 0
+    for j in wrt:
+        argument = traced.arguments[j]
+        outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
+        start += argument.size
+    return _function_of(traced, wrt, f"vjp_{traced.function_name}", outputs, wrt_is_tuple, tuple(cotangents))
+
+
+# what -> (transformation, kernel kinds it is compiled with, title)
+DERIVATIVES = {
+    "jacobian": (jacobian, ("jacobian",), "Jacobian"),
+    "hessian": (hessian, ("hessian",), "Hessian"),
+    "gradient": (gradient, ("function",), "Gradient"),
+    "jvp": (jvp, ("function",), "Jacobian-vector product"),
+    "vjp": (vjp, ("function",), "Vector-Jacobian product"),
+}

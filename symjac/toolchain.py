@@ -1,0 +1,174 @@
+"""The C toolchain: find the compiler, translate Cython, compile and link.
+
+Used by ``build.py`` (cached builds) and ``codegen.py`` (in-place builds of
+standalone modules). Nothing here knows about the cache: a build is
+"source text in, extension file out" in a directory the caller owns. Compiler
+failures raise :class:`~symjac.BuildError` carrying the command and the
+compiler's whole output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+from .errors import BuildError
+
+__all__ = ["compile_module", "compiler_command", "compiler_identity", "compiler_works", "cython_version",
+           "extension_suffix", "openmp_works"]
+
+log = logging.getLogger("symjac.build")
+
+
+def compiler_command() -> list[str]:
+    """The C compiler: ``$CC`` or the one Python was built with."""
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+@lru_cache(maxsize=None)
+def compiler_identity(command: tuple[str, ...]) -> str:
+    try:
+        completed = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"unavailable: {error}"
+    return completed.stdout.strip() if completed.returncode == 0 else f"unavailable: exit {completed.returncode}"
+
+
+def compiler_works() -> bool:
+    """True when a C compiler and the Python headers are available."""
+    if compiler_identity(tuple(compiler_command())).startswith("unavailable"):
+        return False
+    return (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
+
+
+@lru_cache(maxsize=None)
+def _openmp_works_with(command: tuple[str, ...]) -> bool:
+    with tempfile.TemporaryDirectory() as directory:
+        probe = Path(directory) / "probe.c"
+        probe.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        try:
+            done = subprocess.run([*command, "-fopenmp", str(probe), "-o", str(Path(directory) / "probe")],
+                                  capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return done.returncode == 0
+
+
+def openmp_works() -> bool:
+    """True when the C compiler accepts -fopenmp (checked once per process, at build time)."""
+    return _openmp_works_with(tuple(compiler_command()))
+
+
+def numpy_include_dir() -> str:
+    """numpy's C headers: the fast single-point path uses numpy's C API."""
+    import numpy
+
+    return numpy.get_include()
+
+
+def cython_version() -> str:
+    try:
+        from Cython import __version__ as version
+    except ImportError:
+        return "missing"
+    return version
+
+
+def _run(command: list[str], what: str, cwd: Path) -> None:
+    log.debug("running %s", shlex.join(command))
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    except OSError as error:
+        raise BuildError(f"{what} could not be started: {error}", command=command) from None
+    if completed.returncode != 0:
+        raise BuildError(f"{what} failed with exit code {completed.returncode}", command=command,
+                         log=completed.stdout + completed.stderr)
+
+
+def cythonize(pyx: Path, c_file: Path, module_name: str) -> None:
+    """Translate ``pyx`` to ``c_file`` with Cython, in this process."""
+    try:
+        from Cython.Compiler.Main import CompilationOptions, compile_single, default_options
+    except ImportError as error:
+        raise BuildError(f"Cython is not installed ({error}); install cython or use backend='numpy'") from None
+    options = CompilationOptions(default_options, output_file=str(c_file), language_level=3)
+    output = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(output), contextlib.redirect_stdout(output):
+            result = compile_single(str(pyx), options, full_module_name=module_name)
+    except Exception as error:  # Cython reports internal failures as many types
+        raise BuildError(f"Cython failed on {pyx}: {error}", command=f"cython {pyx}", log=output.getvalue()) from error
+    if result.num_errors:
+        raise BuildError(f"Cython reported {result.num_errors} error(s) in {pyx}", command=f"cython {pyx}",
+                         log=output.getvalue())
+
+
+# Chunk files of kernels larger than this (bytes of C, in all) compile at
+# -O1: gcc's -O2/-O3 passes cost about twice the time on straight-line code
+# for a few percent of speed, and a big model would wait minutes.
+LARGE_KERNEL_BYTES = 1_000_000
+
+
+def part_flags(flags, parts) -> tuple[str, ...]:
+    """Compiler flags for the chunk files of a kernel: ``flags``, with the
+    optimisation level lowered to -O1 for very large kernels."""
+    if sum(len(text) for _, text in parts) <= LARGE_KERNEL_BYTES:
+        return tuple(flags)
+    return tuple("-O1" if flag in ("-O2", "-O3", "-Ofast") else flag for flag in flags)
+
+
+def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
+    """Compile C files (in parallel, one process per core) and link them
+    into a Python extension module. The first file is Cython's output; the
+    others, if any, are kernel chunk files compiled with ``parts_flags``."""
+    link = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
+    include = f"-I{sysconfig.get_paths()['include']}"
+    numpy_include = [f"-I{numpy_include_dir()}", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
+    workdir = c_files[0].parent
+    if len(c_files) == 1:
+        command = [*compiler_command(), *link, "-fPIC", *flags, include, *numpy_include, str(c_files[0]),
+                   "-o", str(extension), "-lm"]
+        _run(command, "the C compiler", cwd=workdir)
+        return
+    objects = [c_file.with_suffix(".o") for c_file in c_files]
+    commands = [[*compiler_command(), "-c", "-fPIC", *(flags if number == 0 else parts_flags or flags),
+                 include, *(numpy_include if number == 0 else []), str(c_file), "-o", str(obj)]
+                for number, (c_file, obj) in enumerate(zip(c_files, objects))]
+    commands = [commands[0], *sorted(commands[1:], key=lambda command: -Path(command[-3]).stat().st_size)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(lambda command: _run(command, "the C compiler", cwd=workdir), commands))
+    _run([*compiler_command(), *link, *flags, *map(str, objects), "-o", str(extension), "-lm"], "the linker", cwd=workdir)
+
+
+def extension_suffix() -> str:
+    return sysconfig.get_config_var("EXT_SUFFIX")
+
+
+def compile_module(text: str, module_name: str, workdir: Path, flags, parts=()) -> Path:
+    """Cython source text (plus C ``parts``: (name suffix, text) pairs) ->
+    extension module ``module_name`` built in ``workdir``."""
+    workdir = workdir.resolve()
+    pyx = workdir / f"{module_name}.pyx"
+    c_file = workdir / f"{module_name}.c"
+    extension = workdir / f"{module_name}{extension_suffix()}"
+    pyx.write_text(text)
+    part_files = []
+    for suffix, part_text in parts:
+        part_files.append(workdir / f"{module_name}{suffix}")
+        part_files[-1].write_text(part_text)
+    started = time.perf_counter()
+    cythonize(pyx, c_file, module_name)
+    compile_extension([c_file, *part_files], extension, flags, part_flags(flags, parts))
+    log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
+    return extension
