@@ -19,6 +19,7 @@ import numpy as np
 import sympy
 from sympy.codegen import cfunctions
 
+from .einsum import einsum as _einsum_values, einsum_arguments
 from .errors import ShapeError, TracingError
 from .functions import cbrt
 from .tracer import RULES, TracerArray, as_values, constant, scalar_array, unsupported, wrap
@@ -243,6 +244,15 @@ def _tensordot(a, b, axes=2):
     return TracerArray(_contract(a, b, axes_a, axes_b))
 
 
+def _einsum(*args, out=None, dtype=None, order="K", casting="safe", optimize=False):
+    """np.einsum in either calling form; ``optimize``, ``order``, ``casting`` change nothing here."""
+    _no_extras("einsum", out=out)
+    if dtype is not None and np.dtype(dtype) != np.float64:
+        _unsupported(f"np.einsum with dtype={dtype!r}", "Traced values are float64: drop dtype= or pass float.")
+    subscripts, operands = einsum_arguments(args)
+    return TracerArray(_einsum_values(subscripts, *[as_values(operand) for operand in operands]))
+
+
 def _axes(axis, ndim: int) -> list[int]:
     if axis is None:
         return list(range(ndim))
@@ -412,6 +422,7 @@ FUNCTIONS.update({
     np.vdot: _vdot,
     np.outer: _outer,
     np.tensordot: _tensordot,
+    np.einsum: _einsum,
     np.linalg.norm: _norm,
     np.where: _where,
     np.clip: _clip,
