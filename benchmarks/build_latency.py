@@ -23,7 +23,7 @@ SCRIPT = """
 import json, time
 start = time.perf_counter()
 import numpy as np, symjac
-from symjac import build
+from symjac import build, cache, toolchain
 imported = time.perf_counter()
 stages = {}
 for name in ("cythonize", "compile_extension"):

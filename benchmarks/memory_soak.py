@@ -35,7 +35,7 @@ import time
 import numpy as np
 
 import symjac
-from symjac import build
+from symjac import build, cache, toolchain
 from symjac.api import generate
 
 
@@ -98,8 +98,8 @@ def main(argv=None) -> int:
             jac.values(u, p)
 
     compiled = []
-    original = build.compile_extension
-    build.compile_extension = lambda *a: (compiled.append(a), original(*a))
+    original = toolchain.compile_extension
+    toolchain.compile_extension = lambda *a: (compiled.append(a), original(*a))
 
     def disk_loads(count):
         for _ in range(count):

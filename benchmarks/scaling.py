@@ -140,7 +140,7 @@ def peak_mb() -> tuple[float, float | None]:
 def worker(model: str, size: int, ops_max: int, verify_max: int) -> None:
     import numpy as np
 
-    from symjac import build
+    from symjac import build, cache, toolchain
     from symjac.api import resolve_wrt
     from symjac.diff import differentiate
     from symjac.render import render

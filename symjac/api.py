@@ -139,8 +139,7 @@ def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, 
     options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
     with reporter.stage("compiled" if BACKENDS[backend].compiled else "loaded"):
         module = load(generated.source, options)
-    return cls(module, generated.source, options, generated.derivative.as_traced()
-               if generated.derivative.order else generated.derivative.traced)
+    return cls(module, generated.source, options, generated.derivative)
 
 
 _COMMON_DOCS = """

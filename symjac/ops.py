@@ -248,7 +248,7 @@ def _einsum(*args, out=None, dtype=None, order="K", casting="safe", optimize=Fal
     """np.einsum in either calling form; ``optimize``, ``order``, ``casting`` change nothing here."""
     _no_extras("einsum", out=out)
     if dtype is not None and np.dtype(dtype) != np.float64:
-        _unsupported(f"np.einsum with dtype={dtype!r}", "Traced values are float64: drop dtype= or pass float.")
+        unsupported(f"np.einsum with dtype={dtype!r}", "Traced values are float64: drop dtype= or pass float.")
     subscripts, operands = einsum_arguments(args)
     return TracerArray(_einsum_values(subscripts, *[as_values(operand) for operand in operands]))
 

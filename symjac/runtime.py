@@ -28,9 +28,9 @@ from .render import Source
 __all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
 
 
-def _restore(cls, source, options, traced):
+def _restore(cls, source, options):
     """Unpickle: load (or build) the module of ``source`` in this process."""
-    return cls(load(source, options), source, options, traced)
+    return cls(load(source, options), source, options)
 
 
 class Compiled:
@@ -44,12 +44,12 @@ class Compiled:
     KIND = "function"
     TITLE = "Function"
 
-    def __init__(self, module, source: Source, options: BuildOptions, traced=None) -> None:
+    def __init__(self, module, source: Source, options: BuildOptions, derivative=None) -> None:
         self._module = module
         self._kernels = module.KERNELS
         self._source = source
         self._options = options
-        self._traced = traced  # the symbolic function, for differentiating again (not pickled)
+        self.derivative = derivative  # the symbolic derivative (diff.Derivative), or None once unpickled
         self.signature = _calling.Signature.of_module(module)
         self.source = source.text
         self.backend = source.backend
@@ -92,13 +92,17 @@ class Compiled:
     def traced(self):
         """What this object computes, as a traced function (``symjac.trace``'s
         result) that can be differentiated again: ``symjac.jacobian(obj, wrt=...)``."""
-        if self._traced is None:
+        derivative = self._symbolic()
+        return derivative.as_traced() if derivative.order else derivative.traced
+
+    def _symbolic(self):
+        if self.derivative is None:
             raise ValueError(f"this {self.TITLE.lower()} was unpickled or loaded without its symbolic form; "
-                             "build it again from the function to differentiate it")
-        return self._traced
+                             "build it again from the function to differentiate or transform it")
+        return self.derivative
 
     def __reduce__(self):
-        return _restore, (self._public_class, self._source, self._options, None)
+        return _restore, (self._public_class, self._source, self._options)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))

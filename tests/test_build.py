@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build
+from symjac import build, cache, toolchain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +32,8 @@ def test_second_process_loads_from_cache_without_compiling(tmp_path):
         import numpy as np, symjac
         from symjac import build
         calls = []
-        original = build.compile_extension
-        build.compile_extension = lambda *a: (calls.append(a), original(*a))
+        original = toolchain.compile_extension
+        toolchain.compile_extension = lambda *a: (calls.append(a), original(*a))
         def lorenz(u, p):
             return np.array([p[0]*(u[1]-u[0]), u[0]*(p[1]-u[2]) - u[1], u[0]*u[1] - p[2]*u[2]])
         start = time.perf_counter()
@@ -81,14 +81,14 @@ def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
         (entry / "manifest.json").write_text("{not json")
     else:
         extension.unlink()
-    assert build._verified_extension(entry) is None
+    assert cache.verified_extension(entry) is None
     build._loaded.clear()  # forget the in-process module so the cache is consulted
     compiled = []
-    original = build.compile_extension
+    original = toolchain.compile_extension
     monkeypatch.setattr(build, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
     module = build.load(source)
     assert len(compiled) == 1
-    assert build._verified_extension(entry) is not None
+    assert cache.verified_extension(entry) is not None
     assert "jacobian" in module.KERNELS
 
 

@@ -49,7 +49,7 @@ def test_functions_written_with_sympy():
 
 def test_structural_zeros_are_not_computed():
     derivative, _ = build_derivative(lambda x: np.array([x[0] * x[1], np.sin(x[2])]), (3,), {}, None)
-    (block,), = derivative.blocks
+    (block,) = derivative.blocks
     assert [index for index, _ in block.entries] == [0, 1, 5]
     program = simplify(derivative)
     assert len(program.results) == 3

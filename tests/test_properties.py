@@ -296,13 +296,13 @@ def _check_cse(derivative, x_values):
                     for symbol, value in zip(argument.symbols.flat, np.ravel(values))})
     for kind in KINDS:
         program = simplify(derivative, kind)
-        expected = {}
-        for b, buffer in enumerate(program.buffers):
-            if buffer.argument is None:
-                entries = [(flat, e) for flat, e in enumerate(traced.outputs[buffer.output].flat) if e != 0]
-            else:
-                entries = derivative.blocks[buffer.output][derivative.wrt.index(buffer.argument)].entries
-            expected.update({(b, flat): e for flat, e in entries})
+        # the unsimplified entries of each buffer: function values, then Jacobian blocks
+        entries = [] if kind == "jacobian" else \
+            [[(flat, e) for flat, e in enumerate(output.flat) if e != 0] for output in traced.outputs]
+        if kind != "function":
+            entries += [block.entries for block in derivative.blocks]
+        assert len(entries) == len(program.buffers), kind
+        expected = {(b, flat): e for b, found in enumerate(entries) for flat, e in found}
         assert sorted((b, flat) for b, flat, _ in program.results) == sorted(expected), kind
         scope = dict(env)
         for symbol, expr in program.temporaries:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, render, simplify
+from symjac import build, render, simplify, toolchain
 from symjac.api import generate
 from symjac.progress import Reporter
 from symjac.examples.brusselator import P_DEFAULT, initial_value, jacobian_brusselator, make_brusselator
@@ -19,9 +19,9 @@ KINDS = ("jacobian", "function", "function_and_jacobian")
 def test_chunked_kernel_gives_identical_numbers(monkeypatch):
     f = make_brusselator(N)
     plain = symjac.jacobian(f, u=2 * N, p=3, backend="cython", kernels=KINDS)
-    monkeypatch.setattr(render, "CHUNK_THRESHOLD", 20)
-    monkeypatch.setattr(render, "CHUNK_STATEMENTS", 7)
-    monkeypatch.setattr(render, "CHUNKS_PER_FILE", 3)
+    monkeypatch.setattr(simplify, "CHUNK_THRESHOLD", 20)
+    monkeypatch.setattr(simplify, "CHUNK_STATEMENTS", 7)
+    monkeypatch.setattr(simplify, "CHUNKS_PER_FILE", 3)
     stream = io.StringIO()
     source = generate(f, (), {"u": 2 * N, "p": 3}, wrt=None, backend="cython", kinds=KINDS,
                       reporter=Reporter(stream=stream)).source
@@ -73,13 +73,13 @@ def test_fast_cse_shares_repeated_subexpressions_only_once():
 
 def test_huge_kernels_compile_chunks_at_lower_optimisation():
     small = [("_jacobian_0.c", "x" * 1000)]
-    huge = [("_jacobian_0.c", "x" * (build.LARGE_KERNEL_BYTES + 1))]
-    assert build.part_flags(("-O3", "-fopenmp"), small) == ("-O3", "-fopenmp")
-    assert build.part_flags(("-O3", "-fopenmp"), huge) == ("-O1", "-fopenmp")
+    huge = [("_jacobian_0.c", "x" * (toolchain.LARGE_KERNEL_BYTES + 1))]
+    assert toolchain.part_flags(("-O3", "-fopenmp"), small) == ("-O3", "-fopenmp")
+    assert toolchain.part_flags(("-O3", "-fopenmp"), huge) == ("-O1", "-fopenmp")
 
 
 def test_progress_reports_every_stage_and_the_chunking(monkeypatch, capsys):
-    monkeypatch.setattr(render, "CHUNK_THRESHOLD", 20)
+    monkeypatch.setattr(simplify, "CHUNK_THRESHOLD", 20)
     symjac.jacobian(make_brusselator(8), u=16, p=3, backend="numpy", verbose=True)
     err = capsys.readouterr().err
     for stage in ("traced", "differentiated", "simplified", "rendered", "loaded"):

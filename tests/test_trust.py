@@ -32,11 +32,11 @@ import pytest
 
 import symjac
 import symjac.codegen
-from symjac import build
+from symjac import build, cache, toolchain
 from symjac.api import generate
 
 ROOT = Path(__file__).resolve().parent.parent
-EXT = build.extension_suffix()
+EXT = toolchain.extension_suffix()
 
 
 def lorenz(u, p):
@@ -642,10 +642,10 @@ _BUILD_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np, symjac
-    from symjac import build
+    from symjac import build, cache, toolchain
     compiled = []
-    original = build.compile_extension
-    build.compile_extension = lambda *a: (compiled.append(1), original(*a))
+    original = toolchain.compile_extension
+    toolchain.compile_extension = lambda *a: (compiled.append(1), original(*a))
     """
 ) + LORENZ_SOURCE + textwrap.dedent(
     """
@@ -676,7 +676,7 @@ def test_four_processes_building_at_once_share_one_entry(tmp_path):
     np.testing.assert_allclose(results[0]["J"], lorenz_exact(U0, P0), rtol=1e-15)
     entries = _entries(cache)
     assert len(entries) == 1, entries
-    assert build._verified_extension(cache / entries[0]) is not None
+    assert cache.verified_extension(cache / entries[0]) is not None
     assert all(Path(result["file"]).parent == cache / entries[0] for result in results), results
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     leftovers = [path.name for path in cache.iterdir() if path.name.startswith(".")]
@@ -718,7 +718,7 @@ def test_killed_build_leaves_nothing_that_loads(tmp_path):
     np.testing.assert_allclose(result["J"], lorenz_exact(U0, P0), rtol=1e-15)
     entries = _entries(cache)
     assert len(entries) == 1
-    assert build._verified_extension(cache / entries[0]) is not None
+    assert cache.verified_extension(cache / entries[0]) is not None
 
 
 def test_cache_directory_is_created_private_even_with_a_permissive_umask(tmp_path, monkeypatch, jac_cython):
@@ -770,12 +770,12 @@ def test_entry_that_others_can_write_is_refused_not_loaded(tmp_path, monkeypatch
     entry = cache / key[:32]
     shutil.copytree(shared_entry, entry)
     extension = entry / Path(jac_cython._module.__file__).name
-    assert build._verified_extension(entry) == extension  # a good copy verifies
+    assert cache.verified_extension(entry) == extension  # a good copy verifies
     extension.chmod(0o666)
     monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
     monkeypatch.setattr(build, "_loaded", {})
     compiled = []
-    original = build.compile_extension
+    original = toolchain.compile_extension
     monkeypatch.setattr(build, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
     with pytest.raises(symjac.CacheError, match="other users may write"):
         symjac.jacobian(lorenz, u=3, p=3, backend="cython")
@@ -1049,7 +1049,7 @@ def test_repeated_calls_and_loads_do_not_leak(jac_cython, monkeypatch):
     out = np.empty((8, 3, 3))
     source = generate(lorenz, (), {"u": 3, "p": 3}, wrt=None, backend="cython", kinds=("jacobian",)).source
     monkeypatch.setattr(build, "_loaded", {})
-    original = build.compile_extension
+    original = toolchain.compile_extension
     monkeypatch.setattr(build, "compile_extension", lambda *a: pytest.fail("a cached load compiled"))
 
     def calls(count):
