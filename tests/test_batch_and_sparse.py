@@ -5,13 +5,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.sparse  # scipy is in the test extra: these tests must run, never skip
+from scipy import integrate, optimize
 
 import symjac
 from symjac.examples.brusselator import P_DEFAULT, initial_value, jacobian_brusselator, make_brusselator
 from symjac.examples.lorenz import P_DEFAULT as LORENZ_P
 from symjac.examples.lorenz import jacobian_lorenz, lorenz
 
-scipy_sparse = pytest.importorskip("scipy.sparse")  # a test dependency: installed in CI
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,7 @@ def test_values_sparse_and_dense_agree(brusselator_jacobians, backend):
     assert np.count_nonzero(dense) <= jac.nonzeros
     for fmt in ("csr", "csc", "coo"):
         matrix = jac.sparse(u, P_DEFAULT, format=fmt)
+        assert isinstance(matrix, scipy.sparse.sparray)
         assert matrix.format == fmt and matrix.shape == (2 * n, 2 * n)
         np.testing.assert_array_equal(matrix.toarray(), dense)
     pattern = jac.sparsity_matrix()
@@ -121,7 +123,6 @@ def test_sparse_evaluation_allocates_no_dense_matrix(brusselator_jacobians):
 
 
 def test_solve_ivp_bdf_with_sparse_symjac_jacobian(brusselator_jacobians):
-    integrate = pytest.importorskip("scipy.integrate")
     n, f, jacobians = brusselator_jacobians
     jac = jacobians["cython"]
     rhs = lambda t, u: f(u, P_DEFAULT)  # noqa: E731
@@ -141,7 +142,6 @@ def test_solve_ivp_bdf_with_sparse_symjac_jacobian(brusselator_jacobians):
 
 
 def test_least_squares_with_symjac_jacobian():
-    optimize = pytest.importorskip("scipy.optimize")
     t = np.linspace(0, 3, 20)
     data = 2.5 * np.exp(-1.3 * t) + 0.5
 

@@ -25,28 +25,39 @@ def _entries(cache: Path):
 
 
 def test_second_process_loads_from_cache_without_compiling(tmp_path):
+    """A cache hit is asserted by what did not run, not by how long it took: in the
+    second process Cython and the C compiler are replaced by functions that fail."""
     cache = tmp_path / "cache"
     script = textwrap.dedent(
         """
-        import json, sys, time
+        import json, sys
         import numpy as np, symjac
-        from symjac import build
+        from symjac import toolchain
         calls = []
-        original = toolchain.compile_extension
-        toolchain.compile_extension = lambda *a: (calls.append(a), original(*a))
+        if sys.argv[1] == "forbid":
+            def refuse(*args, **kwargs):
+                raise AssertionError("cache hit expected, but a build step ran")
+            toolchain.cythonize = toolchain.compile_extension = toolchain.compile_module = refuse
+        else:
+            original = toolchain.compile_extension
+            toolchain.compile_extension = lambda *a: (calls.append(a), original(*a))
         def lorenz(u, p):
             return np.array([p[0]*(u[1]-u[0]), u[0]*(p[1]-u[2]) - u[1], u[0]*u[1] - p[2]*u[2]])
-        start = time.perf_counter()
         jac = symjac.jacobian(lorenz, u=3, p=3, backend="cython")
-        elapsed = time.perf_counter() - start
         J = jac(np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0]))
-        print(json.dumps({"compiled": len(calls), "seconds": elapsed, "J": J.tolist()}))
+        print(json.dumps({"compiled": len(calls), "J": J.tolist(), "file": jac._module.__file__}))
         """
     )
     env = {**os.environ, "SYMJAC_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
-    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout) for _ in range(2)]
+    env.pop("SYMJAC_DEBUG", None)
+    runs = []
+    for mode in ("count", "forbid"):
+        done = subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads(done.stdout))
     assert runs[0]["compiled"] == 1
     assert runs[1]["compiled"] == 0
+    assert runs[1]["file"] == runs[0]["file"]  # the very extension the first process built
     assert runs[0]["J"] == runs[1]["J"]
     expected = [[-10.0, 10.0, 0.0], [28.0 - 3.0, -1.0, -1.0], [2.0, 1.0, -8.0 / 3.0]]
     np.testing.assert_allclose(runs[1]["J"], expected, rtol=1e-15)
@@ -85,7 +96,7 @@ def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
     build._loaded.clear()  # forget the in-process module so the cache is consulted
     compiled = []
     original = toolchain.compile_extension
-    monkeypatch.setattr(build, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
+    monkeypatch.setattr(toolchain, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
     module = build.load(source)
     assert len(compiled) == 1
     assert cache.verified_extension(entry) is not None

@@ -1,6 +1,7 @@
 """One test per error: the type raised and the key words of its message."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -102,14 +103,39 @@ def test_bad_backend():
         symjac.jacobian(lambda y: y, 3, backend="fortran")
 
 
-@pytest.mark.parametrize("name", ["_private", "x; import os", "int", "lambda", "\u0443", "a" * 65])
-def test_argument_names_must_be_safe_identifiers(name):
-    namespace = {}
-    exec(f"def f({name if name.isidentifier() and name != 'lambda' else 'x'}):\n    return x", namespace)
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("_private", "reserved for generated code"),
+        ("x; import os", "use ASCII letters, digits and underscores"),
+        ("int", "is a keyword or a name the generated code uses"),
+        ("lambda", "is a keyword or a name the generated code uses"),
+        ("\u0443", "use ASCII letters, digits and underscores"),  # Cyrillic u: a Python identifier, not ASCII
+        ("a" * 65, "longer than 64 characters"),
+        (3, "must be a string"),
+    ],
+)
+def test_argument_names_must_be_safe_identifiers(name, message):
     from symjac.names import check_identifier
 
-    with pytest.raises(symjac.InvalidNameError):
+    with pytest.raises(symjac.InvalidNameError, match=f"argument name .*{message}"):
         check_identifier(name, "argument name")
+
+
+@pytest.mark.parametrize("name", ["_private", "int", "\u0443", "a" * 65])
+def test_unsafe_parameter_names_of_a_real_function_are_refused(name):
+    """The same names as real parameters of a def (all legal Python): refused when tracing, by name."""
+    namespace = {}
+    exec(f"def f({name}):\n    return {name}", namespace)
+    with pytest.raises(symjac.InvalidNameError, match=r"argument name '?" + re.escape(name[:20])):
+        symjac.trace(namespace["f"], 2)
+
+
+def test_safe_names_pass_unchanged():
+    from symjac.names import check_identifier
+
+    for name in ("x", "y2", "state_vector", "a" * 64):
+        assert check_identifier(name, "argument name") == name
 
 
 def test_reserved_argument_name_rejected_when_tracing():
@@ -139,7 +165,7 @@ def test_build_error_carries_command_and_log(tmp_path, monkeypatch):
 
     source = render.Source("cython", "this is not cython(\n", "0" * 64, ("jacobian",))
     monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path / "cache"))
-    with pytest.raises(BuildError) as info:
+    with pytest.raises(BuildError, match=r"Cython reported \d+ error") as info:
         build.load(source)
     assert info.value.command is not None
     assert "Cython" in str(info.value)

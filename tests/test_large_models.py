@@ -6,6 +6,8 @@ compared with an independent finite-difference Jacobian of the model itself
 The big sizes are exercised by ``benchmarks/scaling.py``, not here.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -120,7 +122,9 @@ def test_mlp_4_5_3():
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5])
 def test_constructors_reject_bad_sizes(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"positive int grid size, got {re.escape(repr(bad))}"):
         make_brusselator_2d(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"positive int n_species, got {re.escape(repr(bad))}"):
         make_mass_action_network(bad, 3)
+    with pytest.raises(ValueError, match=f"positive int n_reactions, got {re.escape(repr(bad))}"):
+        make_mass_action_network(3, bad)
