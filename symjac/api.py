@@ -24,7 +24,8 @@ from .errors import ShapeError
 from .progress import Reporter
 from .render import Source, render
 from .runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
-from .simplify import KINDS, Program, count_operations, simplify
+from .kinds import kernel_spec
+from .simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, KINDS, Program, count_operations, simplify
 from .toolchain import compiler_works
 from .trace import Traced, trace
 
@@ -102,21 +103,28 @@ def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="
     with reporter.stage("differentiated") as report:
         derivative = transform(traced, indices, wrt_is_tuple)
         columns = sum(traced.arguments[j].size for j in indices)
-        report.append(f"{what}: {derivative.nonzeros or derivative.traced.outputs[0].size} non-zeros, "
-                      f"{outputs} outputs x {columns} inputs")
+        if derivative.order:
+            report.append(f"{derivative.nonzeros} non-zeros of {outputs} x {columns}"
+                          + ("" if derivative.order == 1 else f" x {columns}"))
+        else:
+            report.append(f"{what}: {sum(o.size for o in derivative.traced.outputs)} outputs")
     with reporter.stage("simplified") as report:
         kinds = tuple(kinds or default_kinds)
         programs = tuple(simplify(derivative, kind) for kind in kinds)
         if reporter.enabled:
             for program in programs:
-                report.append(f"{program.kind}: {program.operations} operations, "
+                before = count_operations(expr for output in kernel_spec(derivative, program.kind).outputs
+                                          for _, expr in output.entries)
+                report.append(f"{program.kind}: {before} -> {program.operations} operations, "
                               f"{len(program.temporaries)} temporaries")
     with reporter.stage("rendered") as report:
-        source = render(derivative, programs, backend, standalone=standalone, title=title)
+        source = render(derivative, programs, backend, standalone=standalone, title=title,
+                        alias=what if derivative.order == 0 else None)
         report.append(f"{source.text.count(chr(10))} lines of {backend}")
         if source.parts:
             lines = sum(text.count(chr(10)) for _, text in source.parts)
-            report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines)")
+            report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines) of chunk "
+                          f"functions of at most {CHUNK_STATEMENTS} statements, {CHUNK_OPERATIONS} operations")
     return Generated(derivative, programs, source)
 
 

@@ -109,11 +109,11 @@ def _enable_debug_log() -> None:
 def load_compiled(source: Source, options: BuildOptions) -> types.ModuleType:
     """Compile ``source`` (or find it in the cache) and import it."""
     _enable_debug_log()
+    root = cache.private_dir(options.cache_dir or cache_dir())  # refused even when loaded already
     key = cache_key(source, options)
     with _loaded_lock:
         if key in _loaded:
             return _loaded[key]
-    root = cache.private_dir(options.cache_dir or cache_dir())
     module_name = f"_symjac_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:

@@ -9,9 +9,10 @@
 TARGET is ``path/to/file.py:function``, ``package.module:function``, or a
 file or module alone, which generates every function in it declared with
 ``@symjac.spec``. SHAPE is ``3``, ``2x3`` or ``()``. Each ``--kind`` gives
-one module: the Jacobian's is named after the function (or ``--name``), the
-others get ``_hessian``, ``_gradient``, ``_jvp`` or ``_vjp`` appended. Errors are one line on
-stderr and exit status 1 (2 for usage errors), never a traceback.
+one module: the Jacobian's (or a single kind's with ``--name`` or a declared
+name) is named after the function or that name, the others get
+``_hessian``, ``_gradient``, ``_jvp`` or ``_vjp`` appended. Errors are one
+line on stderr and exit status 1 (2 for usage errors), never a traceback.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def _targets(module, function_name, args):
             raise CommandError(f"{function_name!r} is not a function in {module.__name__!r}")
         declared = getattr(function, ATTRIBUTE, None)
         if args.arg:
-            declared = Spec((), parse_args_option(args.arg), None, None)
+            declared = Spec((), parse_args_option(args.arg), None, None, declared.kind if declared else "jacobian")
         elif declared is None:
             raise CommandError(f"give the shapes of {function_name!r} with --arg NAME=SHAPE, or declare them with @symjac.spec")
         return [(function, declared)]
@@ -119,8 +120,10 @@ def codegen(args) -> int:
             names = [name.strip() for name in args.wrt.split(",") if name.strip()]
             wrt = tuple(names) if len(names) > 1 else names[0]
         base = check_identifier(args.name or declared.name or getattr(function, "__name__", None), "module name")
-        for what in parse_kinds(args.kind):
-            name = check_identifier(base if what == "jacobian" else f"{base}_{what}", "module name")
+        kinds = parse_kinds(args.kind or declared.kind)
+        for what in kinds:
+            named = what == "jacobian" or len(kinds) == 1 and (args.name or declared.name)
+            name = check_identifier(base if named else f"{base}_{what}", "module name")
             reporter.note(f"symjac codegen: {name} ({what}, {args.backend}) -> {args.out}")
             path, _ = write_module(
                 function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, what=what,
@@ -168,9 +171,9 @@ def make_parser() -> argparse.ArgumentParser:
                      "@symjac.spec functions are all generated")
     gen.add_argument("--arg", action="append", metavar="NAME=SHAPE", help="shape of an argument: 3, 2x3 or (); repeat per argument")
     gen.add_argument("--wrt", metavar="NAME[,NAME...]", help="arguments to differentiate (default: the first)")
-    gen.add_argument("--kind", metavar="KIND[,KIND...]", default="jacobian",
+    gen.add_argument("--kind", metavar="KIND[,KIND...]",
                      help="derivatives to generate, one module each: jacobian, hessian, gradient, jvp, vjp "
-                     "(default: jacobian)")
+                     "(default: as declared with @symjac.spec, else jacobian)")
     gen.add_argument("--backend", choices=tuple(BACKENDS), default="cython", help="module kind (default: cython)")
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")
     gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")

@@ -36,7 +36,8 @@ __all__ = ["DERIVATIVES", "gradient", "hessian", "jacobian", "jvp", "vjp"]
 
 def _function_of(traced: Traced, wrt: tuple[int, ...], name: str, outputs, output_is_tuple: bool,
                  extra: tuple[Argument, ...] = ()) -> Derivative:
-    """A derivative that is compiled as a plain function (order 0)."""
+    """A derivative that is compiled as a plain function (order 0) of the
+    arguments and ``extra`` ones; ``name`` stays the original function's."""
     function = Traced(name, traced.arguments + extra, tuple(outputs), output_is_tuple)
     return Derivative(function, tuple(wrt), (), 0, False)
 
@@ -68,7 +69,7 @@ def gradient(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
         argument = traced.arguments[j]
         outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
         start += argument.size
-    return _function_of(traced, wrt, f"gradient_{traced.function_name}", outputs, wrt_is_tuple)
+    return _function_of(traced, wrt, traced.function_name, outputs, wrt_is_tuple)
 
 
 def jvp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
@@ -91,7 +92,7 @@ def jvp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
             values[index] = sympy.Add(*[d(expr, symbol) * tangents[position[symbol][0]].symbols.flat[position[symbol][1]]
                                         for symbol in sorted(d.symbols(expr), key=lambda s: position[s])])
         outputs.append(values)
-    return _function_of(traced, wrt, f"jvp_{traced.function_name}", outputs, traced.output_is_tuple, tuple(tangents))
+    return _function_of(traced, wrt, traced.function_name, outputs, traced.output_is_tuple, tuple(tangents))
 
 
 def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
@@ -112,7 +113,7 @@ def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
         argument = traced.arguments[j]
         outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
         start += argument.size
-    return _function_of(traced, wrt, f"vjp_{traced.function_name}", outputs, wrt_is_tuple, tuple(cotangents))
+    return _function_of(traced, wrt, traced.function_name, outputs, wrt_is_tuple, tuple(cotangents))
 
 
 # what -> (transformation, kernel kinds it is compiled with, title)

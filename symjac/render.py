@@ -166,6 +166,7 @@ class HeaderContext:
     version: str
     backend: str
     standalone: bool
+    alias: str | None = None
     content_hash: str = ""
 
 
@@ -396,13 +397,15 @@ def render(
     *,
     standalone: bool = False,
     title: str = "Jacobian",
-    wrt_is_tuple: bool | None = None,
+    alias: str | None = None,
 ) -> Source:
     """Render the module of ``programs`` for ``backend`` (see ``backends.py``).
 
     ``standalone`` embeds the call convention (``_calling.py``) and a public
     interface, so that the module works without symjac installed. ``title``
-    names what the module computes in its docstring ("Jacobian", "Hessian" ...).
+    names what the module computes in its docstring ("Jacobian", "Hessian" ...);
+    ``alias`` is a second public name of a standalone module's ``function``
+    ("gradient", "jvp", "vjp": it computes that derivative).
     """
     chosen = get_backend(backend)
     arguments = derivative.traced.arguments
@@ -418,7 +421,7 @@ def render(
         arguments=tuple((a.name, a.shape, number in derivative.wrt) for number, a in enumerate(arguments)),
         output_shapes=tuple(str(shape) for shape in derivative.traced.output_shapes),
         kinds=tuple(driver.kind for driver in drivers),
-        version=__version__, backend=backend, standalone=standalone,
+        version=__version__, backend=backend, standalone=standalone, alias=alias,
     )
     max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
     template = _environment().get_template(chosen.template)

@@ -27,15 +27,17 @@ class Spec:
     named_shapes: dict = field(default_factory=dict)
     wrt: object = None
     name: str | None = None
+    kind: str = "jacobian"  # the derivative(s) to generate, e.g. "hessian" or "hessian,gradient"
 
 
-def spec(*shapes, wrt=None, name=None, **named_shapes):
-    """Attach shapes, ``wrt`` and an optional module ``name`` to a function."""
+def spec(*shapes, wrt=None, name=None, kind="jacobian", **named_shapes):
+    """Attach shapes, ``wrt``, the derivative ``kind`` (as ``--kind``) and an
+    optional module ``name`` to a function."""
     if name is not None:
         check_identifier(name, "module name")
 
     def declare(function):
-        setattr(function, ATTRIBUTE, Spec(tuple(shapes), dict(named_shapes), wrt, name))
+        setattr(function, ATTRIBUTE, Spec(tuple(shapes), dict(named_shapes), wrt, name, kind))
         return function
 
     return declare

@@ -92,14 +92,14 @@ def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
         (entry / "manifest.json").write_text("{not json")
     else:
         extension.unlink()
-    assert cache.verified_extension(entry) is None
+    assert symjac.cache.verified_extension(entry) is None
     build._loaded.clear()  # forget the in-process module so the cache is consulted
     compiled = []
     original = toolchain.compile_extension
     monkeypatch.setattr(toolchain, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
     module = build.load(source)
     assert len(compiled) == 1
-    assert cache.verified_extension(entry) is not None
+    assert symjac.cache.verified_extension(entry) is not None
     assert "jacobian" in module.KERNELS
 
 

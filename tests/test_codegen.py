@@ -33,15 +33,15 @@ REFRESH = "python -m symjac codegen symjac/examples/models.py --backend {b} --ou
 
 
 def _regenerate(name, backend, directory):
-    function = models.DECLARED[name]
+    function = {**models.DECLARED, **models.DECLARED_DERIVATIVES}[name]
     declared = getattr(function, ATTRIBUTE)
     path, _ = write_module(function, declared.shapes, declared.named_shapes, wrt=declared.wrt,
-                           backend=backend, name=name, out_dir=directory, build=False)
+                           backend=backend, what=declared.kind, name=name, out_dir=directory, build=False)
     return path
 
 
 @pytest.mark.parametrize("backend", ["cython", "numpy"])
-@pytest.mark.parametrize("name", sorted(models.DECLARED))
+@pytest.mark.parametrize("name", sorted(models.DECLARED) + sorted(models.DECLARED_DERIVATIVES))
 def test_golden_source_is_reproduced_byte_for_byte(name, backend, tmp_path):
     fresh = _regenerate(name, backend, tmp_path).read_text()
     golden_path = GENERATED / backend / f"{name}{SUFFIX[backend]}"

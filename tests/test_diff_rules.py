@@ -44,7 +44,7 @@ def _evaluate(expr, symbols, point) -> float:
 
 
 def _entries(derivative: Derivative, output: int = 0, argument: int = 0) -> dict[int, sympy.Expr]:
-    block = derivative.blocks[output][argument]
+    block = derivative.blocks[output * len(derivative.wrt) + argument]
     indices = [index for index, _ in block.entries]
     assert indices == sorted(set(indices)), "entries must be in increasing, distinct index order"
     return dict(block.entries)
@@ -52,7 +52,7 @@ def _entries(derivative: Derivative, output: int = 0, argument: int = 0) -> dict
 
 def _dense(derivative: Derivative, point, output: int = 0, argument: int = 0) -> np.ndarray:
     """The block evaluated at ``point`` (values of argument 0), structural zeros included."""
-    block = derivative.blocks[output][argument]
+    block = derivative.blocks[output * len(derivative.wrt) + argument]
     symbols = _symbols(derivative.traced)
     values = np.zeros(block.size)
     for index, expr in block.entries:
@@ -281,7 +281,7 @@ def test_flat_numpy_functions_give_no_entry(f):
     traced = trace(f, 2)
     assert traced.outputs[0][()].free_symbols  # the output does depend on x ...
     derivative = differentiate(traced, (0,))
-    assert derivative.blocks[0][0].entries == ()  # ... but its derivative is a structural zero
+    assert derivative.blocks[0].entries == ()  # ... but its derivative is a structural zero
     assert derivative.nonzeros == 0
 
 
@@ -334,7 +334,7 @@ def test_entries_exist_exactly_for_the_contained_symbols():
     traced = trace(f, 5)
     symbols = _symbols(traced)
     derivative = differentiate(traced, (0,))
-    block = derivative.blocks[0][0]
+    block = derivative.blocks[0]
     assert isinstance(block, Block) and block.shape == (3, 2, 5) and block.size == 30
     assert (block.output, block.argument) == (0, 0)
     expected = {
@@ -366,18 +366,18 @@ def test_tuple_outputs_and_several_arguments_give_one_block_each():
     k0, k1 = _symbols(traced, 1)
     derivative = differentiate(traced, (0, 1))
     assert derivative.wrt == (0, 1)
-    assert [[(b.output, b.argument, b.shape) for b in row] for row in derivative.blocks] == [
-        [(0, 0, (2,)), (0, 1, (2,))],
-        [(1, 0, (2, 2)), (1, 1, (2, 2))],
+    assert [(b.output, b.argument, b.shape) for b in derivative.blocks] == [
+        (0, 0, (2,)), (0, 1, (2,)), (1, 0, (2, 2)), (1, 1, (2, 2)),
     ]
-    (b00, b01), (b10, b11) = derivative.blocks
+    assert derivative.structure == ((0, 1), (2, 3))  # blocks in C order over (output, wrt), nested for callers
+    b00, b01, b10, b11 = derivative.blocks
     assert [i for i, _ in b00.entries] == [0] and b00.entries[0][1] == k1
     assert [i for i, _ in b01.entries] == [1] and b01.entries[0][1] == y0
     assert [i for i, _ in b10.entries] == [1] and b10.entries[0][1] == 2 * y1
     assert [i for i, _ in b11.entries] == [2] and b11.entries[0][1] == 1
     assert derivative.nonzeros == 4
     only_k = differentiate(traced, (1,))
-    assert [[b.argument for b in row] for row in only_k.blocks] == [[1], [1]]
+    assert [b.argument for b in only_k.blocks] == [1, 1]
     assert only_k.nonzeros == 2
 
 
@@ -403,5 +403,5 @@ def test_differentiate_does_not_mutate_its_input():
     first = differentiate(traced, (0,))
     second = differentiate(traced, (0,))
     assert list(traced.outputs[0].flat) == before
-    assert first.blocks[0][0].entries == second.blocks[0][0].entries
+    assert first.blocks[0].entries == second.blocks[0].entries
     assert first.traced is traced

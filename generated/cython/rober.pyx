@@ -7,15 +7,17 @@ Arguments, in call order (leading batch dimensions broadcast):
 Outputs of the function: (3,)
 
 Functions (this module needs only numpy):
-    jacobian(y, k, out=None, num_threads=1)
-    jacobian_values(y, k, out=None, num_threads=1)
-    function(y, k, out=None, num_threads=1)
-    function_and_jacobian(y, k, out=None, num_threads=1)
-    sparsity()  -> bool pattern of the Jacobian's structural non-zeros
-Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
+    jacobian(y, k, out=None, num_threads=None)
+    jacobian_values(y, k, out=None, num_threads=None)
+    function(y, k, out=None, num_threads=None)
+    function_and_jacobian(y, k, out=None, num_threads=None)
+    sparsity()  -> bool pattern of the structural non-zeros
+Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: f071c84e3b70a8e560783108b4ad946b9edfbc865f8c2265e35f8d6f9ecf5290
+symjac-content-hash: 49cd97628e00fbd79d9dec06981c5aa9b85d3c503993961c979fe1710638a8c6
 """
+
+import os
 
 import numpy
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
@@ -23,7 +25,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_
 # The kernels are plain C, handed to the C compiler verbatim (Cython does not
 # parse them). A point body computes one point: it writes the k-th non-zero of
 # each output buffer to buffer[at[k]], where the position table `at` holds
-# dense indices (full Jacobian blocks) or 0, 1, 2... (packed non-zero values).
+# dense indices (full blocks) or slots of the packed non-zero values.
 # Drivers loop over the batch, in parallel with OpenMP when compiled with it:
 # argument j of point i starts at _args[j] + i * _arg_strides[j] (stride 0
 # broadcasts a parameter) and each output buffer holds one row per point.
@@ -47,8 +49,7 @@ cdef extern from *:
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
     static inline void _symjac_jacobian_point(
-        const double *y, const double *k,
-        double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+        const double *restrict y, const double *restrict k, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
         const double _t0 = k[2]*y[2];
         const double _t1 = k[2]*y[1];
@@ -79,8 +80,9 @@ cdef extern from *:
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[0] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
-                _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+
+_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -98,16 +100,16 @@ cdef extern from *:
 #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
-                _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+
+_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
 
     /* Function: writes the non-zero entries of every output. Point body. */
     static inline void _symjac_function_point(
-        const double *y, const double *k,
-        double *_f0, const Py_ssize_t *_f0_at)
+        const double *restrict y, const double *restrict k, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
     {
         const double _t0 = k[0]*y[0];
         const double _t1 = k[2]*y[1]*y[2];
@@ -133,16 +135,16 @@ cdef extern from *:
 #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
-                _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+
+_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
 
     /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
     static inline void _symjac_function_and_jacobian_point(
-        const double *y, const double *k,
-        double *_f0, const Py_ssize_t *_f0_at, double *_jac0_0, const Py_ssize_t *_jac0_0_at)
+        const double *restrict y, const double *restrict k, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
         const double _t0 = k[0]*y[0];
         const double _t1 = k[2]*y[2];
@@ -181,17 +183,22 @@ cdef extern from *:
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[1] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-                _args[0] + _i * _arg_strides[0], _args[1] + _i * _arg_strides[1],
-                _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+
+_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
+
+    static const Py_ssize_t _symjac_jacobian_values_nonzeros0[7] = {  /* NONZEROS of jacobian_values */
+        0, 1, 2, 3, 4, 5, 7
+    };
     """
     ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
     const Py_ssize_t _symjac_arg_sizes[2]
     const int _symjac_arg_ndims[2]
     const Py_ssize_t *_symjac_arg_shapes[2]
-    const Py_ssize_t _symjac_jacobian_dense0[]
+    const Py_ssize_t _symjac_jacobian_values_nonzeros0[]
     const Py_ssize_t _symjac_jacobian_out_sizes[]
     const Py_ssize_t _symjac_jacobian_out_dims[]
     int _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
@@ -358,16 +365,19 @@ def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_
 
 
 def _nonzero_tables():
-    """NONZEROS: each Jacobian block's dense indices, read from the C tables."""
-    return (
-        tuple([_symjac_jacobian_dense0[k] for k in range(7)]),
-    )
+    """NONZEROS: per packed kernel, each buffer's flat indices, read from the C tables."""
+    return {
+        "jacobian_values": (
+            tuple([_symjac_jacobian_values_nonzeros0[k] for k in range(7)]),
+        ),
+    }
 
 
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'f071c84e3b70a8e560783108b4ad946b9edfbc865f8c2265e35f8d6f9ecf5290'
+CONTENT_HASH = '49cd97628e00fbd79d9dec06981c5aa9b85d3c503993961c979fe1710638a8c6'
+FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
 WRT = (0,)
@@ -375,21 +385,22 @@ OUTPUT_SHAPES = ((3,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 5556
+PARALLEL_MIN_POINTS = 2632
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'jacobian': (False,), 'jacobian_values': (False,), 'function': (False,), 'function_and_jacobian': (False, False)}
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
-# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+# Per kernel: the core shape of each buffer it writes, and how results nest them.
+LAYOUTS = {'jacobian': (((3, 3),), 0), 'jacobian_values': (((7,),), 0), 'function': (((3,),), 0), 'function_and_jacobian': (((3,), (3, 3)), (0, 1))}
+# Per packed kernel: the full array each buffer's values come from, and its (rows, cols) as a matrix.
+FULL_SHAPES = {'jacobian_values': ((3, 3),)}
+SPARSE_SHAPES = {'jacobian_values': ((3, 3),)}
+# Per packed kernel: the flat (C-order) index of each packed value in its full array;
+# for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
-import os
-
-import numpy
-
 _FLOAT = numpy.dtype(numpy.float64)
 
 
@@ -400,91 +411,85 @@ def _size(shape):
     return size
 
 
+def _nest(structure, items):
+    if isinstance(structure, tuple):
+        return tuple(_nest(inner, items) for inner in structure)
+    return items[structure]
+
+
+def _flatten(structure, nested, found):
+    if isinstance(structure, tuple):
+        if not isinstance(nested, (tuple, list)) or len(nested) != len(structure):
+            raise TypeError("out= must have the same (tuple) structure as the result")
+        for inner, item in zip(structure, nested):
+            _flatten(inner, item, found)
+    else:
+        found[structure] = nested
+
+
 class Signature:
-    """Argument names and shapes, differentiated arguments, output shapes."""
+    """What a generated module's kernels take and return.
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes", "_memo")
+    ``layouts`` maps each kernel to the core shapes of the buffers it writes
+    and its ``structure``: nested tuples of buffer numbers, the way results
+    are handed to the caller (torch.autograd.functional's convention: a tuple
+    level per tuple of outputs or of ``wrt``). Packed kernels also have
+    ``nonzeros`` (flat index of each value) and ``sparse_shapes`` per buffer.
+    """
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
-                 nonzeros=None, parallel_min_points=1, caller_zeroes=None):
+    __slots__ = ("names", "shapes", "sizes", "layouts", "nonzeros", "full_shapes", "sparse_shapes",
+                 "parallel_min_points", "caller_zeroes", "_memo")
+
+    def __init__(self, names, shapes, layouts, nonzeros=None, full_shapes=None, sparse_shapes=None,
+                 parallel_min_points=1, caller_zeroes=None):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
-        self.wrt = tuple(wrt)
-        self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
-        self.output_is_tuple = bool(output_is_tuple)
-        self.wrt_is_tuple = bool(wrt_is_tuple)
-        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.layouts = {kind: (tuple(tuple(s) for s in shapes_), structure)
+                        for kind, (shapes_, structure) in layouts.items()}
+        self.nonzeros = dict(nonzeros or {})
+        self.full_shapes = dict(full_shapes or {})
+        self.sparse_shapes = dict(sparse_shapes or {})
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
-        self._memo = {}  # buffer shapes per kind, sparse structure per ("sparse", block)
+        self._memo = {}  # sparse structure per (kind, buffer)
 
-    def sparse_structure(self, block):
-        """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
-        known = self._memo.get(("sparse", block))
-        if known is None:
-            out_shape, arg_shape = self.blocks()[block]
-            rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
-            indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
-            known = self._memo[("sparse", block)] = (rows, cols, indptr)
-        return known
-
-    def blocks(self):
-        """(output shape, argument shape) of each Jacobian block, in order."""
-        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
+    @classmethod
+    def of_module(cls, module):
+        """The signature recorded in a generated module's metadata."""
+        return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
+                   module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
-        known = self._memo.get(kind)
+        return self.layouts[kind][0]
+
+    def gufunc_signature(self, kind):
+        """numpy's generalized-ufunc signature of ``kind``, e.g. ``"(3),(3)->(3,3)"``."""
+        def dims(shape):
+            return "(" + ",".join(map(str, shape)) + ")"
+
+        return ",".join(map(dims, self.shapes)) + "->" + ",".join(map(dims, self.buffer_shapes(kind)))
+
+    def sparse_structure(self, kind, buffer):
+        """(rows, cols, CSR indptr) of a packed buffer's values, computed once."""
+        known = self._memo.get((kind, buffer))
         if known is None:
-            known = self._memo[kind] = self._compute_buffer_shapes(kind)
+            n_rows, n_cols = self.sparse_shapes[kind][buffer]
+            rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[kind][buffer], dtype=numpy.intp), n_cols)
+            indptr = numpy.searchsorted(rows, numpy.arange(n_rows + 1))
+            known = self._memo[(kind, buffer)] = (rows, cols, indptr)
         return known
 
-    def _compute_buffer_shapes(self, kind):
-        shapes = []
-        if kind in ("function", "function_and_jacobian"):
-            shapes += list(self.output_shapes)
-        if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + arg for out, arg in self.blocks()]
-        if kind == "jacobian_values":
-            shapes += [(len(indices),) for indices in self.nonzeros]
-        return shapes
-
     def nest(self, kind, items):
-        """Arrange flat per-buffer items as the caller sees them.
-
-        Jacobian blocks follow torch.autograd.functional.jacobian: a tuple of
-        outputs and/or of ``wrt`` arguments gives tuples (of tuples).
-        """
-        items = list(items)
-        if kind == "function":
-            return tuple(items) if self.output_is_tuple else items[0]
-        if kind == "function_and_jacobian":
-            count = len(self.output_shapes)
-            return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
-        # "jacobian" and "jacobian_values": one item per block
-        width = len(self.wrt)
-        rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
-        rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
-        return tuple(rows) if self.output_is_tuple else rows[0]
+        """Arrange flat per-buffer items as the caller sees them."""
+        return _nest(self.layouts[kind][1], list(items))
 
     def flatten(self, kind, nested):
         """Inverse of :meth:`nest` for a caller-supplied ``out=`` structure."""
-        if kind == "function_and_jacobian":
-            if not isinstance(nested, (tuple, list)) or len(nested) != 2:
-                raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
-            return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
-        items = [nested]
-        for is_tuple in levels:
-            if is_tuple:
-                if not all(isinstance(item, (tuple, list)) for item in items):
-                    raise TypeError("out= must have the same (tuple) structure as the result")
-                items = [inner for item in items for inner in item]
-        if len(items) != len(self.buffer_shapes(kind)):
-            raise TypeError("out= must have the same (tuple) structure as the result")
-        return items
+        found = {}
+        _flatten(self.layouts[kind][1], nested, found)
+        return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
 def _as_float_array(value, name):
@@ -595,42 +600,42 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
-def sparsity_patterns(signature):
-    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+def sparsity_patterns(signature, kind):
+    """Boolean structural non-zero pattern of each buffer of a packed ``kind``,
+    in the full shape, nested like the packed result."""
     patterns = []
-    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
-        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+    for indices, shape in zip(signature.nonzeros[kind], signature.full_shapes[kind]):
+        pattern = numpy.zeros(shape, dtype=bool)
         pattern.reshape(-1)[list(indices)] = True
         patterns.append(pattern)
-    return signature.nest("jacobian", patterns)
+    return signature.nest(kind, patterns)
 
 
-def sparse_matrices(signature, values, format="csr"):
-    """scipy sparse arrays (output size x argument size) from one point's
-    packed values, nested like the Jacobian. scipy is imported only here."""
+def sparse_matrices(signature, kind, values, format="csr"):
+    """scipy sparse arrays (rows x cols, see SPARSE_SHAPES) from one point's
+    packed values of ``kind``, nested like them. scipy is imported only here."""
     import scipy.sparse
 
     if format not in ("csr", "csc", "coo"):
         raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
-    flat = signature.flatten("jacobian_values", values)
     matrices = []
-    for number, (block_values, (out_shape, arg_shape)) in enumerate(zip(flat, signature.blocks())):
+    for number, block_values in enumerate(signature.flatten(kind, values)):
         if block_values.ndim != 1:
             raise ValueError("sparse results are for one point; use the packed values for a batch")
-        rows, cols, indptr = signature.sparse_structure(number)
-        shape = (_size(out_shape), _size(arg_shape))
+        rows, cols, indptr = signature.sparse_structure(kind, number)
+        shape = signature.sparse_shapes[kind][number]
         if format == "csr":  # the values are in row-major order already: no conversion
             matrix = scipy.sparse.csr_array((block_values, cols, indptr), shape=shape)
         else:
             matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=shape).asformat(format)
         matrices.append(matrix)
-    return signature.nest("jacobian_values", matrices)
+    return signature.nest(kind, matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
-                       NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, LAYOUTS, NONZEROS, FULL_SHAPES, SPARSE_SHAPES,
+                       PARALLEL_MIN_POINTS, CALLER_ZEROES)
 
 
 def _general(kind):
@@ -639,8 +644,7 @@ def _general(kind):
 
 # Compiled callables with the single-point fast path, for kernels with one
 # output buffer whose result is not nested in a tuple.
-_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS
-            if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
+_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS}
 
 
 def jacobian(*args, out=None, num_threads=None):
@@ -694,10 +698,10 @@ def function_and_jacobian(*args, out=None, num_threads=None):
 
 
 def sparse_jacobian(*args, format="csr"):
-    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
-    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
+    """Jacobian values at one point as scipy sparse arrays (needs scipy), nested like jacobian_values()."""
+    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args), format)
 
 
 def sparsity():
-    """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    return sparsity_patterns(_SIGNATURE)
+    """Boolean structural non-zero pattern of jacobian_values(), in the full shape, nested like it."""
+    return sparsity_patterns(_SIGNATURE, "jacobian_values")

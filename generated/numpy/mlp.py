@@ -9,15 +9,17 @@ Arguments, in call order (leading batch dimensions broadcast):
 Outputs of the function: (2,)
 
 Functions (this module needs only numpy):
-    jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
-    jacobian_values(x, W1, b1, W2, b2, out=None, num_threads=1)
-    function(x, W1, b1, W2, b2, out=None, num_threads=1)
-    function_and_jacobian(x, W1, b1, W2, b2, out=None, num_threads=1)
-    sparsity()  -> bool pattern of the Jacobian's structural non-zeros
-Jacobian blocks are output shape + argument shape, as in torch.autograd.functional.jacobian.
+    jacobian(x, W1, b1, W2, b2, out=None, num_threads=None)
+    jacobian_values(x, W1, b1, W2, b2, out=None, num_threads=None)
+    function(x, W1, b1, W2, b2, out=None, num_threads=None)
+    function_and_jacobian(x, W1, b1, W2, b2, out=None, num_threads=None)
+    sparsity()  -> bool pattern of the structural non-zeros
+Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: e572777b1e56b02a9e8ec6cab62a88dfd7023dfd23666db94c36954858f2101e
+symjac-content-hash: c4ed2fafee021d47cf7e5b7f396e385c2fe650b29f0c94f7b980ce0defdf78d8
 """
+
+import os
 
 import numpy
 
@@ -26,45 +28,54 @@ def _symjac_jacobian_body(args, outs, at):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros are already filled;
-    every temporary below is one array over all points of the batch. The k-th
-    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
-    (full Jacobian blocks) or k itself (packed non-zero values).
+    structural zeros are already filled; every temporary below is one array
+    over all points of the batch. The k-th non-zero of a buffer goes to column
+    at[b][k] of buffer b: its dense index (full blocks) or its packed slot.
     """
     x, W1, b1, W2, b2 = args
+    W1 = W1.reshape(-1, 8, 3)  # indexed like its symbols
+    W2 = W2.reshape(-1, 2, 8)  # indexed like its symbols
     _jac0_0, = outs
     _jac0_0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = 1 - numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])**2
-        _t1 = W2[:, 0]*_t0
-        _t2 = 1 - numpy.tanh(W1[:, 3]*x[:, 0] + W1[:, 4]*x[:, 1] + W1[:, 5]*x[:, 2] + b1[:, 1])**2
-        _t3 = W2[:, 1]*_t2
-        _t4 = 1 - numpy.tanh(W1[:, 6]*x[:, 0] + W1[:, 7]*x[:, 1] + W1[:, 8]*x[:, 2] + b1[:, 2])**2
-        _t5 = W2[:, 2]*_t4
-        _t6 = 1 - numpy.tanh(W1[:, 9]*x[:, 0] + W1[:, 10]*x[:, 1] + W1[:, 11]*x[:, 2] + b1[:, 3])**2
-        _t7 = W2[:, 3]*_t6
-        _t8 = 1 - numpy.tanh(W1[:, 12]*x[:, 0] + W1[:, 13]*x[:, 1] + W1[:, 14]*x[:, 2] + b1[:, 4])**2
-        _t9 = W2[:, 4]*_t8
-        _t10 = 1 - numpy.tanh(W1[:, 15]*x[:, 0] + W1[:, 16]*x[:, 1] + W1[:, 17]*x[:, 2] + b1[:, 5])**2
-        _t11 = W2[:, 5]*_t10
-        _t12 = 1 - numpy.tanh(W1[:, 18]*x[:, 0] + W1[:, 19]*x[:, 1] + W1[:, 20]*x[:, 2] + b1[:, 6])**2
-        _t13 = W2[:, 6]*_t12
-        _t14 = 1 - numpy.tanh(W1[:, 21]*x[:, 0] + W1[:, 22]*x[:, 1] + W1[:, 23]*x[:, 2] + b1[:, 7])**2
-        _t15 = W2[:, 7]*_t14
-        _t16 = W2[:, 8]*_t0
-        _t17 = W2[:, 9]*_t2
-        _t18 = W2[:, 10]*_t4
-        _t19 = W2[:, 11]*_t6
-        _t20 = W2[:, 12]*_t8
-        _t21 = W2[:, 13]*_t10
-        _t22 = W2[:, 14]*_t12
-        _t23 = W2[:, 15]*_t14
-        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0]*_t1 + W1[:, 3]*_t3 + W1[:, 6]*_t5 + W1[:, 9]*_t7 + W1[:, 12]*_t9 + W1[:, 15]*_t11 + W1[:, 18]*_t13 + W1[:, 21]*_t15  # [0, 0]
-        _jac0_0[:, _jac0_0_at[1]] = W1[:, 1]*_t1 + W1[:, 4]*_t3 + W1[:, 7]*_t5 + W1[:, 10]*_t7 + W1[:, 13]*_t9 + W1[:, 16]*_t11 + W1[:, 19]*_t13 + W1[:, 22]*_t15  # [0, 1]
-        _jac0_0[:, _jac0_0_at[2]] = W1[:, 2]*_t1 + W1[:, 5]*_t3 + W1[:, 8]*_t5 + W1[:, 11]*_t7 + W1[:, 14]*_t9 + W1[:, 17]*_t11 + W1[:, 20]*_t13 + W1[:, 23]*_t15  # [0, 2]
-        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0]*_t16 + W1[:, 3]*_t17 + W1[:, 6]*_t18 + W1[:, 9]*_t19 + W1[:, 12]*_t20 + W1[:, 15]*_t21 + W1[:, 18]*_t22 + W1[:, 21]*_t23  # [1, 0]
-        _jac0_0[:, _jac0_0_at[4]] = W1[:, 1]*_t16 + W1[:, 4]*_t17 + W1[:, 7]*_t18 + W1[:, 10]*_t19 + W1[:, 13]*_t20 + W1[:, 16]*_t21 + W1[:, 19]*_t22 + W1[:, 22]*_t23  # [1, 1]
-        _jac0_0[:, _jac0_0_at[5]] = W1[:, 2]*_t16 + W1[:, 5]*_t17 + W1[:, 8]*_t18 + W1[:, 11]*_t19 + W1[:, 14]*_t20 + W1[:, 17]*_t21 + W1[:, 20]*_t22 + W1[:, 23]*_t23  # [1, 2]
+        _t0 = numpy.tanh(W1[:, 0, 0]*x[:, 0] + W1[:, 0, 1]*x[:, 1] + W1[:, 0, 2]*x[:, 2] + b1[:, 0])
+        _t1 = 1 - _t0**2
+        _t2 = W2[:, 0, 0]*_t1
+        _t3 = numpy.tanh(W1[:, 1, 0]*x[:, 0] + W1[:, 1, 1]*x[:, 1] + W1[:, 1, 2]*x[:, 2] + b1[:, 1])
+        _t4 = 1 - _t3**2
+        _t5 = W2[:, 0, 1]*_t4
+        _t6 = numpy.tanh(W1[:, 2, 0]*x[:, 0] + W1[:, 2, 1]*x[:, 1] + W1[:, 2, 2]*x[:, 2] + b1[:, 2])
+        _t7 = 1 - _t6**2
+        _t8 = W2[:, 0, 2]*_t7
+        _t9 = numpy.tanh(W1[:, 3, 0]*x[:, 0] + W1[:, 3, 1]*x[:, 1] + W1[:, 3, 2]*x[:, 2] + b1[:, 3])
+        _t10 = 1 - _t9**2
+        _t11 = W2[:, 0, 3]*_t10
+        _t12 = numpy.tanh(W1[:, 4, 0]*x[:, 0] + W1[:, 4, 1]*x[:, 1] + W1[:, 4, 2]*x[:, 2] + b1[:, 4])
+        _t13 = 1 - _t12**2
+        _t14 = W2[:, 0, 4]*_t13
+        _t15 = numpy.tanh(W1[:, 5, 0]*x[:, 0] + W1[:, 5, 1]*x[:, 1] + W1[:, 5, 2]*x[:, 2] + b1[:, 5])
+        _t16 = 1 - _t15**2
+        _t17 = W2[:, 0, 5]*_t16
+        _t18 = numpy.tanh(W1[:, 6, 0]*x[:, 0] + W1[:, 6, 1]*x[:, 1] + W1[:, 6, 2]*x[:, 2] + b1[:, 6])
+        _t19 = 1 - _t18**2
+        _t20 = W2[:, 0, 6]*_t19
+        _t21 = numpy.tanh(W1[:, 7, 0]*x[:, 0] + W1[:, 7, 1]*x[:, 1] + W1[:, 7, 2]*x[:, 2] + b1[:, 7])
+        _t22 = 1 - _t21**2
+        _t23 = W2[:, 0, 7]*_t22
+        _t24 = W2[:, 1, 0]*_t1
+        _t25 = W2[:, 1, 1]*_t4
+        _t26 = W2[:, 1, 2]*_t7
+        _t27 = W2[:, 1, 3]*_t10
+        _t28 = W2[:, 1, 4]*_t13
+        _t29 = W2[:, 1, 5]*_t16
+        _t30 = W2[:, 1, 6]*_t19
+        _t31 = W2[:, 1, 7]*_t22
+        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0, 0]*_t2 + W1[:, 1, 0]*_t5 + W1[:, 2, 0]*_t8 + W1[:, 3, 0]*_t11 + W1[:, 4, 0]*_t14 + W1[:, 5, 0]*_t17 + W1[:, 6, 0]*_t20 + W1[:, 7, 0]*_t23  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = W1[:, 0, 1]*_t2 + W1[:, 1, 1]*_t5 + W1[:, 2, 1]*_t8 + W1[:, 3, 1]*_t11 + W1[:, 4, 1]*_t14 + W1[:, 5, 1]*_t17 + W1[:, 6, 1]*_t20 + W1[:, 7, 1]*_t23  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = W1[:, 0, 2]*_t2 + W1[:, 1, 2]*_t5 + W1[:, 2, 2]*_t8 + W1[:, 3, 2]*_t11 + W1[:, 4, 2]*_t14 + W1[:, 5, 2]*_t17 + W1[:, 6, 2]*_t20 + W1[:, 7, 2]*_t23  # [0, 2]
+        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0, 0]*_t24 + W1[:, 1, 0]*_t25 + W1[:, 2, 0]*_t26 + W1[:, 3, 0]*_t27 + W1[:, 4, 0]*_t28 + W1[:, 5, 0]*_t29 + W1[:, 6, 0]*_t30 + W1[:, 7, 0]*_t31  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = W1[:, 0, 1]*_t24 + W1[:, 1, 1]*_t25 + W1[:, 2, 1]*_t26 + W1[:, 3, 1]*_t27 + W1[:, 4, 1]*_t28 + W1[:, 5, 1]*_t29 + W1[:, 6, 1]*_t30 + W1[:, 7, 1]*_t31  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = W1[:, 0, 2]*_t24 + W1[:, 1, 2]*_t25 + W1[:, 2, 2]*_t26 + W1[:, 3, 2]*_t27 + W1[:, 4, 2]*_t28 + W1[:, 5, 2]*_t29 + W1[:, 6, 2]*_t30 + W1[:, 7, 2]*_t31  # [1, 2]
 
 
 _SYMJAC_JACOBIAN_DENSE = (
@@ -79,32 +90,33 @@ def _kernel_jacobian(args, outs, n, num_threads=1):
 
 def _kernel_jacobian_values(args, outs, n, num_threads=1):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
-    _symjac_jacobian_body(args, outs, _PACKED)
+    _symjac_jacobian_body(args, (outs[0],), (_IDENTITY,))
 
 
 def _symjac_function_body(args, outs, at):
     """Function: writes the non-zero entries of every output.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros are already filled;
-    every temporary below is one array over all points of the batch. The k-th
-    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
-    (full Jacobian blocks) or k itself (packed non-zero values).
+    structural zeros are already filled; every temporary below is one array
+    over all points of the batch. The k-th non-zero of a buffer goes to column
+    at[b][k] of buffer b: its dense index (full blocks) or its packed slot.
     """
     x, W1, b1, W2, b2 = args
+    W1 = W1.reshape(-1, 8, 3)  # indexed like its symbols
+    W2 = W2.reshape(-1, 2, 8)  # indexed like its symbols
     _f0, = outs
     _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])
-        _t1 = numpy.tanh(W1[:, 3]*x[:, 0] + W1[:, 4]*x[:, 1] + W1[:, 5]*x[:, 2] + b1[:, 1])
-        _t2 = numpy.tanh(W1[:, 6]*x[:, 0] + W1[:, 7]*x[:, 1] + W1[:, 8]*x[:, 2] + b1[:, 2])
-        _t3 = numpy.tanh(W1[:, 9]*x[:, 0] + W1[:, 10]*x[:, 1] + W1[:, 11]*x[:, 2] + b1[:, 3])
-        _t4 = numpy.tanh(W1[:, 12]*x[:, 0] + W1[:, 13]*x[:, 1] + W1[:, 14]*x[:, 2] + b1[:, 4])
-        _t5 = numpy.tanh(W1[:, 15]*x[:, 0] + W1[:, 16]*x[:, 1] + W1[:, 17]*x[:, 2] + b1[:, 5])
-        _t6 = numpy.tanh(W1[:, 18]*x[:, 0] + W1[:, 19]*x[:, 1] + W1[:, 20]*x[:, 2] + b1[:, 6])
-        _t7 = numpy.tanh(W1[:, 21]*x[:, 0] + W1[:, 22]*x[:, 1] + W1[:, 23]*x[:, 2] + b1[:, 7])
-        _f0[:, _f0_at[0]] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]  # [0]
-        _f0[:, _f0_at[1]] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]  # [1]
+        _t0 = numpy.tanh(W1[:, 0, 0]*x[:, 0] + W1[:, 0, 1]*x[:, 1] + W1[:, 0, 2]*x[:, 2] + b1[:, 0])
+        _t1 = numpy.tanh(W1[:, 1, 0]*x[:, 0] + W1[:, 1, 1]*x[:, 1] + W1[:, 1, 2]*x[:, 2] + b1[:, 1])
+        _t2 = numpy.tanh(W1[:, 2, 0]*x[:, 0] + W1[:, 2, 1]*x[:, 1] + W1[:, 2, 2]*x[:, 2] + b1[:, 2])
+        _t3 = numpy.tanh(W1[:, 3, 0]*x[:, 0] + W1[:, 3, 1]*x[:, 1] + W1[:, 3, 2]*x[:, 2] + b1[:, 3])
+        _t4 = numpy.tanh(W1[:, 4, 0]*x[:, 0] + W1[:, 4, 1]*x[:, 1] + W1[:, 4, 2]*x[:, 2] + b1[:, 4])
+        _t5 = numpy.tanh(W1[:, 5, 0]*x[:, 0] + W1[:, 5, 1]*x[:, 1] + W1[:, 5, 2]*x[:, 2] + b1[:, 5])
+        _t6 = numpy.tanh(W1[:, 6, 0]*x[:, 0] + W1[:, 6, 1]*x[:, 1] + W1[:, 6, 2]*x[:, 2] + b1[:, 6])
+        _t7 = numpy.tanh(W1[:, 7, 0]*x[:, 0] + W1[:, 7, 1]*x[:, 1] + W1[:, 7, 2]*x[:, 2] + b1[:, 7])
+        _f0[:, _f0_at[0]] = W2[:, 0, 0]*_t0 + W2[:, 0, 1]*_t1 + W2[:, 0, 2]*_t2 + W2[:, 0, 3]*_t3 + W2[:, 0, 4]*_t4 + W2[:, 0, 5]*_t5 + W2[:, 0, 6]*_t6 + W2[:, 0, 7]*_t7 + b2[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = W2[:, 1, 0]*_t0 + W2[:, 1, 1]*_t1 + W2[:, 1, 2]*_t2 + W2[:, 1, 3]*_t3 + W2[:, 1, 4]*_t4 + W2[:, 1, 5]*_t5 + W2[:, 1, 6]*_t6 + W2[:, 1, 7]*_t7 + b2[:, 1]  # [1]
 
 
 _SYMJAC_FUNCTION_DENSE = (
@@ -121,55 +133,56 @@ def _symjac_function_and_jacobian_body(args, outs, at):
     """Function and Jacobian in one pass, sharing subexpressions.
 
     Arguments are (1 or n, size) arrays, outputs (n, size) arrays whose
-    structural zeros are already filled;
-    every temporary below is one array over all points of the batch. The k-th
-    non-zero of a buffer goes to column at[b][k] of buffer b: its dense index
-    (full Jacobian blocks) or k itself (packed non-zero values).
+    structural zeros are already filled; every temporary below is one array
+    over all points of the batch. The k-th non-zero of a buffer goes to column
+    at[b][k] of buffer b: its dense index (full blocks) or its packed slot.
     """
     x, W1, b1, W2, b2 = args
+    W1 = W1.reshape(-1, 8, 3)  # indexed like its symbols
+    W2 = W2.reshape(-1, 2, 8)  # indexed like its symbols
     _f0, _jac0_0 = outs
     _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = numpy.tanh(W1[:, 0]*x[:, 0] + W1[:, 1]*x[:, 1] + W1[:, 2]*x[:, 2] + b1[:, 0])
-        _t1 = numpy.tanh(W1[:, 3]*x[:, 0] + W1[:, 4]*x[:, 1] + W1[:, 5]*x[:, 2] + b1[:, 1])
-        _t2 = numpy.tanh(W1[:, 6]*x[:, 0] + W1[:, 7]*x[:, 1] + W1[:, 8]*x[:, 2] + b1[:, 2])
-        _t3 = numpy.tanh(W1[:, 9]*x[:, 0] + W1[:, 10]*x[:, 1] + W1[:, 11]*x[:, 2] + b1[:, 3])
-        _t4 = numpy.tanh(W1[:, 12]*x[:, 0] + W1[:, 13]*x[:, 1] + W1[:, 14]*x[:, 2] + b1[:, 4])
-        _t5 = numpy.tanh(W1[:, 15]*x[:, 0] + W1[:, 16]*x[:, 1] + W1[:, 17]*x[:, 2] + b1[:, 5])
-        _t6 = numpy.tanh(W1[:, 18]*x[:, 0] + W1[:, 19]*x[:, 1] + W1[:, 20]*x[:, 2] + b1[:, 6])
-        _t7 = numpy.tanh(W1[:, 21]*x[:, 0] + W1[:, 22]*x[:, 1] + W1[:, 23]*x[:, 2] + b1[:, 7])
+        _t0 = numpy.tanh(W1[:, 0, 0]*x[:, 0] + W1[:, 0, 1]*x[:, 1] + W1[:, 0, 2]*x[:, 2] + b1[:, 0])
+        _t1 = numpy.tanh(W1[:, 1, 0]*x[:, 0] + W1[:, 1, 1]*x[:, 1] + W1[:, 1, 2]*x[:, 2] + b1[:, 1])
+        _t2 = numpy.tanh(W1[:, 2, 0]*x[:, 0] + W1[:, 2, 1]*x[:, 1] + W1[:, 2, 2]*x[:, 2] + b1[:, 2])
+        _t3 = numpy.tanh(W1[:, 3, 0]*x[:, 0] + W1[:, 3, 1]*x[:, 1] + W1[:, 3, 2]*x[:, 2] + b1[:, 3])
+        _t4 = numpy.tanh(W1[:, 4, 0]*x[:, 0] + W1[:, 4, 1]*x[:, 1] + W1[:, 4, 2]*x[:, 2] + b1[:, 4])
+        _t5 = numpy.tanh(W1[:, 5, 0]*x[:, 0] + W1[:, 5, 1]*x[:, 1] + W1[:, 5, 2]*x[:, 2] + b1[:, 5])
+        _t6 = numpy.tanh(W1[:, 6, 0]*x[:, 0] + W1[:, 6, 1]*x[:, 1] + W1[:, 6, 2]*x[:, 2] + b1[:, 6])
+        _t7 = numpy.tanh(W1[:, 7, 0]*x[:, 0] + W1[:, 7, 1]*x[:, 1] + W1[:, 7, 2]*x[:, 2] + b1[:, 7])
         _t8 = 1 - _t0**2
-        _t9 = W2[:, 0]*_t8
+        _t9 = W2[:, 0, 0]*_t8
         _t10 = 1 - _t1**2
-        _t11 = W2[:, 1]*_t10
+        _t11 = W2[:, 0, 1]*_t10
         _t12 = 1 - _t2**2
-        _t13 = W2[:, 2]*_t12
+        _t13 = W2[:, 0, 2]*_t12
         _t14 = 1 - _t3**2
-        _t15 = W2[:, 3]*_t14
+        _t15 = W2[:, 0, 3]*_t14
         _t16 = 1 - _t4**2
-        _t17 = W2[:, 4]*_t16
+        _t17 = W2[:, 0, 4]*_t16
         _t18 = 1 - _t5**2
-        _t19 = W2[:, 5]*_t18
+        _t19 = W2[:, 0, 5]*_t18
         _t20 = 1 - _t6**2
-        _t21 = W2[:, 6]*_t20
+        _t21 = W2[:, 0, 6]*_t20
         _t22 = 1 - _t7**2
-        _t23 = W2[:, 7]*_t22
-        _t24 = W2[:, 8]*_t8
-        _t25 = W2[:, 9]*_t10
-        _t26 = W2[:, 10]*_t12
-        _t27 = W2[:, 11]*_t14
-        _t28 = W2[:, 12]*_t16
-        _t29 = W2[:, 13]*_t18
-        _t30 = W2[:, 14]*_t20
-        _t31 = W2[:, 15]*_t22
-        _f0[:, _f0_at[0]] = W2[:, 0]*_t0 + W2[:, 1]*_t1 + W2[:, 2]*_t2 + W2[:, 3]*_t3 + W2[:, 4]*_t4 + W2[:, 5]*_t5 + W2[:, 6]*_t6 + W2[:, 7]*_t7 + b2[:, 0]  # [0]
-        _f0[:, _f0_at[1]] = W2[:, 8]*_t0 + W2[:, 9]*_t1 + W2[:, 10]*_t2 + W2[:, 11]*_t3 + W2[:, 12]*_t4 + W2[:, 13]*_t5 + W2[:, 14]*_t6 + W2[:, 15]*_t7 + b2[:, 1]  # [1]
-        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0]*_t9 + W1[:, 3]*_t11 + W1[:, 6]*_t13 + W1[:, 9]*_t15 + W1[:, 12]*_t17 + W1[:, 15]*_t19 + W1[:, 18]*_t21 + W1[:, 21]*_t23  # [0, 0]
-        _jac0_0[:, _jac0_0_at[1]] = W1[:, 1]*_t9 + W1[:, 4]*_t11 + W1[:, 7]*_t13 + W1[:, 10]*_t15 + W1[:, 13]*_t17 + W1[:, 16]*_t19 + W1[:, 19]*_t21 + W1[:, 22]*_t23  # [0, 1]
-        _jac0_0[:, _jac0_0_at[2]] = W1[:, 2]*_t9 + W1[:, 5]*_t11 + W1[:, 8]*_t13 + W1[:, 11]*_t15 + W1[:, 14]*_t17 + W1[:, 17]*_t19 + W1[:, 20]*_t21 + W1[:, 23]*_t23  # [0, 2]
-        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0]*_t24 + W1[:, 3]*_t25 + W1[:, 6]*_t26 + W1[:, 9]*_t27 + W1[:, 12]*_t28 + W1[:, 15]*_t29 + W1[:, 18]*_t30 + W1[:, 21]*_t31  # [1, 0]
-        _jac0_0[:, _jac0_0_at[4]] = W1[:, 1]*_t24 + W1[:, 4]*_t25 + W1[:, 7]*_t26 + W1[:, 10]*_t27 + W1[:, 13]*_t28 + W1[:, 16]*_t29 + W1[:, 19]*_t30 + W1[:, 22]*_t31  # [1, 1]
-        _jac0_0[:, _jac0_0_at[5]] = W1[:, 2]*_t24 + W1[:, 5]*_t25 + W1[:, 8]*_t26 + W1[:, 11]*_t27 + W1[:, 14]*_t28 + W1[:, 17]*_t29 + W1[:, 20]*_t30 + W1[:, 23]*_t31  # [1, 2]
+        _t23 = W2[:, 0, 7]*_t22
+        _t24 = W2[:, 1, 0]*_t8
+        _t25 = W2[:, 1, 1]*_t10
+        _t26 = W2[:, 1, 2]*_t12
+        _t27 = W2[:, 1, 3]*_t14
+        _t28 = W2[:, 1, 4]*_t16
+        _t29 = W2[:, 1, 5]*_t18
+        _t30 = W2[:, 1, 6]*_t20
+        _t31 = W2[:, 1, 7]*_t22
+        _f0[:, _f0_at[0]] = W2[:, 0, 0]*_t0 + W2[:, 0, 1]*_t1 + W2[:, 0, 2]*_t2 + W2[:, 0, 3]*_t3 + W2[:, 0, 4]*_t4 + W2[:, 0, 5]*_t5 + W2[:, 0, 6]*_t6 + W2[:, 0, 7]*_t7 + b2[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = W2[:, 1, 0]*_t0 + W2[:, 1, 1]*_t1 + W2[:, 1, 2]*_t2 + W2[:, 1, 3]*_t3 + W2[:, 1, 4]*_t4 + W2[:, 1, 5]*_t5 + W2[:, 1, 6]*_t6 + W2[:, 1, 7]*_t7 + b2[:, 1]  # [1]
+        _jac0_0[:, _jac0_0_at[0]] = W1[:, 0, 0]*_t9 + W1[:, 1, 0]*_t11 + W1[:, 2, 0]*_t13 + W1[:, 3, 0]*_t15 + W1[:, 4, 0]*_t17 + W1[:, 5, 0]*_t19 + W1[:, 6, 0]*_t21 + W1[:, 7, 0]*_t23  # [0, 0]
+        _jac0_0[:, _jac0_0_at[1]] = W1[:, 0, 1]*_t9 + W1[:, 1, 1]*_t11 + W1[:, 2, 1]*_t13 + W1[:, 3, 1]*_t15 + W1[:, 4, 1]*_t17 + W1[:, 5, 1]*_t19 + W1[:, 6, 1]*_t21 + W1[:, 7, 1]*_t23  # [0, 1]
+        _jac0_0[:, _jac0_0_at[2]] = W1[:, 0, 2]*_t9 + W1[:, 1, 2]*_t11 + W1[:, 2, 2]*_t13 + W1[:, 3, 2]*_t15 + W1[:, 4, 2]*_t17 + W1[:, 5, 2]*_t19 + W1[:, 6, 2]*_t21 + W1[:, 7, 2]*_t23  # [0, 2]
+        _jac0_0[:, _jac0_0_at[3]] = W1[:, 0, 0]*_t24 + W1[:, 1, 0]*_t25 + W1[:, 2, 0]*_t26 + W1[:, 3, 0]*_t27 + W1[:, 4, 0]*_t28 + W1[:, 5, 0]*_t29 + W1[:, 6, 0]*_t30 + W1[:, 7, 0]*_t31  # [1, 0]
+        _jac0_0[:, _jac0_0_at[4]] = W1[:, 0, 1]*_t24 + W1[:, 1, 1]*_t25 + W1[:, 2, 1]*_t26 + W1[:, 3, 1]*_t27 + W1[:, 4, 1]*_t28 + W1[:, 5, 1]*_t29 + W1[:, 6, 1]*_t30 + W1[:, 7, 1]*_t31  # [1, 1]
+        _jac0_0[:, _jac0_0_at[5]] = W1[:, 0, 2]*_t24 + W1[:, 1, 2]*_t25 + W1[:, 2, 2]*_t26 + W1[:, 3, 2]*_t27 + W1[:, 4, 2]*_t28 + W1[:, 5, 2]*_t29 + W1[:, 6, 2]*_t30 + W1[:, 7, 2]*_t31  # [1, 2]
 
 
 _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE = (
@@ -183,11 +196,12 @@ def _kernel_function_and_jacobian(args, outs, n, num_threads=1):
     _symjac_function_and_jacobian_body(args, outs, _SYMJAC_FUNCTION_AND_JACOBIAN_DENSE)
 
 
-_PACKED = (range(6),) * 2  # the identity table of every buffer
+_IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'e572777b1e56b02a9e8ec6cab62a88dfd7023dfd23666db94c36954858f2101e'
+CONTENT_HASH = 'c4ed2fafee021d47cf7e5b7f396e385c2fe650b29f0c94f7b980ce0defdf78d8'
+FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
 WRT = (0,)
@@ -195,23 +209,26 @@ OUTPUT_SHAPES = ((2,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 269
+PARALLEL_MIN_POINTS = 230
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'jacobian': (False,), 'jacobian_values': (False,), 'function': (False,), 'function_and_jacobian': (False, False)}
-# Flat (C-order) indices of the structural non-zeros of each Jacobian block, in the order
-# jacobian_values() returns them; blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
-NONZEROS = (
-    (0, 1, 2, 3, 4, 5),
-)
+# Per kernel: the core shape of each buffer it writes, and how results nest them.
+LAYOUTS = {'jacobian': (((2, 3),), 0), 'jacobian_values': (((6,),), 0), 'function': (((2,),), 0), 'function_and_jacobian': (((2,), (2, 3)), (0, 1))}
+# Per packed kernel: the full array each buffer's values come from, and its (rows, cols) as a matrix.
+FULL_SHAPES = {'jacobian_values': ((2, 3),)}
+SPARSE_SHAPES = {'jacobian_values': ((2, 3),)}
+# Per packed kernel: the flat (C-order) index of each packed value in its full array;
+# for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
+NONZEROS = {
+    'jacobian_values': (
+        (0, 1, 2, 3, 4, 5),
+    ),
+}
 # ---------------------------------------------------------------------------
 # Call convention: symjac/_calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
-import os
-
-import numpy
-
 _FLOAT = numpy.dtype(numpy.float64)
 
 
@@ -222,91 +239,85 @@ def _size(shape):
     return size
 
 
+def _nest(structure, items):
+    if isinstance(structure, tuple):
+        return tuple(_nest(inner, items) for inner in structure)
+    return items[structure]
+
+
+def _flatten(structure, nested, found):
+    if isinstance(structure, tuple):
+        if not isinstance(nested, (tuple, list)) or len(nested) != len(structure):
+            raise TypeError("out= must have the same (tuple) structure as the result")
+        for inner, item in zip(structure, nested):
+            _flatten(inner, item, found)
+    else:
+        found[structure] = nested
+
+
 class Signature:
-    """Argument names and shapes, differentiated arguments, output shapes."""
+    """What a generated module's kernels take and return.
 
-    __slots__ = ("names", "shapes", "sizes", "wrt", "output_shapes", "output_is_tuple", "wrt_is_tuple",
-                 "nonzeros", "parallel_min_points", "caller_zeroes", "_memo")
+    ``layouts`` maps each kernel to the core shapes of the buffers it writes
+    and its ``structure``: nested tuples of buffer numbers, the way results
+    are handed to the caller (torch.autograd.functional's convention: a tuple
+    level per tuple of outputs or of ``wrt``). Packed kernels also have
+    ``nonzeros`` (flat index of each value) and ``sparse_shapes`` per buffer.
+    """
 
-    def __init__(self, names, shapes, wrt, output_shapes, output_is_tuple, wrt_is_tuple,
-                 nonzeros=None, parallel_min_points=1, caller_zeroes=None):
+    __slots__ = ("names", "shapes", "sizes", "layouts", "nonzeros", "full_shapes", "sparse_shapes",
+                 "parallel_min_points", "caller_zeroes", "_memo")
+
+    def __init__(self, names, shapes, layouts, nonzeros=None, full_shapes=None, sparse_shapes=None,
+                 parallel_min_points=1, caller_zeroes=None):
         self.names = tuple(names)
         self.shapes = tuple(tuple(shape) for shape in shapes)
         self.sizes = tuple(_size(shape) for shape in self.shapes)
-        self.wrt = tuple(wrt)
-        self.output_shapes = tuple(tuple(shape) for shape in output_shapes)
-        self.output_is_tuple = bool(output_is_tuple)
-        self.wrt_is_tuple = bool(wrt_is_tuple)
-        self.nonzeros = nonzeros  # per Jacobian block: flat indices of its structural non-zeros
+        self.layouts = {kind: (tuple(tuple(s) for s in shapes_), structure)
+                        for kind, (shapes_, structure) in layouts.items()}
+        self.nonzeros = dict(nonzeros or {})
+        self.full_shapes = dict(full_shapes or {})
+        self.sparse_shapes = dict(sparse_shapes or {})
         self.parallel_min_points = int(parallel_min_points)
         self.caller_zeroes = dict(caller_zeroes or {})  # kind -> per buffer: must it arrive zeroed?
-        self._memo = {}  # buffer shapes per kind, sparse structure per ("sparse", block)
+        self._memo = {}  # sparse structure per (kind, buffer)
 
-    def sparse_structure(self, block):
-        """(rows, cols, CSR indptr) of a block's non-zeros, computed once."""
-        known = self._memo.get(("sparse", block))
-        if known is None:
-            out_shape, arg_shape = self.blocks()[block]
-            rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[block], dtype=numpy.intp), _size(arg_shape))
-            indptr = numpy.searchsorted(rows, numpy.arange(_size(out_shape) + 1))
-            known = self._memo[("sparse", block)] = (rows, cols, indptr)
-        return known
-
-    def blocks(self):
-        """(output shape, argument shape) of each Jacobian block, in order."""
-        return [(out, self.shapes[j]) for out in self.output_shapes for j in self.wrt]
+    @classmethod
+    def of_module(cls, module):
+        """The signature recorded in a generated module's metadata."""
+        return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
+                   module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
-        known = self._memo.get(kind)
+        return self.layouts[kind][0]
+
+    def gufunc_signature(self, kind):
+        """numpy's generalized-ufunc signature of ``kind``, e.g. ``"(3),(3)->(3,3)"``."""
+        def dims(shape):
+            return "(" + ",".join(map(str, shape)) + ")"
+
+        return ",".join(map(dims, self.shapes)) + "->" + ",".join(map(dims, self.buffer_shapes(kind)))
+
+    def sparse_structure(self, kind, buffer):
+        """(rows, cols, CSR indptr) of a packed buffer's values, computed once."""
+        known = self._memo.get((kind, buffer))
         if known is None:
-            known = self._memo[kind] = self._compute_buffer_shapes(kind)
+            n_rows, n_cols = self.sparse_shapes[kind][buffer]
+            rows, cols = numpy.divmod(numpy.asarray(self.nonzeros[kind][buffer], dtype=numpy.intp), n_cols)
+            indptr = numpy.searchsorted(rows, numpy.arange(n_rows + 1))
+            known = self._memo[(kind, buffer)] = (rows, cols, indptr)
         return known
 
-    def _compute_buffer_shapes(self, kind):
-        shapes = []
-        if kind in ("function", "function_and_jacobian"):
-            shapes += list(self.output_shapes)
-        if kind in ("jacobian", "function_and_jacobian"):
-            shapes += [out + arg for out, arg in self.blocks()]
-        if kind == "jacobian_values":
-            shapes += [(len(indices),) for indices in self.nonzeros]
-        return shapes
-
     def nest(self, kind, items):
-        """Arrange flat per-buffer items as the caller sees them.
-
-        Jacobian blocks follow torch.autograd.functional.jacobian: a tuple of
-        outputs and/or of ``wrt`` arguments gives tuples (of tuples).
-        """
-        items = list(items)
-        if kind == "function":
-            return tuple(items) if self.output_is_tuple else items[0]
-        if kind == "function_and_jacobian":
-            count = len(self.output_shapes)
-            return self.nest("function", items[:count]), self.nest("jacobian", items[count:])
-        # "jacobian" and "jacobian_values": one item per block
-        width = len(self.wrt)
-        rows = [items[i * width:(i + 1) * width] for i in range(len(self.output_shapes))]
-        rows = [tuple(row) if self.wrt_is_tuple else row[0] for row in rows]
-        return tuple(rows) if self.output_is_tuple else rows[0]
+        """Arrange flat per-buffer items as the caller sees them."""
+        return _nest(self.layouts[kind][1], list(items))
 
     def flatten(self, kind, nested):
         """Inverse of :meth:`nest` for a caller-supplied ``out=`` structure."""
-        if kind == "function_and_jacobian":
-            if not isinstance(nested, (tuple, list)) or len(nested) != 2:
-                raise TypeError("out= for function_and_jacobian must be a pair (function_out, jacobian_out)")
-            return self.flatten("function", nested[0]) + self.flatten("jacobian", nested[1])
-        levels = [self.output_is_tuple] + ([self.wrt_is_tuple] if kind in ("jacobian", "jacobian_values") else [])
-        items = [nested]
-        for is_tuple in levels:
-            if is_tuple:
-                if not all(isinstance(item, (tuple, list)) for item in items):
-                    raise TypeError("out= must have the same (tuple) structure as the result")
-                items = [inner for item in items for inner in item]
-        if len(items) != len(self.buffer_shapes(kind)):
-            raise TypeError("out= must have the same (tuple) structure as the result")
-        return items
+        found = {}
+        _flatten(self.layouts[kind][1], nested, found)
+        return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
 def _as_float_array(value, name):
@@ -417,42 +428,42 @@ def call(kernel, signature, kind, args, out=None, num_threads=None):
     return out if out is not None else signature.nest(kind, results)
 
 
-def sparsity_patterns(signature):
-    """Boolean structural non-zero pattern of each Jacobian block, nested like the result."""
+def sparsity_patterns(signature, kind):
+    """Boolean structural non-zero pattern of each buffer of a packed ``kind``,
+    in the full shape, nested like the packed result."""
     patterns = []
-    for indices, (out_shape, arg_shape) in zip(signature.nonzeros, signature.blocks()):
-        pattern = numpy.zeros(out_shape + arg_shape, dtype=bool)
+    for indices, shape in zip(signature.nonzeros[kind], signature.full_shapes[kind]):
+        pattern = numpy.zeros(shape, dtype=bool)
         pattern.reshape(-1)[list(indices)] = True
         patterns.append(pattern)
-    return signature.nest("jacobian", patterns)
+    return signature.nest(kind, patterns)
 
 
-def sparse_matrices(signature, values, format="csr"):
-    """scipy sparse arrays (output size x argument size) from one point's
-    packed values, nested like the Jacobian. scipy is imported only here."""
+def sparse_matrices(signature, kind, values, format="csr"):
+    """scipy sparse arrays (rows x cols, see SPARSE_SHAPES) from one point's
+    packed values of ``kind``, nested like them. scipy is imported only here."""
     import scipy.sparse
 
     if format not in ("csr", "csc", "coo"):
         raise ValueError("format must be 'csr', 'csc' or 'coo', got %r" % (format,))
-    flat = signature.flatten("jacobian_values", values)
     matrices = []
-    for number, (block_values, (out_shape, arg_shape)) in enumerate(zip(flat, signature.blocks())):
+    for number, block_values in enumerate(signature.flatten(kind, values)):
         if block_values.ndim != 1:
             raise ValueError("sparse results are for one point; use the packed values for a batch")
-        rows, cols, indptr = signature.sparse_structure(number)
-        shape = (_size(out_shape), _size(arg_shape))
+        rows, cols, indptr = signature.sparse_structure(kind, number)
+        shape = signature.sparse_shapes[kind][number]
         if format == "csr":  # the values are in row-major order already: no conversion
             matrix = scipy.sparse.csr_array((block_values, cols, indptr), shape=shape)
         else:
             matrix = scipy.sparse.coo_array((block_values, (rows, cols)), shape=shape).asformat(format)
         matrices.append(matrix)
-    return signature.nest("jacobian_values", matrices)
+    return signature.nest(kind, matrices)
 
 # ---------------------------------------------------------------------------
 # Public interface
 # ---------------------------------------------------------------------------
-_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, WRT, OUTPUT_SHAPES, OUTPUT_IS_TUPLE, WRT_IS_TUPLE,
-                       NONZEROS, PARALLEL_MIN_POINTS, CALLER_ZEROES)
+_SIGNATURE = Signature(ARGUMENT_NAMES, ARGUMENT_SHAPES, LAYOUTS, NONZEROS, FULL_SHAPES, SPARSE_SHAPES,
+                       PARALLEL_MIN_POINTS, CALLER_ZEROES)
 
 
 def _general(kind):
@@ -461,8 +472,7 @@ def _general(kind):
 
 # Compiled callables with the single-point fast path, for kernels with one
 # output buffer whose result is not nested in a tuple.
-_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS
-            if not OUTPUT_IS_TUPLE and not (WRT_IS_TUPLE and kind != "function")}
+_ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS}
 
 
 def jacobian(*args, out=None, num_threads=None):
@@ -516,10 +526,10 @@ def function_and_jacobian(*args, out=None, num_threads=None):
 
 
 def sparse_jacobian(*args, format="csr"):
-    """The Jacobian at one point as scipy sparse arrays (needs scipy), nested like jacobian()."""
-    return sparse_matrices(_SIGNATURE, jacobian_values(*args), format)
+    """Jacobian values at one point as scipy sparse arrays (needs scipy), nested like jacobian_values()."""
+    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args), format)
 
 
 def sparsity():
-    """Boolean structural non-zero pattern of the Jacobian, nested like its result."""
-    return sparsity_patterns(_SIGNATURE)
+    """Boolean structural non-zero pattern of jacobian_values(), in the full shape, nested like it."""
+    return sparsity_patterns(_SIGNATURE, "jacobian_values")

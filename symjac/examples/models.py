@@ -14,6 +14,7 @@ from symjac.spec import spec
 from symjac.examples.brusselator import make_brusselator
 from symjac.examples.lorenz import lorenz
 from symjac.examples.mlp import N_HIDDEN, N_IN, N_OUT, make_mlp_with_constant_weights, mlp
+from symjac.examples.objectives import lennard_jones, rosenbrock
 from symjac.examples.rober import rober
 from symjac.examples.vanderpol import vanderpol
 
@@ -26,8 +27,13 @@ brusselator = spec(u=2 * BRUSSELATOR_POINTS, p=3, wrt="u", name="brusselator")(m
 mlp = spec(x=N_IN, W1=(N_HIDDEN, N_IN), b1=N_HIDDEN, W2=(N_OUT, N_HIDDEN), b2=N_OUT, wrt="x")(mlp)
 mlp_constant = spec(x=N_IN, wrt="x", name="mlp_constant")(make_mlp_with_constant_weights(seed=0))
 
-# (model function, generated module name) for the regression tests
+lennard_jones = spec(x=9, kind="hessian", name="lennard_jones_hessian")(lennard_jones)
+rosenbrock = spec(x=6, kind="gradient", name="rosenbrock_gradient")(rosenbrock)
+
+# generated module name -> model function, for the regression tests: Jacobians ...
 DECLARED = {name: function for name, function in [
     ("rober", rober), ("lorenz", lorenz), ("vanderpol", vanderpol),
     ("brusselator", brusselator), ("mlp", mlp), ("mlp_constant", mlp_constant),
 ]}
+# ... and other derivative kinds
+DECLARED_DERIVATIVES = {"lennard_jones_hessian": lennard_jones, "rosenbrock_gradient": rosenbrock}
