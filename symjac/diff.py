@@ -8,6 +8,11 @@ the sparsity pattern is the set of (output, input) pairs kept. Derivatives of
 shared subexpressions are computed once (see ``_Differentiator``), so the work
 grows with the size of the expression DAG, not of its unfolded trees.
 
+A :class:`Derivative` of any order (:func:`second_derivative` gives Hessian
+blocks, differentiating only the lower triangle) turns back into a traced
+function with :meth:`Derivative.as_traced`, so it can be differentiated or
+transformed again (``derivatives.py``): a derivative is a function.
+
 Derivatives are taken almost everywhere: the Dirac deltas that sympy returns
 for ``sign`` and ``heaviside`` are dropped (they are zero away from a point of
 measure zero, and numpy's functions are flat there too).

@@ -126,11 +126,15 @@ class DriverContext:
 
 @dataclass(frozen=True)
 class StatementContext:
-    """One line of a chunk function: ``[const double ]target = text;  /* comment */``."""
+    """One statement of a chunk function: a local temporary (``name``), a
+    temporary shared through the scratch array (``slot``), or entry ``entry``
+    of output ``buffer`` (with the element's index as ``comment``)."""
 
-    target: str
-    declare: bool
     text: str
+    name: str = ""
+    slot: int | None = None
+    buffer: str = ""
+    entry: int = 0
     comment: str = ""
 
 
@@ -229,6 +233,7 @@ def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
 
 def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict) -> ChunkContext:
     chunks = chunk(program)
+    # shared temporaries print as scratch slots; the templates spell the statements
     printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in chunks.slots.items()}})
     functions = []
     for number, run in enumerate(chunks.runs):
@@ -236,14 +241,13 @@ def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict
         for statement in run:
             if statement[0] == "temporary":
                 _, symbol, expr = statement
-                shared = symbol in chunks.slots
-                target = f"_t[{chunks.slots[symbol]}]" if shared else symbol.name
-                statements.append(StatementContext(target, not shared, printer.doprint(expr)))
+                statements.append(StatementContext(printer.doprint(expr), name=symbol.name,
+                                                   slot=chunks.slots.get(symbol)))
             else:
                 _, b, flat, expr = statement
                 buffer = program.buffers[b]
-                statements.append(StatementContext(f"{buffer.name}[{buffer.name}_at[{entry_of[(b, flat)]}]]", False,
-                                                   printer.doprint(expr), _multi_index(flat, buffer.shape)))
+                statements.append(StatementContext(printer.doprint(expr), buffer=buffer.name, entry=entry_of[(b, flat)],
+                                                   comment=_multi_index(flat, buffer.shape)))
         functions.append((f"_symjac_{program.kind}_chunk{number}", tuple(statements)))
     return ChunkContext(tuple(functions), tuple(tuple(r) for r in chunks.files), len(chunks.slots))
 
