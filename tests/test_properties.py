@@ -374,3 +374,42 @@ def test_fixed_functions_render_identically_twice(name, compiled):
                  for _ in range(2)}
         assert len(texts) == 1
         assert texts == {compiled[name, backend].source}
+
+
+# ---------------------------------------------------------------------------
+# every derivative kind on random smooth programs (numpy backend), vs oracles
+
+
+def _scalar(function):
+    def objective(x):
+        return np.sum(function(x) ** 2) / 2.0
+
+    return objective
+
+
+@settings(max_examples=25)
+@given(function=random_functions, x=points, v=points)
+def test_every_kind_matches_its_oracle_on_random_programs(function, x, v):
+    point, v = np.array(x), np.array(v)
+    J = complex_step_jacobian(function, [point], 0)
+    assume(np.all(np.isfinite(J)) and np.abs(J).max() < 1e6)
+    objective = _scalar(function)
+    scale = max(1.0, np.abs(J).max())
+    u = np.linspace(-1.0, 1.0, J.shape[0])
+    jvp = symjac.jvp(function, x=_SIZE, backend="numpy")
+    vjp = symjac.vjp(function, x=_SIZE, backend="numpy")
+    np.testing.assert_allclose(jvp(point, v), J @ v, rtol=1e-9, atol=1e-9 * scale * max(1.0, np.abs(v).max()))
+    np.testing.assert_allclose(vjp(point, u), u @ J, rtol=1e-9, atol=1e-9 * scale)
+    gradient = symjac.gradient(objective, x=_SIZE, backend="numpy")
+    exact_gradient = complex_step_jacobian(objective, [point], 0)
+    np.testing.assert_allclose(gradient(point), exact_gradient, rtol=1e-9,
+                               atol=1e-9 * max(1.0, np.abs(exact_gradient).max()))
+    hessian = symjac.hessian(objective, x=_SIZE, backend="numpy")
+    H = hessian(point)
+    np.testing.assert_array_equal(H, H.T)  # symmetric by construction, exactly
+    h = 1e-5  # central differences of the complex-step gradient: an oracle independent of symjac
+    numeric = np.array([(complex_step_jacobian(objective, [point + h * e], 0)
+                         - complex_step_jacobian(objective, [point - h * e], 0)) / (2 * h) for e in np.eye(_SIZE)])
+    assume(np.all(np.isfinite(numeric)))
+    np.testing.assert_allclose(H, numeric, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(numeric).max()))
+    assert not (hessian.sparsity == False)[H != 0].any()  # noqa: E712 - the pattern covers every non-zero
