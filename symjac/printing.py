@@ -7,8 +7,8 @@ printers with a few methods overridden), never from pasting strings:
   the symbols are named (C: ``y[1]``, ``W[1][0]``; numpy: ``y[:, 1]``,
   ``W[:, 1, 0]``, see ``backends.py``);
 - floats print as the shortest text that round-trips the same double;
-- small integer powers print as parenthesised products (``(x*x)``), not
-  ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
+- integer powers up to the 8th print as parenthesised products (``(x*x)``),
+  not ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
   printing, which takes a Pow to bind tighter than ``*`` and ``/``;
 - ``strict`` printing refuses anything it cannot print exactly.
 """
@@ -56,6 +56,20 @@ class _KernelPrinting:
         return text
 
 
+# Integer powers up to this exponent print as products: without -ffast-math
+# C compilers keep pow(x, 6) a libm call, several times slower than products.
+MAX_PRODUCT_POWER = 8
+
+
+def _power_product(factor: str, n: int) -> str:
+    """``factor`` to the ``n``-th power as products: ``x*x*x*x`` up to 4, then by
+    squaring (``(x*x*x)*(x*x*x)``; the compiler computes the repeated half once)."""
+    if n <= 4:
+        return "*".join([factor] * n)
+    half = _power_product(factor, n // 2)
+    return f"({half})*({half})" + (f"*{factor}" if n % 2 else "")
+
+
 class CPrinter(_KernelPrinting, C99CodePrinter):
     """C99 printer for kernel bodies."""
 
@@ -69,9 +83,9 @@ class CPrinter(_KernelPrinting, C99CodePrinter):
 
     def _print_Pow(self, expr):
         base, exponent = expr.args
-        if exponent.is_Integer and 2 <= abs(int(exponent)) <= 4:
+        if exponent.is_Integer and 2 <= abs(int(exponent)) <= MAX_PRODUCT_POWER:
             factor = self.parenthesize(base, sympy.printing.precedence.PRECEDENCE["Mul"] + 1)
-            product = "*".join([factor] * abs(int(exponent)))
+            product = _power_product(factor, abs(int(exponent)))
             return f"({product})" if exponent > 0 else f"(1.0/({product}))"
         if exponent == -1:
             return f"(1.0/{self.parenthesize(base, sympy.printing.precedence.PRECEDENCE['Mul'] + 1)})"

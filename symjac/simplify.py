@@ -24,6 +24,7 @@ import sympy
 
 from .diff import Derivative
 from .kinds import FIRST_ORDER_KINDS, KernelSpec, Packing, kernel_spec
+from .printing import MAX_PRODUCT_POWER
 
 __all__ = ["Buffer", "Chunks", "KINDS", "Program", "chunk", "count_operations", "needs_chunks", "simplify", "simplify_spec"]
 
@@ -160,7 +161,7 @@ def _inline_trivial(temporaries, results):
 
 def _is_small_power(node) -> bool:
     """Powers the printers expand into products (see printing.CPrinter)."""
-    return node.is_Pow and node.exp.is_Integer and 2 <= abs(int(node.exp)) <= 4
+    return node.is_Pow and node.exp.is_Integer and 2 <= abs(int(node.exp)) <= MAX_PRODUCT_POWER
 
 
 def _hoist_power_bases(temporaries, results):

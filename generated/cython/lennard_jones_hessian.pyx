@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2bb1da6090f67230ef11a404caac09991265f38df3c7f5078b7f96a530290b87
+symjac-content-hash: 6c8bd7714afb901252a7034cad4a954b31cb819601d73f3331897142be0d4685
 """
 
 import os
@@ -56,27 +56,27 @@ cdef extern from *:
         const double _t1 = -x[1] + x[4];
         const double _t2 = -x[2] + x[5];
         const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
-        const double _t4 = pow(_t3, -8);
+        const double _t4 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
         const double _t5 = 2*x[3];
         const double _t6 = 2*x[0];
         const double _t7 = -_t5 + _t6;
-        const double _t8 = 48/pow(_t3, 5);
+        const double _t8 = 48/((_t3*_t3)*(_t3*_t3)*_t3);
         const double _t9 = 336*_t4*_t7 - 2*_t7*_t8;
         const double _t10 = 24/(_t3*_t3*_t3*_t3);
-        const double _t11 = 48/pow(_t3, 7);
+        const double _t11 = 48/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3);
         const double _t12 = -_t10 + _t11;
         const double _t13 = _t0*_t9 + _t12;
         const double _t14 = -x[0] + x[6];
         const double _t15 = -x[1] + x[7];
         const double _t16 = -x[2] + x[8];
         const double _t17 = (_t14*_t14) + (_t15*_t15) + (_t16*_t16);
-        const double _t18 = pow(_t17, -8);
+        const double _t18 = (1.0/((_t17*_t17*_t17*_t17)*(_t17*_t17*_t17*_t17)));
         const double _t19 = -2*x[6];
         const double _t20 = _t19 + _t6;
-        const double _t21 = 48/pow(_t17, 5);
+        const double _t21 = 48/((_t17*_t17)*(_t17*_t17)*_t17);
         const double _t22 = 336*_t18*_t20 - 2*_t20*_t21;
         const double _t23 = 24/(_t17*_t17*_t17*_t17);
-        const double _t24 = 48/pow(_t17, 7);
+        const double _t24 = 48/((_t17*_t17*_t17)*(_t17*_t17*_t17)*_t17);
         const double _t25 = -_t23 + _t24;
         const double _t26 = _t14*_t22 + _t25;
         const double _t27 = _t1*_t9;
@@ -116,13 +116,13 @@ cdef extern from *:
         const double _t61 = -x[4] + x[7];
         const double _t62 = -x[5] + x[8];
         const double _t63 = (_t60*_t60) + (_t61*_t61) + (_t62*_t62);
-        const double _t64 = pow(_t63, -8);
+        const double _t64 = (1.0/((_t63*_t63*_t63*_t63)*(_t63*_t63*_t63*_t63)));
         const double _t65 = _t19 + _t5;
-        const double _t66 = 48/pow(_t63, 5);
+        const double _t66 = 48/((_t63*_t63)*(_t63*_t63)*_t63);
         const double _t67 = 336*_t64*_t65 - 2*_t65*_t66;
         const double _t68 = _t60*_t67;
         const double _t69 = -336*_t4*_t7 + 2*_t7*_t8;
-        const double _t70 = 48/pow(_t63, 7);
+        const double _t70 = 48/((_t63*_t63*_t63)*(_t63*_t63*_t63)*_t63);
         const double _t71 = 24/(_t63*_t63*_t63*_t63);
         const double _t72 = -_t70 + _t71;
         const double _t73 = _t10 - _t11 + _t72;
@@ -458,7 +458,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2bb1da6090f67230ef11a404caac09991265f38df3c7f5078b7f96a530290b87'
+CONTENT_HASH = '6c8bd7714afb901252a7034cad4a954b31cb819601d73f3331897142be0d4685'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
