@@ -42,6 +42,18 @@ def _function_of(traced: Traced, wrt: tuple[int, ...], name: str, outputs, outpu
     return Derivative(function, tuple(wrt), (), 0, False)
 
 
+def _shaped_like(traced: Traced, wrt, flat: list) -> list[np.ndarray]:
+    """Split expressions over the concatenated ``wrt`` arguments into one array per argument."""
+    arrays, start = [], 0
+    for j in wrt:
+        argument = traced.arguments[j]
+        values = np.empty(argument.size, dtype=object)
+        values[:] = flat[start:start + argument.size]
+        arrays.append(values.reshape(argument.shape))
+        start += argument.size
+    return arrays
+
+
 def _fresh_name(base: str, taken) -> str:
     name, number = base, 2
     while name in taken:
@@ -64,12 +76,7 @@ def gradient(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
                          f"shape(s) {', '.join(map(str, traced.output_shapes))} (use symjac.jacobian or symjac.vjp)")
     symbols = [symbol for j in wrt for symbol in traced.arguments[j].symbols.flat]
     flat = vjp_expressions([traced.outputs[0].flat[0]], [sympy.S.One], symbols)
-    outputs, start = [], 0
-    for j in wrt:
-        argument = traced.arguments[j]
-        outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
-        start += argument.size
-    return _function_of(traced, wrt, traced.function_name, outputs, wrt_is_tuple)
+    return _function_of(traced, wrt, traced.function_name, _shaped_like(traced, wrt, flat), wrt_is_tuple)
 
 
 def jvp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
@@ -108,12 +115,8 @@ def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
     seeds = [symbol for argument in cotangents for symbol in argument.symbols.flat]
     symbols = [symbol for j in wrt for symbol in traced.arguments[j].symbols.flat]
     flat = vjp_expressions(exprs, seeds, symbols)
-    outputs, start = [], 0
-    for j in wrt:
-        argument = traced.arguments[j]
-        outputs.append(np.array(flat[start:start + argument.size], dtype=object).reshape(argument.shape))
-        start += argument.size
-    return _function_of(traced, wrt, traced.function_name, outputs, wrt_is_tuple, tuple(cotangents))
+    return _function_of(traced, wrt, traced.function_name, _shaped_like(traced, wrt, flat), wrt_is_tuple,
+                        tuple(cotangents))
 
 
 # what -> (transformation, kernel kinds it is compiled with, title)
