@@ -364,7 +364,7 @@ def test_tuple_outputs_and_several_arguments_give_one_block_each():
     traced = trace(f, 2, 2)
     y0, y1 = _symbols(traced, 0)
     k0, k1 = _symbols(traced, 1)
-    derivative = differentiate(traced, (0, 1))
+    derivative = differentiate(traced, (0, 1), wrt_is_tuple=True)
     assert derivative.wrt == (0, 1)
     assert [(b.output, b.argument, b.shape) for b in derivative.blocks] == [
         (0, 0, (2,)), (0, 1, (2,)), (1, 0, (2, 2)), (1, 1, (2, 2)),
