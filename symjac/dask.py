@@ -232,7 +232,7 @@ def call(compiled, kind, args, out=None, num_threads=None):
 
 
 def chunk_points(compiled, *args, kind=None, target_seconds=TARGET_SECONDS, max_bytes=128 * 2**20,
-                 sample_points=20_000, num_threads=1):
+                 sample_points=1000, num_threads=1):
     """Points per chunk so that one task takes about ``target_seconds``.
 
     ``args`` are the call's arguments at one point (or a batch: its first
