@@ -16,12 +16,13 @@ import time
 import numpy as np
 import pytest
 
-dask = pytest.importorskip("dask")  # the test extra installs it: these never skip in CI
-da = pytest.importorskip("dask.array")
+import dask  # the test extra installs dask, distributed and zarr: these tests never skip
+import dask.array as da
+import distributed
 
-import symjac  # noqa: E402
-import symjac.dask  # noqa: E402
-from shipping import K_ROBER, calls, rober, flat, invoke, objects, pair_jacobian, sample_arguments  # noqa: E402
+import symjac
+import symjac.dask
+from shipping import K_ROBER, calls, flat, invoke, objects, pair_jacobian, rober, sample_arguments
 
 TIMEOUT = 180
 
@@ -208,7 +209,6 @@ def test_out_of_core_reduction_example_writes_exact_results_to_zarr(tmp_path):
 
 @pytest.fixture(scope="module")
 def client():
-    distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, death_timeout=60) as cluster:
         with distributed.Client(cluster, timeout=60) as client:
@@ -236,10 +236,8 @@ def test_local_cluster_computes_a_jacobian_reduction(client):
 
 
 def _compute(client, *arrays):
-    from distributed import wait
-
     futures = client.compute(list(arrays))
-    wait(futures, timeout=TIMEOUT)
+    distributed.wait(futures, timeout=TIMEOUT)
     return client.gather(futures)
 
 
@@ -271,7 +269,6 @@ def test_a_killed_worker_costs_a_retry_not_a_wrong_block(client):
 
 
 def test_a_worker_without_a_compiler_reports_a_build_error(tmp_path):
-    distributed = pytest.importorskip("distributed")
     jac = objects("cython")["jacobian"]
     env = {"CC": "/nonexistent/cc", "SYMJAC_CACHE_DIR": str(tmp_path / "empty-cache")}
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
