@@ -18,6 +18,7 @@ and compile commands.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import logging
@@ -125,11 +126,17 @@ def load_compiled(source: Source, options: BuildOptions) -> types.ModuleType:
 
 
 def execute(source: Source, options: BuildOptions | None = None) -> types.ModuleType:
-    """Run a pure-Python (numpy backend) source in a fresh module object."""
+    """Run a pure-Python (numpy backend) source in a fresh module object,
+    once per process and source (an unpickled object reuses it)."""
+    key = "numpy:" + hashlib.sha256(source.text.encode()).hexdigest()  # of the text that runs
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
     module = types.ModuleType(f"_symjac_numpy_{source.content_hash[:16]}")
     code = compile(source.text, f"<symjac numpy module {source.content_hash[:16]}>", "exec")
     exec(code, module.__dict__)
-    return module
+    with _loaded_lock:
+        return _loaded.setdefault(key, module)
 
 
 def load(source: Source, options: BuildOptions | None = None) -> types.ModuleType:

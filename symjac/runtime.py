@@ -17,20 +17,36 @@ receiving process's cache, or builds it there once (see ``build.py``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cached_property
 
 import numpy as np
 
 from . import _calling
 from .build import BuildOptions, load
+from .errors import BuildError
 from .render import Source
 
 __all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
 
 
 def _restore(cls, source, options):
-    """Unpickle: load (or build) the module of ``source`` in this process."""
-    return cls(load(source, options), source, options)
+    """Unpickle: load (or build) the module of ``source`` in this process.
+
+    A process that cannot build it (no C compiler, no Python headers) gets a
+    :class:`~symjac.BuildError` that says so and keeps the compiler's command
+    and log; a ``backend="numpy"`` object needs no compiler anywhere.
+    """
+    try:
+        module = load(source, options)
+    except BuildError as error:
+        raise BuildError(
+            f"cannot build the unpickled {cls.TITLE.lower()} ({source.backend} backend, "
+            f"{source.content_hash[:12]}) in this process: {error.args[0].splitlines()[0]}. "
+            "Install a C compiler and the Python headers where it is unpickled, ship a module "
+            "built by 'symjac codegen', or build it with backend='numpy', which needs no compiler",
+            command=error.command, log=error.log) from error
+    return cls(module, source, options)
 
 
 class Compiled:
@@ -80,6 +96,10 @@ class Compiled:
         return self._call(self.KIND, args, out, num_threads)
 
     def _call(self, kind, args, out=None, num_threads=None):
+        if any(hasattr(arg, "__dask_graph__") for arg in args):  # a lazy call on Dask arrays
+            from . import dask
+
+            return dask.call(self, kind, args, out, num_threads)
         return _calling.call(self._kernel(kind), self.signature, kind, args, out, num_threads)
 
     def _kernel(self, kind):
@@ -102,7 +122,10 @@ class Compiled:
         return self.derivative
 
     def __reduce__(self):
-        return _restore, (self._public_class, self._source, self._options)
+        # The cache directory is this process's business: the receiving
+        # process uses its own (SYMJAC_CACHE_DIR or the user's cache).
+        options = replace(self._options, cache_dir=None)
+        return _restore, (self._public_class, self._source, options)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
