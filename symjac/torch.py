@@ -240,6 +240,7 @@ class TorchFunction:
         self.argument_names = self.signature.names
         self.wrt = op.compiled.wrt
         self.op = op.op
+        self.op_name = op.qualname  # "symjac::<kind>_<hash>": torch.ops.symjac.<kind>_<hash>
         self.title = title
         self.__doc__ = f"{title} of {op.traced.function_name} as a torch operator ({op.qualname})."
 
