@@ -63,8 +63,23 @@ def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
     return result if dtype == torch.float64 else result.to(dtype)
 
 
+def _broadcast(batches, names, what):
+    """The broadcast of the arguments' batch shapes (plain ints; SymInts in fake mode use torch's)."""
+    result = []
+    for batch in batches:
+        if len(batch) > len(result):
+            result = [1] * (len(batch) - len(result)) + result
+        for position, extent in enumerate(batch, len(result) - len(batch)):
+            if extent != 1 and result[position] not in (1, extent):
+                shown = ", ".join(f"{name} {b}" for name, b in zip(names, batches))
+                raise ValueError(f"batch dimensions of the arguments of {what} do not broadcast together: {shown}")
+            if extent != 1:
+                result[position] = extent
+    return tuple(result)
+
+
 def _check_tensors(args, names, shapes, what):
-    """Validate call arguments; returns their common dtype. Errors name the argument."""
+    """Validate call arguments; returns their common dtype and batch shapes. Errors name the argument."""
     if len(args) != len(names):
         raise TypeError(f"{what} takes {len(names)} arguments ({', '.join(names)}), got {len(args)}")
     dtype = first = None
@@ -86,17 +101,12 @@ def _check_tensors(args, names, shapes, what):
         elif value.dtype != dtype:
             raise TypeError(f"argument {name!r} of {what} is {value.dtype} but {first!r} is {dtype}: mixed float32 "
                             "and float64 arguments; convert them to one dtype")
-        core = len(shape)
-        if value.dim() < core or tuple(value.shape[value.dim() - core:]) != tuple(shape):
-            raise ValueError(f"argument {name!r} of {what} must have trailing shape {tuple(shape)} (leading "
+        core, ndim = len(shape), value.dim()
+        if ndim < core or tuple(value.shape[ndim - core:]) != shape:
+            raise ValueError(f"argument {name!r} of {what} must have trailing shape {shape} (leading "
                              f"dimensions are batch dimensions), got shape {tuple(value.shape)}")
-        batches.append(tuple(value.shape[:value.dim() - core]))
-    try:
-        batch = torch.broadcast_shapes(*batches)
-    except RuntimeError:
-        shown = ", ".join(f"{name} {batch}" for name, batch in zip(names, batches))
-        raise ValueError(f"batch dimensions of the arguments of {what} do not broadcast together: {shown}") from None
-    return dtype, tuple(batch)
+        batches.append(tuple(value.shape[:ndim - core]))
+    return dtype, batches
 
 
 class _Op:
@@ -134,14 +144,15 @@ class _Op:
         self.op.register_vmap(self._vmap)
 
     def _impl(self, *args):
-        dtype, _ = _check_tensors(args, self.names, self.shapes, self.qualname)
+        dtype, _ = _check_tensors(args, self.names, self.shapes, self.qualname)  # cheap; calls may bypass the wrapper
         results = self._run(*map(_numpy, args), num_threads=torch.get_num_threads())
         flat = self.compiled.signature.flatten(self.kind, results)
         tensors = tuple(_tensor(array, dtype) for array in flat)
         return tensors[0] if len(tensors) == 1 else tensors
 
     def _fake(self, *args):
-        dtype, batch = _check_tensors(args, self.names, self.shapes, self.qualname)
+        dtype, batches = _check_tensors(args, self.names, self.shapes, self.qualname)
+        batch = tuple(torch.broadcast_shapes(*batches))  # SymInts under torch.compile(dynamic=True)
         tensors = tuple(args[0].new_empty(batch + shape, dtype=dtype) for shape in self.buffer_shapes)
         return tensors[0] if len(tensors) == 1 else tensors
 
@@ -178,12 +189,15 @@ class _Op:
             if grad is None:
                 batch = torch.broadcast_shapes(*(x.shape[:x.dim() - len(s)] for x, s in zip(inputs, self.shapes)))
                 grad = inputs[0].new_zeros(tuple(batch) + shape)
-            cotangents.append(grad.to(dtype))
+            elif grad.dtype != dtype:
+                grad = grad.to(dtype)
+            cotangents.append(grad)
         backward = self.backward_op()
         results = backward.op(*inputs, *cotangents)
         if not isinstance(results, (tuple, list)):
             results = (results,)
-        return tuple(result.sum_to_size(x.shape) if need else None
+        # a broadcast argument's gradient is summed over the batch dimensions it was broadcast along
+        return tuple((result if result.shape == x.shape else result.sum_to_size(x.shape)) if need else None
                      for result, x, need in zip(results, inputs, needs))
 
     def backward_op(self) -> "_Op":
@@ -249,7 +263,8 @@ class TorchFunction:
         return self._op.backward_op().compiled
 
     def __call__(self, *args):
-        _check_tensors(args, self._op.names, self._op.shapes, f"symjac.torch.{self.title}")
+        what = f"symjac.torch.{self.title}"
+        _broadcast(_check_tensors(args, self._op.names, self._op.shapes, what)[1], self._op.names, what)
         try:
             result = self._op(*args)
         except RuntimeError as error:
