@@ -28,7 +28,7 @@ import torch
 import symjac.torch
 
 
-def decoder_np(h, W1, b1, W2, b2):
+def decoder(h, W1, b1, W2, b2):
     return W2 @ np.tanh(W1 @ h + b1) + b2
 
 
@@ -64,7 +64,7 @@ def row_loop(h, W1, b1, W2, b2):
 
 def make_symjac(k, m, native=False):
     start = time.perf_counter()
-    jac = symjac.torch.jacobian(decoder_np, h=k, W1=(m, k), b1=m, W2=(k, m), b2=k, wrt="h", native=native)
+    jac = symjac.torch.jacobian(decoder, h=k, W1=(m, k), b1=m, W2=(k, m), b2=k, wrt="h", native=native)
     return jac, time.perf_counter() - start
 
 
