@@ -172,7 +172,7 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--arg", action="append", metavar="NAME=SHAPE", help="shape of an argument: 3, 2x3 or (); repeat per argument")
     gen.add_argument("--wrt", metavar="NAME[,NAME...]", help="arguments to differentiate (default: the first)")
     gen.add_argument("--kind", metavar="KIND[,KIND...]",
-                     help="derivatives to generate, one module each: jacobian, hessian, gradient, jvp, vjp "
+                     help="derivatives to generate, one module each: jacobian, hessian, gradient, jvp, vjp, function "
                      "(default: as declared with @symjac.spec, else jacobian)")
     gen.add_argument("--backend", choices=tuple(BACKENDS), default="cython", help="module kind (default: cython)")
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")

@@ -7,6 +7,7 @@ arguments, and returns a :class:`~symjac.diff.Derivative` that ``simplify``
 compiles with the kernel kinds it names. Nothing here touches ``trace.py``.
 
     what        derivative                               kernel kinds       mode
+    function    f itself (order 0)                       function           -
     jacobian    d f / d wrt                              jacobian (+ ...)   forward
     hessian     d2 f / d wrt d wrt                       hessian            reverse for scalar outputs, then forward
     gradient    a function: d f / d wrt, f scalar        function           reverse
@@ -31,7 +32,7 @@ from .errors import ShapeError
 from .reverse import vjp_expressions
 from .trace import Argument, Traced, make_symbols
 
-__all__ = ["DERIVATIVES", "gradient", "hessian", "jacobian", "jvp", "vjp"]
+__all__ = ["DERIVATIVES", "function", "gradient", "hessian", "jacobian", "jvp", "vjp"]
 
 
 def _function_of(traced: Traced, wrt: tuple[int, ...], name: str, outputs, output_is_tuple: bool,
@@ -59,6 +60,11 @@ def _fresh_name(base: str, taken) -> str:
     while name in taken:
         name, number = f"{base}{number}", number + 1
     return name
+
+
+def function(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
+    """The function itself, compiled as a kernel of its own (order 0)."""
+    return _function_of(traced, wrt, traced.function_name, traced.outputs, traced.output_is_tuple)
 
 
 def jacobian(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
@@ -121,6 +127,7 @@ def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
 
 # what -> (transformation, kernel kinds it is compiled with, title)
 DERIVATIVES = {
+    "function": (function, ("function",), "Function"),
     "jacobian": (jacobian, ("jacobian",), "Jacobian"),
     "hessian": (hessian, ("hessian",), "Hessian"),
     "gradient": (gradient, ("function",), "Gradient"),
