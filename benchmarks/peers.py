@@ -333,7 +333,8 @@ def peer_hand_c(problem, opts):
     if len(program.buffers) != 1:
         raise Skip("more than one Jacobian block")
     arguments = derivative.traced.arguments
-    printer = CPrinter(symbol_names(arguments, "{name}[{flat}]"))
+    shapes = {a.name: a.shape for a in arguments}  # flat pointers here: W[1, 0] prints as W[3]
+    printer = CPrinter(symbol_names(arguments, lambda name, index: f"{name}[{np.ravel_multi_index(index, shapes[name]) if index else 0}]"))
     buffer = program.buffers[0]
     size = buffer.size
     signature = ", ".join(f"const double *restrict {a.name}__all, long {a.name}__stride" for a in arguments)

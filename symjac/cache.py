@@ -145,7 +145,11 @@ def extension_for(root: Path, key: str, build: Callable[[Path], Path]) -> Path:
         log.debug("cache hit %s", entry)
         return extension
     log.debug("cache miss %s", entry)
-    workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    try:
+        workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    except OSError as error:
+        raise CacheError(f"cannot build in the symjac cache directory {root} ({error}); "
+                         "make it writable or set SYMJAC_CACHE_DIR") from None
     try:
         built = build(workdir)
         manifest = {"key": key, "file": built.name, "sha256": _file_sha256(built)}
