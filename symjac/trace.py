@@ -180,4 +180,9 @@ def _output_values(value) -> np.ndarray:
             raise TracingError(
                 f"output element {list(index)} is {item!r} (a {type(item).__name__}), not a number or expression"
             )
+        if item.has(sympy.zoo, sympy.nan):  # complex infinity or an undefined constant: no real value
+            raise TracingError(
+                f"output element {list(index)} is {item}: a division by a constant zero (or another undefined "
+                "constant) was traced; guard it with np.where or change the constant"
+            )
     return values

@@ -170,3 +170,8 @@ def test_build_error_carries_command_and_log(tmp_path, monkeypatch):
     assert info.value.command is not None
     assert "Cython" in str(info.value)
     assert info.value.log  # the compiler's own output is kept
+
+
+def test_division_by_a_constant_zero_is_a_tracing_error():
+    with pytest.raises(symjac.TracingError, match="division by a constant zero"):
+        symjac.jacobian(lambda x: x / 0.0, 2, backend="numpy")
