@@ -2,7 +2,7 @@
 
 - trust-constr with 500 variables, given the sparse Hessian of a Lagrangian
   (σ∇²f + Σλᵢ∇²gᵢ, σ and λ runtime parameters), checked against the KKT
-  conditions and against a solve that never sees a Hessian;
+  conditions (an oracle independent of the solver and of symjac's Hessian);
 - cyipopt's triplet layout: hessianstructure()/hessian() from indices()/values();
 - a Newton–Krylov solve of the 2-D Brusselator steady state with 10,368
   unknowns, whose linear systems gmres solves through jac.linear_operator.
@@ -63,14 +63,10 @@ def test_trust_constr_with_the_sparse_hessian_of_a_lagrangian():
     numeric = np.array([(g(x + 1e-6 * e) + J.sparse(x + 1e-6 * e).T @ lam
                          - g(x - 1e-6 * e) - J.sparse(x - 1e-6 * e).T @ lam) / 2e-6 for e in np.eye(N)[:20]])
     np.testing.assert_allclose(full[:20], numeric, rtol=1e-6, atol=1e-4)
-    # the same optimum without second derivatives (quasi-Newton)
-    plain = scipy.optimize.minimize(objective, x0, jac=g, hess=scipy.optimize.BFGS(), method="trust-constr",
-                                    constraints=[scipy.optimize.NonlinearConstraint(
-                                        constraints, -np.inf, 1.5, jac=lambda x: J.sparse(x),
-                                        hess=scipy.optimize.BFGS())],
-                                    options={"gtol": 1e-9, "xtol": 1e-12, "maxiter": 3000})
-    np.testing.assert_allclose(x, plain.x, atol=1e-5)
-    assert result.nit < plain.nit  # exact Hessians pay off
+    # the other KKT conditions: dual feasibility and complementary slackness
+    assert np.all(lam >= -1e-8)
+    assert np.abs(lam * (constraints(x) - 1.5)).max() < 1e-6
+    assert (constraints(x) > 1.5 - 1e-6).any() and (constraints(x) < 1.5 - 1e-3).any()  # some active, some not
     assert H.values(x, 1.0, nonzero_lam).shape == (len(rows),)
 
 
