@@ -133,11 +133,13 @@ def _discard(path: Path, root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def extension_for(root: Path, key: str, build: Callable[[Path], Path]) -> Path:
-    """The verified extension of entry ``key`` under ``root``, built first if
-    it is missing or damaged: ``build(workdir)`` compiles into ``workdir`` (a
-    fresh private directory) and returns the extension's path there."""
-    entry = root / key[:32]
+def extension_for(root: Path, key: str, build: Callable[[Path], Path], prefix: str = "") -> Path:
+    """The verified file of entry ``key`` under ``root``, built first if it
+    is missing or damaged: ``build(workdir)`` writes into ``workdir`` (a
+    fresh private directory) and returns the file's path there. Entries are
+    named ``prefix + key[:32]``: no prefix for a model's kernels, ``runtime-``
+    for the kernel runtime, ``source-`` for rendered sources."""
+    entry = root / (prefix + key[:32])
     if entry.exists() or entry.is_symlink():
         _refuse_if_shared(entry)
     extension = verified_extension(entry) if entry.exists() else None
