@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import BuildError, CacheError
 
-__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "extension_for", "private_dir", "verified_extension"]
+__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "extension_for", "private_dir", "verified_extension"]
 
 log = logging.getLogger("symjac.build")
 
@@ -96,6 +96,15 @@ def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
         if entry.is_dir() and not entry.name.startswith("."):
             entries.append((entry, sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())))
     return entries
+
+
+def entry_kind(entry: Path) -> str:
+    """"model" (a model's kernels), "runtime" (the shared kernel runtime) or
+    "source" (the rendered source of a traced program), by the entry's name."""
+    for prefix in ("runtime", "source"):
+        if entry.name.startswith(prefix + "-"):
+            return prefix
+    return "model"
 
 
 def clear_cache(root: Path | None = None) -> int:
