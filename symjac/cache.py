@@ -159,6 +159,7 @@ def extension_for(root: Path, key: str, build: Callable[[Path], Path], prefix: s
     workdir = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
         built = build(workdir)
+        os.chmod(built, built.stat().st_mode & ~0o022)  # private whatever the umask
         manifest = {"key": key, "file": built.name, "sha256": _file_sha256(built)}
         (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     except BaseException:
