@@ -3,7 +3,10 @@
 Read by ``render.py`` (template, printer, how an argument element is
 written, whether large kernels are split into C files), ``build.py`` (how a
 source becomes a module) and the command line (the names). Adding a backend
-is one :data:`BACKENDS` entry, a template and a printer.
+is one :data:`BACKENDS` entry, a template and a printer. A backend may also
+name a kernel-library template and loader: the Python API then renders and
+loads that (for "cython": plain C run by the shared kernel runtime), while
+standalone modules (``symjac codegen``) keep the full template.
 """
 
 from __future__ import annotations

@@ -3,10 +3,16 @@
 Takes a :class:`~symjac.render.Source`; returns a module, consumed by
 ``runtime.py``. How a source becomes a module is its backend's business
 (``backends.py``): numpy sources are executed in a fresh module object (no
-compiler, no disk); Cython sources are compiled by ``toolchain.py`` into an
-extension kept in the build cache (``cache.py``) and loaded by path with
-importlib (never via ``sys.path`` or ``chdir``). A module is loaded once per
-process and key.
+compiler, no disk); the Cython backend's sources for the Python API are
+*kernel libraries* (:func:`load_kernels`): one plain C file per model,
+compiled by the C compiler alone (no Cython, no Python headers) into a shared
+library kept in the build cache (``cache.py``), opened by the *kernel
+runtime* (:func:`kernel_runtime`): one Cython extension, built on first use
+and cached under its own key (its text, compiler, Python, Cython, numpy),
+that checks buffers, releases the GIL and holds the single-point fast path
+for every model. Full Cython modules (``load_compiled``) are still built the
+old way. Extensions are loaded by path with importlib (never via
+``sys.path`` or ``chdir``); a module is loaded once per process and key.
 
 The cache key hashes everything that can change the built file: the source
 text and C parts, the compiler command, its version and flags, Python version

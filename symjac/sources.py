@@ -65,6 +65,20 @@ def _settings() -> dict:
         name: getattr(render, name) for name in ("INLINE_OPERATIONS", "PARALLEL_MIN_OPERATIONS")}
 
 
+def _leaf(node) -> str:
+    """An exact, process-independent token for a leaf: ``srepr``'s content,
+    spelled directly for the common leaves (``srepr`` is slow on thousands)."""
+    if node.is_Symbol and type(node) is sympy.Symbol:
+        return f"Symbol({node.name!r}, {sorted(node.assumptions0.items())})"
+    if node.is_Integer:
+        return f"Integer({node.p})"
+    if node.is_Rational:
+        return f"Rational({node.p}, {node.q})"
+    if node.is_Float:
+        return f"Float({node._mpf_!r}, {node._prec})"
+    return sympy.srepr(node)
+
+
 def _update_with_program(digest, outputs) -> None:
     """Feed the expression DAG of ``outputs`` to ``digest``: each distinct
     node once, as its class and the numbers of its arguments; leaves as
@@ -85,7 +99,7 @@ def _update_with_program(digest, outputs) -> None:
                 kind = type(node)
                 token = f"{kind.__module__}.{kind.__qualname__}({','.join(str(numbers[a]) for a in node.args)})"
             else:
-                token = sympy.srepr(node)
+                token = _leaf(node)
             numbers[node] = len(numbers)
             digest.update(token.encode() + b"\n")
         return numbers[root]
