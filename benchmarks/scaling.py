@@ -184,7 +184,7 @@ def worker(model: str, size: int, ops_max: int, verify_max: int) -> None:
     if derivative.nonzeros <= ops_max:
         emit({"start": "count_ops (before CSE, not a pipeline stage)"})
         started = time.perf_counter()
-        before = count_operations(expr for row in derivative.blocks for block in row for _, expr in block.entries)
+        before = count_operations(expr for block in derivative.blocks for _, expr in block.entries)
         emit({"ops_before": before, "ops_seconds": time.perf_counter() - started})
     program = stage("simplify", lambda: simplify(derivative, "jacobian"))
     emit({"temporaries": len(program.temporaries)})
