@@ -2,6 +2,12 @@
 
     trace -> differentiate (derivatives.py) -> simplify -> render -> build -> runtime
 
+For compiled backends, the rendered source of each traced program is kept in
+the build cache (``sources.py``): when the traced program was built before,
+differentiate, simplify and render are skipped and the derivative object
+computes its symbolic derivative only when asked (``.derivative``,
+``.traced()``).
+
 :func:`generate` runs the symbolic half and rendering (shared with the codegen
 command); :func:`jacobian`, :func:`hessian`, :func:`gradient`, :func:`jvp` and
 :func:`vjp` add building and wrap the module for calling. The first argument
@@ -18,6 +24,7 @@ from dataclasses import dataclass
 
 from .backends import BACKENDS
 from .build import BuildOptions, load
+from .cache import cache_dir, private_dir
 from .derivatives import DERIVATIVES
 from .diff import Derivative
 from .errors import ShapeError
@@ -25,6 +32,7 @@ from .progress import Reporter
 from .render import Source, render
 from .runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
 from .kinds import kernel_spec
+from .sources import cached_source, source_key, store_source
 from .simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, KINDS, Program, count_operations, simplify
 from .toolchain import compiler_works
 from .trace import Traced, trace
@@ -93,13 +101,25 @@ def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="
     ``what`` names the derivative (see ``derivatives.py``); ``kinds`` the
     kernels to compile, by default the ones that derivative needs."""
     reporter = reporter or Reporter(enabled=False)
-    transform, default_kinds, title = DERIVATIVES[what]
+    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes, wrt, reporter)
+    return _generate_traced(traced, indices, wrt_is_tuple, backend=backend, kinds=kinds, what=what,
+                            reporter=reporter, standalone=standalone)
+
+
+def _trace_stage(function, shapes, named_shapes, wrt, reporter):
     with reporter.stage("traced") as report:
         traced = as_traced(function, shapes, named_shapes)
         indices, wrt_is_tuple = resolve_wrt(traced, wrt)
         inputs = sum(a.size for a in traced.arguments)
         outputs = sum(output.size for output in traced.outputs)
         report.append(f"{outputs} outputs, {inputs} inputs")
+    return traced, indices, wrt_is_tuple
+
+
+def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
+    """The stages after tracing: differentiate, simplify, render."""
+    transform, default_kinds, title = DERIVATIVES[what]
+    outputs = sum(output.size for output in traced.outputs)
     with reporter.stage("differentiated") as report:
         derivative = transform(traced, indices, wrt_is_tuple)
         columns = sum(traced.arguments[j].size for j in indices)
@@ -142,12 +162,31 @@ def _choose_backend(backend):
 def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, flags, native, verbose) -> Compiled:
     backend = _choose_backend(backend)
     reporter = Reporter(enabled=bool(verbose))
-    generated = generate(function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds, what=what,
-                         reporter=reporter)
     options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
+    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes, wrt, reporter)
+    transform, default_kinds, _ = DERIVATIVES[what]
+    kinds = tuple(kinds or default_kinds)
+    # Compiled backends keep the rendered source of each traced program in
+    # the build cache (sources.py): a hit skips differentiate, simplify and
+    # render; the derivative is then computed only if someone asks for it.
+    remembered = BACKENDS[backend].compiled
+    source = derivative = key = root = None
+    if remembered:
+        with reporter.stage("looked up") as report:
+            root = private_dir(options.cache_dir or cache_dir())
+            key = source_key(traced, indices, wrt_is_tuple, what, kinds, backend)
+            source = cached_source(root, key)
+            report.append("rendered source found in the cache" if source else "not built before")
+    if source is None:
+        generated = _generate_traced(traced, indices, wrt_is_tuple, backend=backend, kinds=kinds, what=what,
+                                     reporter=reporter, standalone=False)
+        source, derivative = generated.source, generated.derivative
     with reporter.stage("compiled" if BACKENDS[backend].compiled else "loaded"):
-        module = load(generated.source, options)
-    return cls(module, generated.source, options, generated.derivative)
+        module = load(source, options)
+    if remembered and derivative is not None:
+        store_source(root, key, source)
+    derive = None if derivative is not None else (lambda: transform(traced, indices, wrt_is_tuple))
+    return cls(module, source, options, derivative, derive=derive)
 
 
 _COMMON_DOCS = """

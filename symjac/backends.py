@@ -3,7 +3,10 @@
 Read by ``render.py`` (template, printer, how an argument element is
 written, whether large kernels are split into C files), ``build.py`` (how a
 source becomes a module) and the command line (the names). Adding a backend
-is one :data:`BACKENDS` entry, a template and a printer.
+is one :data:`BACKENDS` entry, a template and a printer. A backend may also
+name a kernel-library template and loader: the Python API then renders and
+loads that (for "cython": plain C run by the shared kernel runtime), while
+standalone modules (``symjac codegen``) keep the full template.
 """
 
 from __future__ import annotations
@@ -36,15 +39,20 @@ class Backend:
     chunks: bool  # large programs become chunk functions in separate C files
     compiled: bool  # needs a C compiler
     loader: str  # the function of build.py that turns a Source into a module
+    # For the Python API (not standalone): a kernel library template and the
+    # build.py function that loads such a library (None: always the module).
+    kernel_template: str | None = None
+    kernel_loader: str | None = None
 
     def load(self, source, options):
         from . import build
 
-        return getattr(build, self.loader)(source, options)
+        return getattr(build, self.kernel_loader if source.is_library else self.loader)(source, options)
 
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
-    Backend("cython", "cython_module.pyx.j2", ".pyx", CPrinter, _c_element, True, True, "load_compiled"),
+    Backend("cython", "cython_module.pyx.j2", ".pyx", CPrinter, _c_element, True, True, "load_compiled",
+            "c_kernels.c.j2", "load_kernels"),
     Backend("numpy", "numpy_module.py.j2", ".py", NumpyPrinter, _numpy_element, False, False, "execute"),
 )}
 

@@ -3,10 +3,16 @@
 Takes a :class:`~symjac.render.Source`; returns a module, consumed by
 ``runtime.py``. How a source becomes a module is its backend's business
 (``backends.py``): numpy sources are executed in a fresh module object (no
-compiler, no disk); Cython sources are compiled by ``toolchain.py`` into an
-extension kept in the build cache (``cache.py``) and loaded by path with
-importlib (never via ``sys.path`` or ``chdir``). A module is loaded once per
-process and key.
+compiler, no disk); the Cython backend's sources for the Python API are
+*kernel libraries* (:func:`load_kernels`): one plain C file per model,
+compiled by the C compiler alone (no Cython, no Python headers) into a shared
+library kept in the build cache (``cache.py``), opened by the *kernel
+runtime* (:func:`kernel_runtime`): one Cython extension, built on first use
+and cached under its own key (its text, compiler, Python, Cython, numpy),
+that checks buffers, releases the GIL and holds the single-point fast path
+for every model. Full Cython modules (``load_compiled``) are still built the
+old way. Extensions are loaded by path with importlib (never via
+``sys.path`` or ``chdir``); a module is loaded once per process and key.
 
 The cache key hashes everything that can change the built file: the source
 text and C parts, the compiler command, its version and flags, Python version
@@ -33,7 +39,7 @@ from pathlib import Path
 from . import __version__, cache, toolchain
 from .cache import cache_dir, cache_entries, clear_cache, verified_extension  # noqa: F401 - re-exported
 from .errors import BuildError
-from .render import Source
+from .render import Source, runtime_source
 from .toolchain import compiler_works  # noqa: F401 - re-exported
 
 __all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_works", "load"]
@@ -60,9 +66,11 @@ class BuildOptions:
     openmp: bool = True
     cache_dir: Path | None = None
 
-    def compiler_flags(self) -> tuple[str, ...]:
+    def compiler_flags(self, openmp: bool | None = None) -> tuple[str, ...]:
+        """The flags to compile with; ``openmp=True`` adds ``-fopenmp`` (when
+        asked for) without first probing the compiler for it."""
         extra = ("-march=native",) if self.native else ()
-        if self.openmp and toolchain.openmp_works():
+        if self.openmp and (openmp if openmp is not None else toolchain.openmp_works()):
             extra += ("-fopenmp",)
         return tuple(self.flags) + extra
 
@@ -73,6 +81,7 @@ def cache_key(source: Source, options: BuildOptions) -> str:
     return cache.cache_key({
         "source": source.text,
         "parts": [list(part) for part in source.parts],
+        "metadata": source.metadata,
         "flags": list(options.flags),
         "native": options.native,
         "openmp": options.openmp,
@@ -121,6 +130,89 @@ def load_compiled(source: Source, options: BuildOptions) -> types.ModuleType:
         return toolchain.compile_module(source.text, module_name, workdir, options.compiler_flags(), source.parts)
 
     module = _import_by_path(module_name, cache.extension_for(root, key, compile_into))
+    with _loaded_lock:
+        return _loaded.setdefault(key, module)
+
+
+# The kernel runtime is compiled with these flags whatever a model's flags
+# are: it holds argument checks and loops over pointers, no arithmetic that
+# -ffast-math or -march could change.
+RUNTIME_FLAGS = ("-O2",)
+
+
+def runtime_key() -> str:
+    """The key of the kernel runtime: its text and everything that builds it."""
+    command = toolchain.compiler_command()
+    return cache.cache_key({
+        "runtime": runtime_source(),
+        "flags": list(RUNTIME_FLAGS),
+        "compiler": command,
+        "compiler_version": toolchain.compiler_identity(tuple(command)),
+        "python": sys.version,
+        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
+        "platform": sysconfig.get_platform(),
+        "cython": toolchain.cython_version(),
+        "numpy": importlib.metadata.version("numpy"),
+        "symjac": __version__,
+    })
+
+
+def kernel_runtime(root: Path) -> types.ModuleType:
+    """The kernel runtime extension (templates/kernel_runtime.pyx.j2), built
+    on first use into the cache entry ``runtime-<key>`` and shared by every
+    model built with the same toolchain."""
+    key = runtime_key()
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+    module_name = f"_symjac_runtime_{key[:32]}"
+
+    def compile_into(workdir: Path) -> Path:
+        return toolchain.compile_runtime(runtime_source(), module_name, workdir, RUNTIME_FLAGS)
+
+    module = _import_by_path(module_name, cache.extension_for(root, key, compile_into, prefix="runtime-"))
+    with _loaded_lock:
+        return _loaded.setdefault(key, module)
+
+
+def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
+    """Compile a kernel library (or find it in the cache), open it with the
+    kernel runtime and return a module object like a generated Cython
+    module's: the metadata, ``KERNELS``, ``POINT_KINDS``, ``make_entry``."""
+    _enable_debug_log()
+    root = cache.private_dir(options.cache_dir or cache_dir())  # refused even when loaded already
+    key = cache_key(source, options)
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+    name = f"_symjac_{key[:32]}"
+
+    def compile_into(workdir: Path) -> Path:
+        # Try -fopenmp first: probing the compiler for it costs a compile and
+        # a link, every process. Only when that fails is the probe asked
+        # whether to build without it (the outcome depends on the compiler
+        # alone, which the key names).
+        try:
+            return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=True),
+                                             source.parts)
+        except BuildError:
+            if not options.openmp or toolchain.openmp_works():
+                raise
+        return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=False), source.parts)
+
+    path = cache.extension_for(root, key, compile_into)
+    runtime = kernel_runtime(root)
+    try:
+        model = runtime.Model(str(path))
+    except ImportError as error:
+        raise BuildError(f"loading the kernel library {path} failed: {error}") from error
+    module = types.ModuleType(name, f"Kernels of {source.content_hash[:16]}, run by symjac's kernel runtime.")
+    module.__file__ = str(path)
+    namespace = module.__dict__
+    namespace["_nonzero_tables"] = lambda: model.nonzeros
+    exec(compile(source.metadata, f"<symjac metadata {source.content_hash[:16]}>", "exec"), namespace)
+    del namespace["_nonzero_tables"]
+    namespace.update(MODEL=model, KERNELS=model.kernels, POINT_KINDS=model.point_kinds, make_entry=model.make_entry)
     with _loaded_lock:
         return _loaded.setdefault(key, module)
 

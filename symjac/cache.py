@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import BuildError, CacheError
 
-__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "extension_for", "private_dir", "verified_extension"]
+__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "extension_for", "private_dir", "verified_extension"]
 
 log = logging.getLogger("symjac.build")
 
@@ -98,6 +98,15 @@ def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
     return entries
 
 
+def entry_kind(entry: Path) -> str:
+    """"model" (a model's kernels), "runtime" (the shared kernel runtime) or
+    "source" (the rendered source of a traced program), by the entry's name."""
+    for prefix in ("runtime", "source"):
+        if entry.name.startswith(prefix + "-"):
+            return prefix
+    return "model"
+
+
 def clear_cache(root: Path | None = None) -> int:
     """Remove every entry (and leftover temporary directory); return how many entries went."""
     root = root or cache_dir()
@@ -133,11 +142,13 @@ def _discard(path: Path, root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def extension_for(root: Path, key: str, build: Callable[[Path], Path]) -> Path:
-    """The verified extension of entry ``key`` under ``root``, built first if
-    it is missing or damaged: ``build(workdir)`` compiles into ``workdir`` (a
-    fresh private directory) and returns the extension's path there."""
-    entry = root / key[:32]
+def extension_for(root: Path, key: str, build: Callable[[Path], Path], prefix: str = "") -> Path:
+    """The verified file of entry ``key`` under ``root``, built first if it
+    is missing or damaged: ``build(workdir)`` writes into ``workdir`` (a
+    fresh private directory) and returns the file's path there. Entries are
+    named ``prefix + key[:32]``: no prefix for a model's kernels, ``runtime-``
+    for the kernel runtime, ``source-`` for rendered sources."""
+    entry = root / (prefix + key[:32])
     if entry.exists() or entry.is_symlink():
         _refuse_if_shared(entry)
     extension = verified_extension(entry) if entry.exists() else None
@@ -152,6 +163,7 @@ def extension_for(root: Path, key: str, build: Callable[[Path], Path]) -> Path:
                          "make it writable or set SYMJAC_CACHE_DIR") from None
     try:
         built = build(workdir)
+        os.chmod(built, built.stat().st_mode & ~0o022)  # private whatever the umask
         manifest = {"key": key, "file": built.name, "sha256": _file_sha256(built)}
         (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     except BaseException:

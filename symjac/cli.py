@@ -148,12 +148,15 @@ def cache(args) -> int:
     from . import build
 
     root = build.cache_dir()
-    if args.action == "clear":
-        print(f"removed {build.clear_cache(root)} entries from {root}")
-        return 0
     entries = build.cache_entries(root)
+    kinds = [build.cache.entry_kind(path) for path, _ in entries]
+    others = f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s))"
+    if args.action == "clear":
+        build.clear_cache(root)
+        print(f"removed {kinds.count('model')} entries {others} from {root}")
+        return 0
     total = sum(size for _, size in entries)
-    print(f"cache directory: {root}\nentries: {len(entries)}\nsize: {total / 2**20:.1f} MiB")
+    print(f"cache directory: {root}\nentries: {kinds.count('model')} {others}\nsize: {total / 2**20:.1f} MiB")
     return 0
 
 

@@ -41,7 +41,7 @@ from .names import InvalidNameError, check_identifier
 from .printing import symbol_names
 from .simplify import Program, chunk, needs_chunks
 
-__all__ = ["BACKENDS", "ModuleContext", "Source", "render", "template_dir"]
+__all__ = ["BACKENDS", "ModuleContext", "Source", "render", "runtime_source", "template_dir"]
 
 # Bodies with more operations than this are compiled once, not inlined into
 # each driver: compile time matters more than an indirect store there.
@@ -60,10 +60,17 @@ class Source:
     content_hash: str
     kinds: tuple[str, ...]
     parts: tuple[tuple[str, str], ...] = ()  # extra C files: (name suffix, text)
+    # A kernel library (C text, loaded by the shared kernel runtime) carries
+    # its module metadata here, as Python text; a full module has it inline.
+    metadata: str = ""
+
+    @property
+    def is_library(self) -> bool:
+        return bool(self.metadata)
 
     @property
     def suffix(self) -> str:
-        return get_backend(self.backend).suffix
+        return ".c" if self.is_library else get_backend(self.backend).suffix
 
     def __str__(self) -> str:
         return self.text
@@ -428,7 +435,9 @@ def render(
         version=__version__, backend=backend, standalone=standalone, alias=alias,
     )
     max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
-    template = _environment().get_template(chosen.template)
+    library = not standalone and chosen.kernel_template is not None
+    template = _environment().get_template(chosen.kernel_template if library else chosen.template)
+    index_type = "ptrdiff_t" if library else "Py_ssize_t"
 
     def context(content_hash: str) -> ModuleContext:
         return ModuleContext(
@@ -449,7 +458,7 @@ def render(
     chunk_template = _environment().get_template("c_chunks.c.j2")
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", chunk_template.render(
-            header=header, kernel=kernel, arguments=context("").arguments,
+            header=header, kernel=kernel, arguments=context("").arguments, idx=index_type,
             functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)
@@ -457,5 +466,14 @@ def render(
     digest = hashlib.sha256(text_with("").encode())
     for name, text in parts:
         digest.update(f"\0{name}\0{text}".encode())
+    if library:
+        digest.update(b"\0metadata\0" + context("").metadata.encode())
     content_hash = digest.hexdigest()
-    return Source(backend, text_with(content_hash), content_hash, header.kinds, parts)
+    return Source(backend, text_with(content_hash), content_hash, header.kinds, parts,
+                  context(content_hash).metadata if library else "")
+
+
+@lru_cache(maxsize=1)
+def runtime_source() -> str:
+    """The Cython text of the kernel runtime (the same for every model)."""
+    return _environment().get_template("kernel_runtime.pyx.j2").render()

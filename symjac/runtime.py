@@ -60,12 +60,13 @@ class Compiled:
     KIND = "function"
     TITLE = "Function"
 
-    def __init__(self, module, source: Source, options: BuildOptions, derivative=None) -> None:
+    def __init__(self, module, source: Source, options: BuildOptions, derivative=None, derive=None) -> None:
+        self._derivative = derivative
+        self._derive = derive  # computes the derivative on first access when built from a cached source
         self._module = module
         self._kernels = module.KERNELS
         self._source = source
         self._options = options
-        self.derivative = derivative  # the symbolic derivative (diff.Derivative), or None once unpickled
         self.signature = _calling.Signature.of_module(module)
         self.source = source.text
         self.backend = source.backend
@@ -83,6 +84,18 @@ class Compiled:
             entry = module.make_entry(self.KIND, self._general)
             self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
                                                                     "__module__": __name__})
+
+    @property
+    def derivative(self):
+        """The symbolic derivative (``diff.Derivative``); computed on first
+        access when the module came from a cached source; None once unpickled."""
+        if self._derivative is None and self._derive is not None:
+            self._derivative, self._derive = self._derive(), None
+        return self._derivative
+
+    @derivative.setter
+    def derivative(self, value):
+        self._derivative, self._derive = value, None
 
     @property
     def gufunc_signature(self) -> str:

@@ -1,7 +1,8 @@
 """The C toolchain: find the compiler, translate Cython, compile and link.
 
-Used by ``build.py`` (cached builds) and ``codegen.py`` (in-place builds of
-standalone modules). Nothing here knows about the cache: a build is
+Used by ``build.py`` (cached builds: kernel libraries, plain C compiled by
+the C compiler alone, and the one kernel runtime extension that runs them)
+and ``codegen.py`` (in-place builds of standalone Cython modules). Nothing here knows about the cache: a build is
 "source text in, extension file out" in a directory the caller owns. Compiler
 failures raise :class:`~symjac.BuildError` carrying the command and the
 compiler's whole output.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from .errors import BuildError
 
-__all__ = ["compile_module", "compiler_command", "compiler_identity", "compiler_works", "cython_version",
+__all__ = ["compile_kernels", "compile_module", "compile_runtime", "compiler_command", "compiler_identity", "compiler_works", "cython_version",
            "extension_suffix", "openmp_works"]
 
 log = logging.getLogger("symjac.build")
@@ -130,8 +131,13 @@ def part_flags(flags, parts) -> tuple[str, ...]:
 
 def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
     """Compile C files (in parallel, one process per core) and link them
-    into a Python extension module. The first file is Cython's output; the
-    others, if any, are kernel chunk files compiled with ``parts_flags``."""
+    into a shared object: a Python extension module or a kernel library. The
+    first file is the main one; the others, if any, are kernel chunk files
+    compiled with ``parts_flags``."""
+    _compile_and_link(c_files, extension, flags, parts_flags)
+
+
+def _compile_and_link(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
     link = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
     include = f"-I{sysconfig.get_paths()['include']}"
     numpy_include = [f"-I{numpy_include_dir()}", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
@@ -153,6 +159,38 @@ def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=N
 
 def extension_suffix() -> str:
     return sysconfig.get_config_var("EXT_SUFFIX")
+
+
+def compile_kernels(text: str, name: str, workdir: Path, flags, parts=()) -> Path:
+    """A kernel library (plain C ``text`` plus C ``parts``) -> ``NAME.so``
+    built in ``workdir`` with the C compiler alone: no Cython."""
+    workdir = workdir.resolve()
+    c_file = workdir / f"{name}.c"
+    library = workdir / f"{name}.so"
+    c_file.write_text(text)
+    part_files = []
+    for suffix, part_text in parts:
+        part_files.append(workdir / f"{name}{suffix}")
+        part_files[-1].write_text(part_text)
+    started = time.perf_counter()
+    compile_extension([c_file, *part_files], library, flags, part_flags(flags, parts))
+    log.debug("built %s in %.2f s", name, time.perf_counter() - started)
+    return library
+
+
+def compile_runtime(text: str, module_name: str, workdir: Path, flags) -> Path:
+    """The kernel runtime (Cython ``text``) -> extension ``module_name`` in
+    ``workdir``: built once per machine and toolchain, not once per model."""
+    workdir = workdir.resolve()
+    pyx = workdir / f"{module_name}.pyx"
+    c_file = workdir / f"{module_name}.c"
+    extension = workdir / f"{module_name}{extension_suffix()}"
+    pyx.write_text(text)
+    started = time.perf_counter()
+    cythonize(pyx, c_file, module_name)
+    _compile_and_link([c_file], extension, flags)
+    log.debug("built the kernel runtime %s in %.2f s", module_name, time.perf_counter() - started)
+    return extension
 
 
 def compile_module(text: str, module_name: str, workdir: Path, flags, parts=()) -> Path:

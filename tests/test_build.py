@@ -21,7 +21,9 @@ def lorenz(u, p):
 
 
 def _entries(cache: Path):
-    return sorted(path for path in cache.iterdir() if not path.name.startswith("."))
+    """The cache's model entries: not the shared kernel runtime (runtime-...)
+    nor the rendered sources of traced programs (source-...)."""
+    return sorted(path for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-")))
 
 
 def test_second_process_loads_from_cache_without_compiling(tmp_path):

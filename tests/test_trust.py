@@ -91,7 +91,9 @@ def jac_heavy():
 
 
 def _entries(cache: Path):
-    return sorted(path.name for path in cache.iterdir() if not path.name.startswith("."))
+    """The cache's model entries: not the shared kernel runtime (runtime-...)
+    nor the rendered sources of traced programs (source-...)."""
+    return sorted(path.name for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-")))
 
 
 def _extensions_under(path: Path):

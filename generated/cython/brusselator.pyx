@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0d96e96ec981446fd18b1d7d72c632b9416ee6ac47b029f6ea967a32f98296e7
+symjac-content-hash: dfd78e678790ae22d378d43a936d1073f3e969de20993f905561f27102fb8bc6
 """
 
 import os
@@ -45,8 +45,8 @@ cdef extern from *:
     static const Py_ssize_t *_symjac_arg_shapes[2] = {_symjac_shape_0, _symjac_shape_1};
     static const Py_ssize_t _symjac_identity[36] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-    32, 33, 34, 35
+        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+        32, 33, 34, 35
     };
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
@@ -105,8 +105,8 @@ cdef extern from *:
     }
     static const Py_ssize_t _symjac_jacobian_dense0[36] = {
         0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
-        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
-        89, 94, 98, 99
+            44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+            89, 94, 98, 99
     };
 
     /* Jacobian: writes the non-zero entries of every block d output / d argument. */
@@ -117,15 +117,15 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[0] + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -138,14 +138,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -184,14 +184,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -276,8 +276,8 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     };
     static const Py_ssize_t _symjac_function_and_jacobian_dense1[36] = {
         0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
-        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
-        89, 94, 98, 99
+            44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+            89, 94, 98, 99
     };
 
     /* Function and Jacobian in one pass, sharing subexpressions. */
@@ -287,23 +287,23 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[1] + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
 
     static const Py_ssize_t _symjac_jacobian_values_nonzeros0[36] = {  /* NONZEROS of jacobian_values */
         0, 1, 5, 10, 11, 12, 16, 21, 22, 23, 27, 32, 33, 34, 38, 43,
-        44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
-        89, 94, 98, 99
+            44, 49, 50, 55, 56, 61, 65, 66, 67, 72, 76, 77, 78, 83, 87, 88,
+            89, 94, 98, 99
     };
     """
     ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
@@ -488,7 +488,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0d96e96ec981446fd18b1d7d72c632b9416ee6ac47b029f6ea967a32f98296e7'
+CONTENT_HASH = 'dfd78e678790ae22d378d43a936d1073f3e969de20993f905561f27102fb8bc6'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 6c8bd7714afb901252a7034cad4a954b31cb819601d73f3331897142be0d4685
+symjac-content-hash: 3cdf81499ea45823f1d6899f12944d29d6d509d4985b3f7444b27e5d85689de3
 """
 
 import os
@@ -41,11 +41,11 @@ cdef extern from *:
     static const Py_ssize_t *_symjac_arg_shapes[1] = {_symjac_shape_0};
     static const Py_ssize_t _symjac_identity[81] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-    16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-    32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-    48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-    64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-    80
+        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+        48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+        64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
+        80
     };
 
     /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Point body. */
@@ -238,19 +238,19 @@ cdef extern from *:
     }
     static const Py_ssize_t _symjac_hessian_dense0[81] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-        16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-        48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-        64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-        80
+            16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+            32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+            48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
+            64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
+            80
     };
     static const Py_ssize_t _symjac_hessian_slots0[81] = {
         0, 1, 3, 6, 10, 15, 21, 28, 36, 1, 2, 4, 7, 11, 16, 22,
-        29, 37, 3, 4, 5, 8, 12, 17, 23, 30, 38, 6, 7, 8, 9, 13,
-        18, 24, 31, 39, 10, 11, 12, 13, 14, 19, 25, 32, 40, 15, 16, 17,
-        18, 19, 20, 26, 33, 41, 21, 22, 23, 24, 25, 26, 27, 34, 42, 28,
-        29, 30, 31, 32, 33, 34, 35, 43, 36, 37, 38, 39, 40, 41, 42, 43,
-        44
+            29, 37, 3, 4, 5, 8, 12, 17, 23, 30, 38, 6, 7, 8, 9, 13,
+            18, 24, 31, 39, 10, 11, 12, 13, 14, 19, 25, 32, 40, 15, 16, 17,
+            18, 19, 20, 26, 33, 41, 21, 22, 23, 24, 25, 26, 27, 34, 42, 28,
+            29, 30, 31, 32, 33, 34, 35, 43, 36, 37, 38, 39, 40, 41, 42, 43,
+            44
     };
 
     /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. */
@@ -261,14 +261,14 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_hessian_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_hessian_out_sizes[0], _symjac_hessian_dense0);
+    _outs[0] + _i * _symjac_hessian_out_sizes[0], _symjac_hessian_dense0);
         }
         return 0;
     }
@@ -281,22 +281,22 @@ _outs[0] + _i * _symjac_hessian_out_sizes[0], _symjac_hessian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_hessian_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_hessian_values_out_sizes[0], _symjac_hessian_slots0);
+    _outs[0] + _i * _symjac_hessian_values_out_sizes[0], _symjac_hessian_slots0);
         }
         return 0;
     }
 
     static const Py_ssize_t _symjac_hessian_values_nonzeros0[45] = {  /* NONZEROS of hessian_values */
         0, 9, 10, 18, 19, 20, 27, 28, 29, 30, 36, 37, 38, 39, 40, 45,
-        46, 47, 48, 49, 50, 54, 55, 56, 57, 58, 59, 60, 63, 64, 65, 66,
-        67, 68, 69, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80
+            46, 47, 48, 49, 50, 54, 55, 56, 57, 58, 59, 60, 63, 64, 65, 66,
+            67, 68, 69, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80
     };
     """
     ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
@@ -458,7 +458,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '6c8bd7714afb901252a7034cad4a954b31cb819601d73f3331897142be0d4685'
+CONTENT_HASH = '3cdf81499ea45823f1d6899f12944d29d6d509d4985b3f7444b27e5d85689de3'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

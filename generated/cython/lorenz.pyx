@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: a5589b330a00230d1a341d853cf75df204b5ebef8c9892b1c35253be6246d152
+symjac-content-hash: eb7d6d5dadbc23a3a9afc5970700a6fa0c8eb1390277ab4f43dd92ec82361c48
 """
 
 import os
@@ -72,15 +72,15 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[0] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -93,14 +93,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -125,14 +125,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -168,15 +168,15 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[1] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -367,7 +367,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'a5589b330a00230d1a341d853cf75df204b5ebef8c9892b1c35253be6246d152'
+CONTENT_HASH = 'eb7d6d5dadbc23a3a9afc5970700a6fa0c8eb1390277ab4f43dd92ec82361c48'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

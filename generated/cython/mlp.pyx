@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 928a9bd701b753928461f34ba2967d52c58816cd1fee60639c1952ff31ad33f4
+symjac-content-hash: 66978b969cd46d43c1554a6c321f76f945fb67e632b24b2bf86eeed0c6ba0c5b
 """
 
 import os
@@ -108,14 +108,14 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
+    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -128,14 +128,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
+    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -167,14 +167,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
+    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -238,14 +238,14 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
+    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -436,7 +436,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '928a9bd701b753928461f34ba2967d52c58816cd1fee60639c1952ff31ad33f4'
+CONTENT_HASH = '66978b969cd46d43c1554a6c321f76f945fb67e632b24b2bf86eeed0c6ba0c5b'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

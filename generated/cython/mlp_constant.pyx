@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 939b82c9df2a4c4c271fa8a2eed41e8d85b433aeb25a84c257e3e50d7855affb
+symjac-content-hash: 89f1312356cccef56d246044ac89e8e52e92eed2a9fb9bc4bc5bc0dc0c90d03f
 """
 
 import os
@@ -84,14 +84,14 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -104,14 +104,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -143,14 +143,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -198,14 +198,14 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -396,7 +396,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '939b82c9df2a4c4c271fa8a2eed41e8d85b433aeb25a84c257e3e50d7855affb'
+CONTENT_HASH = '89f1312356cccef56d246044ac89e8e52e92eed2a9fb9bc4bc5bc0dc0c90d03f'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 49cd97628e00fbd79d9dec06981c5aa9b85d3c503993961c979fe1710638a8c6
+symjac-content-hash: 37e86643750253afbc1e61ca2b75706809a20ec28edc913efc7e15480fb155fa
 """
 
 import os
@@ -74,15 +74,15 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[0] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -95,14 +95,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -130,14 +130,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -177,15 +177,15 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[1] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -376,7 +376,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '49cd97628e00fbd79d9dec06981c5aa9b85d3c503993961c979fe1710638a8c6'
+CONTENT_HASH = '37e86643750253afbc1e61ca2b75706809a20ec28edc913efc7e15480fb155fa'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 3f22d4f013e5607b8e8fbdff9acfd66b824ef300e3ecc11dc5a6bcb140923009
+symjac-content-hash: 5a0ddc64666e671ea43f31ada6f4d4349fc973e06acfc57efaec34e0089cabaf
 """
 
 import os
@@ -69,14 +69,14 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), 
+    (_args[0] + _i * _arg_strides[0]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -222,7 +222,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '3f22d4f013e5607b8e8fbdff9acfd66b824ef300e3ecc11dc5a6bcb140923009'
+CONTENT_HASH = '5a0ddc64666e671ea43f31ada6f4d4349fc973e06acfc57efaec34e0089cabaf'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)

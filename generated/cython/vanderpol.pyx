@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0ee3548dbb4ec2e33024c5b2007afc6721c4396423081102e8a0d6e478a44958
+symjac-content-hash: 59d188c061d1869e0dbe1f0e71d7dc5129cdfdba84fa574451f297b776feb568
 """
 
 import os
@@ -67,15 +67,15 @@ cdef extern from *:
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[0] + _i * 4, 0, 4 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -88,14 +88,14 @@ _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
         }
         return 0;
     }
@@ -119,14 +119,14 @@ _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
         }
         return 0;
     }
@@ -156,15 +156,15 @@ _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
     {
         Py_ssize_t _i;
         (void)_num_threads;
-#ifdef _OPENMP
+    #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-#endif
+    #endif
         for (_i = 0; _i < _n; ++_i) {
             memset(_outs[1] + _i * 4, 0, 4 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-(_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
 
-_outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -355,7 +355,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0ee3548dbb4ec2e33024c5b2007afc6721c4396423081102e8a0d6e478a44958'
+CONTENT_HASH = '59d188c061d1869e0dbe1f0e71d7dc5129cdfdba84fa574451f297b776feb568'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
