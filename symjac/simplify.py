@@ -164,14 +164,17 @@ def _is_small_power(node) -> bool:
     return node.is_Pow and node.exp.is_Integer and 2 <= abs(int(node.exp)) <= MAX_PRODUCT_POWER
 
 
-def _hoist_power_bases(temporaries, results):
+def _hoist_power_bases(temporaries, results, first: int):
     """Give each non-trivial base of a small integer power its own temporary.
 
     ``tanh(a)**2`` prints as ``tanh(a)*tanh(a)``; C compilers cannot merge the
     two calls (libm may set errno), so the base becomes a temporary computed
-    once, placed right before its first use."""
-    names = iter(sympy.numbered_symbols("_h", real=True))
+    once, named ``_t<first>``, ``_t<first + 1>``, ... and placed right before
+    its first use. Rewrites are memoised per node: the work is linear in the
+    size of the expression DAG."""
+    names = iter(sympy.numbered_symbols("_t", start=first, real=True))
     hoisted: dict = {}
+    rewritten: dict = {}
     statements = []
 
     def rewrite(expr):
@@ -180,6 +183,9 @@ def _hoist_power_bases(temporaries, results):
         def visit(node):
             if not node.args or node.is_Atom:
                 return node
+            known = rewritten.get(node)
+            if known is not None:
+                return known
             args = [visit(arg) for arg in node.args]
             rebuilt = node if all(a is b for a, b in zip(args, node.args)) else node.func(*args)
             if _is_small_power(rebuilt) and not rebuilt.base.is_Atom:
@@ -189,6 +195,7 @@ def _hoist_power_bases(temporaries, results):
                     symbol = hoisted[base] = next(names)
                     new_temporaries.append((symbol, base))
                 rebuilt = sympy.Pow(symbol, rebuilt.exp, evaluate=False)
+            rewritten[node] = rebuilt
             return rebuilt
 
         return visit(expr), new_temporaries
@@ -204,14 +211,6 @@ def _hoist_power_bases(temporaries, results):
     return statements, new_results
 
 
-def _renumber(temporaries, results):
-    """Temporaries renamed ``_t0, _t1, ...`` in order of definition."""
-    names = {symbol: sympy.Symbol(f"_t{k}", real=True) for k, (symbol, _) in enumerate(temporaries)}
-    temporaries = [(names[symbol], expr.xreplace(names)) for symbol, expr in temporaries]
-    results = [(b, flat, expr.xreplace(names)) for b, flat, expr in results]
-    return temporaries, results
-
-
 def simplify_spec(spec: KernelSpec) -> Program:
     """Build the straight-line program for one kernel from its spec."""
     buffers = tuple(Buffer(output.name, output.shape, tuple(flat for flat, _ in output.entries))
@@ -220,8 +219,8 @@ def simplify_spec(spec: KernelSpec) -> Program:
     exprs = [expr for output in spec.outputs for _, expr in output.entries]
     temporaries, reduced = eliminate_common_subexpressions(exprs)
     results = [(b, flat, expr) for (b, flat), expr in zip(targets, reduced)]
-    temporaries, results = _inline_trivial(temporaries, results)
-    temporaries, results = _renumber(*_hoist_power_bases(temporaries, results))
+    count = len(temporaries)  # CSE named them _t0 ... _t<count - 1>
+    temporaries, results = _hoist_power_bases(*_inline_trivial(temporaries, results), count)
     return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing)
 
 

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: eb7d6d5dadbc23a3a9afc5970700a6fa0c8eb1390277ab4f43dd92ec82361c48
+symjac-content-hash: 2a7d20fe86e9b32776123d600a5afcfff53cb46c21ffad83d38a02f19c45cc0e
 """
 
 import os
@@ -141,13 +141,13 @@ cdef extern from *:
     static inline void _symjac_function_and_jacobian_point(
         const double *restrict u, const double *restrict p, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
-        const double _t0 = p[1] - u[2];
+        const double _t1 = p[1] - u[2];
         _f0[_f0_at[0]] = p[0]*(-u[0] + u[1]);  /* [0] */
-        _f0[_f0_at[1]] = _t0*u[0] - u[1];  /* [1] */
+        _f0[_f0_at[1]] = _t1*u[0] - u[1];  /* [1] */
         _f0[_f0_at[2]] = -p[2]*u[2] + u[0]*u[1];  /* [2] */
         _jac0_0[_jac0_0_at[0]] = -p[0];  /* [0, 0] */
         _jac0_0[_jac0_0_at[1]] = p[0];  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = _t0;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[2]] = _t1;  /* [1, 0] */
         _jac0_0[_jac0_0_at[3]] = -1;  /* [1, 1] */
         _jac0_0[_jac0_0_at[4]] = -u[0];  /* [1, 2] */
         _jac0_0[_jac0_0_at[5]] = u[1];  /* [2, 0] */
@@ -367,7 +367,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'eb7d6d5dadbc23a3a9afc5970700a6fa0c8eb1390277ab4f43dd92ec82361c48'
+CONTENT_HASH = '2a7d20fe86e9b32776123d600a5afcfff53cb46c21ffad83d38a02f19c45cc0e'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

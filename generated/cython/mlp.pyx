@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 66978b969cd46d43c1554a6c321f76f945fb67e632b24b2bf86eeed0c6ba0c5b
+symjac-content-hash: db1e10cdae049d4c02c7bc8e52af7f27ff68dbf1c262de478c1ea99751e0e0f5
 """
 
 import os
@@ -57,44 +57,44 @@ cdef extern from *:
     static inline void _symjac_jacobian_point(
         const double *restrict x, const double (*restrict W1)[3], const double *restrict b1, const double (*restrict W2)[8], const double *restrict b2, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
-        const double _t0 = tanh(W1[0][0]*x[0] + W1[0][1]*x[1] + W1[0][2]*x[2] + b1[0]);
-        const double _t1 = 1 - (_t0*_t0);
-        const double _t2 = W2[0][0]*_t1;
-        const double _t3 = tanh(W1[1][0]*x[0] + W1[1][1]*x[1] + W1[1][2]*x[2] + b1[1]);
-        const double _t4 = 1 - (_t3*_t3);
-        const double _t5 = W2[0][1]*_t4;
-        const double _t6 = tanh(W1[2][0]*x[0] + W1[2][1]*x[1] + W1[2][2]*x[2] + b1[2]);
-        const double _t7 = 1 - (_t6*_t6);
-        const double _t8 = W2[0][2]*_t7;
-        const double _t9 = tanh(W1[3][0]*x[0] + W1[3][1]*x[1] + W1[3][2]*x[2] + b1[3]);
-        const double _t10 = 1 - (_t9*_t9);
-        const double _t11 = W2[0][3]*_t10;
-        const double _t12 = tanh(W1[4][0]*x[0] + W1[4][1]*x[1] + W1[4][2]*x[2] + b1[4]);
-        const double _t13 = 1 - (_t12*_t12);
-        const double _t14 = W2[0][4]*_t13;
-        const double _t15 = tanh(W1[5][0]*x[0] + W1[5][1]*x[1] + W1[5][2]*x[2] + b1[5]);
-        const double _t16 = 1 - (_t15*_t15);
-        const double _t17 = W2[0][5]*_t16;
-        const double _t18 = tanh(W1[6][0]*x[0] + W1[6][1]*x[1] + W1[6][2]*x[2] + b1[6]);
-        const double _t19 = 1 - (_t18*_t18);
-        const double _t20 = W2[0][6]*_t19;
-        const double _t21 = tanh(W1[7][0]*x[0] + W1[7][1]*x[1] + W1[7][2]*x[2] + b1[7]);
-        const double _t22 = 1 - (_t21*_t21);
-        const double _t23 = W2[0][7]*_t22;
-        const double _t24 = W2[1][0]*_t1;
-        const double _t25 = W2[1][1]*_t4;
-        const double _t26 = W2[1][2]*_t7;
-        const double _t27 = W2[1][3]*_t10;
-        const double _t28 = W2[1][4]*_t13;
-        const double _t29 = W2[1][5]*_t16;
-        const double _t30 = W2[1][6]*_t19;
-        const double _t31 = W2[1][7]*_t22;
-        _jac0_0[_jac0_0_at[0]] = W1[0][0]*_t2 + W1[1][0]*_t5 + W1[2][0]*_t8 + W1[3][0]*_t11 + W1[4][0]*_t14 + W1[5][0]*_t17 + W1[6][0]*_t20 + W1[7][0]*_t23;  /* [0, 0] */
-        _jac0_0[_jac0_0_at[1]] = W1[0][1]*_t2 + W1[1][1]*_t5 + W1[2][1]*_t8 + W1[3][1]*_t11 + W1[4][1]*_t14 + W1[5][1]*_t17 + W1[6][1]*_t20 + W1[7][1]*_t23;  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = W1[0][2]*_t2 + W1[1][2]*_t5 + W1[2][2]*_t8 + W1[3][2]*_t11 + W1[4][2]*_t14 + W1[5][2]*_t17 + W1[6][2]*_t20 + W1[7][2]*_t23;  /* [0, 2] */
-        _jac0_0[_jac0_0_at[3]] = W1[0][0]*_t24 + W1[1][0]*_t25 + W1[2][0]*_t26 + W1[3][0]*_t27 + W1[4][0]*_t28 + W1[5][0]*_t29 + W1[6][0]*_t30 + W1[7][0]*_t31;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[4]] = W1[0][1]*_t24 + W1[1][1]*_t25 + W1[2][1]*_t26 + W1[3][1]*_t27 + W1[4][1]*_t28 + W1[5][1]*_t29 + W1[6][1]*_t30 + W1[7][1]*_t31;  /* [1, 1] */
-        _jac0_0[_jac0_0_at[5]] = W1[0][2]*_t24 + W1[1][2]*_t25 + W1[2][2]*_t26 + W1[3][2]*_t27 + W1[4][2]*_t28 + W1[5][2]*_t29 + W1[6][2]*_t30 + W1[7][2]*_t31;  /* [1, 2] */
+        const double _t24 = tanh(W1[0][0]*x[0] + W1[0][1]*x[1] + W1[0][2]*x[2] + b1[0]);
+        const double _t0 = 1 - (_t24*_t24);
+        const double _t1 = W2[0][0]*_t0;
+        const double _t25 = tanh(W1[1][0]*x[0] + W1[1][1]*x[1] + W1[1][2]*x[2] + b1[1]);
+        const double _t2 = 1 - (_t25*_t25);
+        const double _t3 = W2[0][1]*_t2;
+        const double _t26 = tanh(W1[2][0]*x[0] + W1[2][1]*x[1] + W1[2][2]*x[2] + b1[2]);
+        const double _t4 = 1 - (_t26*_t26);
+        const double _t5 = W2[0][2]*_t4;
+        const double _t27 = tanh(W1[3][0]*x[0] + W1[3][1]*x[1] + W1[3][2]*x[2] + b1[3]);
+        const double _t6 = 1 - (_t27*_t27);
+        const double _t7 = W2[0][3]*_t6;
+        const double _t28 = tanh(W1[4][0]*x[0] + W1[4][1]*x[1] + W1[4][2]*x[2] + b1[4]);
+        const double _t8 = 1 - (_t28*_t28);
+        const double _t9 = W2[0][4]*_t8;
+        const double _t29 = tanh(W1[5][0]*x[0] + W1[5][1]*x[1] + W1[5][2]*x[2] + b1[5]);
+        const double _t10 = 1 - (_t29*_t29);
+        const double _t11 = W2[0][5]*_t10;
+        const double _t30 = tanh(W1[6][0]*x[0] + W1[6][1]*x[1] + W1[6][2]*x[2] + b1[6]);
+        const double _t12 = 1 - (_t30*_t30);
+        const double _t13 = W2[0][6]*_t12;
+        const double _t31 = tanh(W1[7][0]*x[0] + W1[7][1]*x[1] + W1[7][2]*x[2] + b1[7]);
+        const double _t14 = 1 - (_t31*_t31);
+        const double _t15 = W2[0][7]*_t14;
+        const double _t16 = W2[1][0]*_t0;
+        const double _t17 = W2[1][1]*_t2;
+        const double _t18 = W2[1][2]*_t4;
+        const double _t19 = W2[1][3]*_t6;
+        const double _t20 = W2[1][4]*_t8;
+        const double _t21 = W2[1][5]*_t10;
+        const double _t22 = W2[1][6]*_t12;
+        const double _t23 = W2[1][7]*_t14;
+        _jac0_0[_jac0_0_at[0]] = W1[0][0]*_t1 + W1[1][0]*_t3 + W1[2][0]*_t5 + W1[3][0]*_t7 + W1[4][0]*_t9 + W1[5][0]*_t11 + W1[6][0]*_t13 + W1[7][0]*_t15;  /* [0, 0] */
+        _jac0_0[_jac0_0_at[1]] = W1[0][1]*_t1 + W1[1][1]*_t3 + W1[2][1]*_t5 + W1[3][1]*_t7 + W1[4][1]*_t9 + W1[5][1]*_t11 + W1[6][1]*_t13 + W1[7][1]*_t15;  /* [0, 1] */
+        _jac0_0[_jac0_0_at[2]] = W1[0][2]*_t1 + W1[1][2]*_t3 + W1[2][2]*_t5 + W1[3][2]*_t7 + W1[4][2]*_t9 + W1[5][2]*_t11 + W1[6][2]*_t13 + W1[7][2]*_t15;  /* [0, 2] */
+        _jac0_0[_jac0_0_at[3]] = W1[0][0]*_t16 + W1[1][0]*_t17 + W1[2][0]*_t18 + W1[3][0]*_t19 + W1[4][0]*_t20 + W1[5][0]*_t21 + W1[6][0]*_t22 + W1[7][0]*_t23;  /* [1, 0] */
+        _jac0_0[_jac0_0_at[4]] = W1[0][1]*_t16 + W1[1][1]*_t17 + W1[2][1]*_t18 + W1[3][1]*_t19 + W1[4][1]*_t20 + W1[5][1]*_t21 + W1[6][1]*_t22 + W1[7][1]*_t23;  /* [1, 1] */
+        _jac0_0[_jac0_0_at[5]] = W1[0][2]*_t16 + W1[1][2]*_t17 + W1[2][2]*_t18 + W1[3][2]*_t19 + W1[4][2]*_t20 + W1[5][2]*_t21 + W1[6][2]*_t22 + W1[7][2]*_t23;  /* [1, 2] */
     }
     static const Py_ssize_t _symjac_jacobian_dense0[6] = {
         0, 1, 2, 3, 4, 5
@@ -436,7 +436,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '66978b969cd46d43c1554a6c321f76f945fb67e632b24b2bf86eeed0c6ba0c5b'
+CONTENT_HASH = 'db1e10cdae049d4c02c7bc8e52af7f27ff68dbf1c262de478c1ea99751e0e0f5'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: cb7e248d283bd8fc386f0ed5db62c10c90823de17769b8019cbe37578368c7fd
+symjac-content-hash: 48d119d203390ddf086cbe4ac9c959d3dd0dd0db5070fd3ed8384cf1336ddf5d
 """
 
 import os
@@ -98,13 +98,13 @@ def _symjac_function_and_jacobian_body(args, outs, at):
     _f0, _jac0_0 = outs
     _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = p[:, 1] - u[:, 2]
+        _t1 = p[:, 1] - u[:, 2]
         _f0[:, _f0_at[0]] = p[:, 0]*(-u[:, 0] + u[:, 1])  # [0]
-        _f0[:, _f0_at[1]] = _t0*u[:, 0] - u[:, 1]  # [1]
+        _f0[:, _f0_at[1]] = _t1*u[:, 0] - u[:, 1]  # [1]
         _f0[:, _f0_at[2]] = -p[:, 2]*u[:, 2] + u[:, 0]*u[:, 1]  # [2]
         _jac0_0[:, _jac0_0_at[0]] = -p[:, 0]  # [0, 0]
         _jac0_0[:, _jac0_0_at[1]] = p[:, 0]  # [0, 1]
-        _jac0_0[:, _jac0_0_at[2]] = _t0  # [1, 0]
+        _jac0_0[:, _jac0_0_at[2]] = _t1  # [1, 0]
         _jac0_0[:, _jac0_0_at[3]] = -1  # [1, 1]
         _jac0_0[:, _jac0_0_at[4]] = -u[:, 0]  # [1, 2]
         _jac0_0[:, _jac0_0_at[5]] = u[:, 1]  # [2, 0]
@@ -128,7 +128,7 @@ _IDENTITY = range(8)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'cb7e248d283bd8fc386f0ed5db62c10c90823de17769b8019cbe37578368c7fd'
+CONTENT_HASH = '48d119d203390ddf086cbe4ac9c959d3dd0dd0db5070fd3ed8384cf1336ddf5d'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))
