@@ -110,8 +110,9 @@ def test_newton_krylov_on_a_2d_reaction_diffusion_system():
     assert residuals[-1] < 1e-9, residuals
     assert len(residuals) <= 8  # Newton: quadratic convergence
     np.testing.assert_allclose(u, steady, rtol=1e-8)
-    # the operator agrees with the sparse Jacobian, forwards and transposed
+    # the operator agrees with the sparse Jacobian at the same point, forwards and transposed
     v = rng.standard_normal(n)
+    operator = jac.linear_operator(u, P_DEFAULT)
     sparse = jac.sparse(u, P_DEFAULT)
     scale = 1e-12 * 6 * np.abs(sparse.data).max() * np.abs(v).max()  # rounding of sums of 6 products
     np.testing.assert_allclose(operator.matvec(v), sparse @ v, rtol=1e-12, atol=scale)
