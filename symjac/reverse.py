@@ -13,12 +13,14 @@ its parents' contributions, built once, then hands contributions to its
 children. Both passes are iterative, so depth is no limit, and the gradient
 costs a small constant times the function, whatever the number of inputs.
 
-Keeping that constant small takes care with sympy's automatic flattening:
+Keeping that constant small takes care with sympy's automatic evaluation:
 ``Mul(Mul(a, b), c)`` becomes ``Mul(a, b, c)`` and ``2*(x + y)`` becomes
 ``2*x + 2*y``, which would copy a shared adjoint into every use (quadratic
-along a chain ``sin(sin(...))``). So an adjoint that is itself a long or
-nested product or sum is multiplied or summed as one unevaluated node, and
-numbers are not distributed over sums; small products are evaluated as usual.
+along a chain ``sin(sin(...))``), and canonical ordering compares similar
+deep arguments structurally, as deep as they go. So products and sums whose
+operands are long, nested or deep alike are built unevaluated, as one node
+over whole operands, and numbers are not distributed over sums; small ones
+are evaluated as usual.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ __all__ = ["vjp_expressions"]
 _FLAT = (sympy.sign, sympy.Heaviside, sympy.floor, sympy.ceiling, sympy.DiracDelta)
 _NOT_EXPR = (sympy.logic.boolalg.Boolean, sympy.core.relational.Relational)
 
-# Products and sums of at most this many factors / terms are evaluated
-# (flattened, numbers merged); larger or nested ones are kept as one node.
+# Products of at most this many factors (sums: twice as many terms) may be
+# evaluated (flattened, numbers merged); larger ones are kept unevaluated.
 _SMALL = 4
 
 _ZERO, _ONE = sympy.S.Zero, sympy.S.One
@@ -69,8 +71,12 @@ def vjp_expressions(outputs, cotangents, wrt) -> list[sympy.Expr]:
             if adjoint == 0:
                 continue
             if node in wanted:
-                gradient[node] = adjoint
+                gradient[node] = _build(adjoint)
                 continue
+            if len(children[node]) > 1 or not _chains(node):
+                adjoint = _build(adjoint)
+            elif not isinstance(adjoint, _Factors):
+                adjoint = _Factors([adjoint])  # a chain starts
             for child, contribution in _contributions(node, adjoint, children):
                 if contribution != 0:
                     pending.setdefault(child, []).append(contribution)
@@ -133,21 +139,77 @@ def _dependent_nodes(outputs, wanted):
 # building blocks that keep shared adjoints shared
 
 
-def _flat_small(expr, kind) -> bool:
-    return not isinstance(expr, kind) or (
-        len(expr.args) <= _SMALL and not any(isinstance(arg, kind) for arg in expr.args))
+def _shallow(expr) -> bool:
+    return all(not arg.args or arg.is_Atom for arg in expr.args)
+
+
+def _cheap_to_sort(terms, key) -> bool:
+    """True when sympy's canonical ordering of ``terms`` compares no two deep
+    terms of one type: it compares those structurally, as deep as they go,
+    which along a chain of similar subexpressions is quadratic."""
+    kinds = set()
+    for term in terms:
+        core = key(term)
+        if not _shallow(core):
+            if type(core) in kinds:
+                return False
+            kinds.add(type(core))
+    return True
+
+
+class _Factors(list):
+    """A product not built yet: the adjoint along a chain of nodes with one
+    dependent operand each (``sin(exp(tanh(...)))``). Each node appends its
+    partial, in place (its adjoint has no other use), and the chain's end
+    builds one flat product, where nested binary products would make sympy's
+    re-evaluation (``sympy.cse``, ``subs``) flatten them level by level."""
+
+
+def _chains(node) -> bool:
+    """Whether ``node``'s rule only multiplies its adjoint by partials."""
+    return node.is_Add or node.is_Mul or node.is_Pow or (
+        isinstance(node, Application) and hasattr(node, "fdiff") and not isinstance(node, sympy.Piecewise))
+
+
+def _build(factors):
+    """The product of a :class:`_Factors`, numbers first; anything else as is."""
+    if not isinstance(factors, _Factors):
+        return factors
+    factors = [part for factor in factors  # small flat products open up, so numbers merge
+               for part in (factor.args if factor.is_Mul and _flat_small_product(factor) else (factor,))]
+    numbers = [factor for factor in factors if factor.is_Number]
+    others = [factor for factor in factors if not factor.is_Number]
+    coefficient = sympy.Mul(*numbers)
+    if coefficient is _ZERO or not others:
+        return coefficient
+    if (len(factors) <= _SMALL and not any(factor.is_Mul for factor in others)
+            and _cheap_to_sort(others, lambda factor: factor)):
+        return sympy.Mul(coefficient, *others)
+    if coefficient is not _ONE:
+        others.insert(0, coefficient)
+    return others[0] if len(others) == 1 else sympy.Mul(*others, evaluate=False)
+
+
+def _flat_small_product(product) -> bool:
+    return len(product.args) <= _SMALL and not any(arg.is_Mul for arg in product.args)
 
 
 def _mul(a, b):
-    """``a*b``, without copying ``a`` or ``b`` when either is a long or nested product."""
+    """``a*b``; long, nested or deep operands are kept whole (unevaluated).
+    A :class:`_Factors` ``a`` is extended in place (a chain goes on)."""
     if a is _ZERO or b is _ZERO:
         return _ZERO
+    if isinstance(a, _Factors):
+        if b is not _ONE:
+            a.append(b)
+        return a
     if a is _ONE:
         return b
     if b is _ONE:
         return a
-    if (_flat_small(a, sympy.Mul) and _flat_small(b, sympy.Mul)
-            and len(sympy.Mul.make_args(a)) + len(sympy.Mul.make_args(b)) <= _SMALL):
+    factors = sympy.Mul.make_args(a) + sympy.Mul.make_args(b)
+    if (len(factors) <= _SMALL and not any(factor.is_Mul for factor in factors)
+            and _cheap_to_sort(factors, lambda factor: factor)):
         return a * b
     if b.is_Number:
         a, b = b, a
@@ -155,16 +217,15 @@ def _mul(a, b):
 
 
 def _sum(terms):
-    """The sum of ``terms``, keeping long or nested sums whole."""
+    """The sum of ``terms``; long, nested or deep terms are kept whole (unevaluated)."""
     if len(terms) == 1:
         return terms[0]
-    whole = [term for term in terms if not _flat_small(term, sympy.Add)]
-    if not whole:
+    terms = [_build(term) for term in terms]
+    flat = [part for term in terms for part in sympy.Add.make_args(term)]
+    if (len(flat) <= 2 * _SMALL and not any(part.is_Add for part in flat)
+            and _cheap_to_sort(flat, lambda part: part.as_coeff_Mul()[1])):
         return sympy.Add(*terms)
-    rest = sympy.Add(*[term for term in terms if _flat_small(term, sympy.Add)])
-    if rest != 0:
-        whole.insert(0, rest)
-    return whole[0] if len(whole) == 1 else sympy.Add(*whole, evaluate=False)
+    return sympy.Add(*terms, evaluate=False)
 
 
 def _contributions(node, adjoint, children):
@@ -194,7 +255,8 @@ def _mul_contributions(node, adjoint, found):
     """Prefix and suffix products: about 3 multiplications per dependent factor."""
     dependent = set(found)
     factors = [arg for arg in node.args if arg in dependent]  # in order, repeats kept
-    scaled = _mul(adjoint, sympy.Mul(*[arg for arg in node.args if arg not in dependent]))
+    constants = [arg for arg in node.args if arg not in dependent]  # canonical order already
+    scaled = _mul(adjoint, sympy.Mul._from_args(constants) if len(constants) > 1 else constants[0] if constants else _ONE)
     if len(factors) == 1:
         return [(factors[0], scaled)]
     prefix = [scaled]  # prefix[i] = adjoint * constants * factors[:i]
@@ -234,7 +296,7 @@ def _partial(node, number):
         arg = node.args[number - 1]
         dummy = sympy.Dummy(**arg.assumptions0)
         template = node.func(*node.args[:number - 1], dummy, *node.args[number:])
-        partial = sympy.diff(template, dummy).xreplace({dummy: arg})
+        partial = sympy.diff(template, dummy).subs(dummy, arg)  # a Derivative left becomes a Subs
     return _almost_everywhere(partial, own)
 
 
