@@ -97,11 +97,11 @@ def count_operations(exprs) -> int:
 FULL_CSE_NODES = 8_000
 
 
-def eliminate_common_subexpressions(exprs):
+def eliminate_common_subexpressions(exprs, full: bool = True):
     """``(temporaries, reduced)``: every non-trivial subexpression occurring
     more than once across ``exprs`` is computed once, into ``_t<k>``.
 
-    Small programs go through ``sympy.cse`` (see :data:`FULL_CSE_NODES`).
+    Small programs go through ``sympy.cse`` when ``full`` (see :data:`FULL_CSE_NODES`).
     Large ones get exact matching of whole subexpressions in one pass over
     the expression DAG: occurrences are counted by hash (sympy expressions
     are hash-consed by value), then each expression is rebuilt bottom-up with
@@ -124,7 +124,7 @@ def eliminate_common_subexpressions(exprs):
             if seen is None:
                 stack.append((node, True))
                 stack.extend((arg, False) for arg in reversed(node.args))
-    if len(order) <= FULL_CSE_NODES:
+    if full and len(order) <= FULL_CSE_NODES:
         return sympy.cse(exprs, symbols=sympy.numbered_symbols("_t", real=True), optimizations=None, order="none")
     repeated = {node for node in order if counts[node] > 1 and isinstance(node, sympy.Expr)
                 and not (node.is_Mul and len(node.args) == 2 and node.args[0] is sympy.S.NegativeOne
@@ -211,13 +211,17 @@ def _hoist_power_bases(temporaries, results, first: int):
     return statements, new_results
 
 
-def simplify_spec(spec: KernelSpec) -> Program:
-    """Build the straight-line program for one kernel from its spec."""
+def simplify_spec(spec: KernelSpec, full_cse: bool = True) -> Program:
+    """Build the straight-line program for one kernel from its spec.
+
+    ``full_cse=False`` always takes the one-pass exact elimination: reverse
+    mode's output holds long chained products that sympy's cse re-evaluates
+    level by level (quadratic or worse; 333 s for a 200-deep chain)."""
     buffers = tuple(Buffer(output.name, output.shape, tuple(flat for flat, _ in output.entries))
                     for output in spec.outputs)
     targets = [(b, flat) for b, output in enumerate(spec.outputs) for flat, _ in output.entries]
     exprs = [expr for output in spec.outputs for _, expr in output.entries]
-    temporaries, reduced = eliminate_common_subexpressions(exprs)
+    temporaries, reduced = eliminate_common_subexpressions(exprs, full=full_cse)
     results = [(b, flat, expr) for (b, flat), expr in zip(targets, reduced)]
     count = len(temporaries)  # CSE named them _t0 ... _t<count - 1>
     temporaries, results = _hoist_power_bases(*_inline_trivial(temporaries, results), count)
@@ -225,8 +229,11 @@ def simplify_spec(spec: KernelSpec) -> Program:
 
 
 def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
-    """Build the straight-line program for one kernel ``kind`` (see ``kinds.py``)."""
-    return simplify_spec(kernel_spec(derivative, kind))
+    """Build the straight-line program for one kernel ``kind`` (see ``kinds.py``).
+
+    Derivatives that went through reverse mode (gradients, vjp, Hessians: not
+    order 1) use the linear-time elimination at every size."""
+    return simplify_spec(kernel_spec(derivative, kind), full_cse=derivative.order == 1)
 
 
 # --------------------------------------------------------------------------

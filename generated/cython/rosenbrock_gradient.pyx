@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5a0ddc64666e671ea43f31ada6f4d4349fc973e06acfc57efaec34e0089cabaf
+symjac-content-hash: c9a75e394e63b154460dcd4ac1bdf4afb4268c6fc3a9d3797688663bdaddcbb7
 """
 
 import os
@@ -50,11 +50,11 @@ cdef extern from *:
         const double _t2 = -(x[2]*x[2]) + x[3];
         const double _t3 = -(x[3]*x[3]) + x[4];
         const double _t4 = -(x[4]*x[4]) + x[5];
-        _f0[_f0_at[0]] = -400*_t0*x[0] + 2*x[0] - 2;  /* [0] */
-        _f0[_f0_at[1]] = 200*_t0 - 400*_t1*x[1] + 2*x[1] - 2;  /* [1] */
-        _f0[_f0_at[2]] = 200*_t1 - 400*_t2*x[2] + 2*x[2] - 2;  /* [2] */
-        _f0[_f0_at[3]] = 200*_t2 - 400*_t3*x[3] + 2*x[3] - 2;  /* [3] */
-        _f0[_f0_at[4]] = 200*_t3 - 400*_t4*x[4] + 2*x[4] - 2;  /* [4] */
+        _f0[_f0_at[0]] = -400*_t0*x[0] - 2*(1 - x[0]);  /* [0] */
+        _f0[_f0_at[1]] = 200*_t0 - 400*_t1*x[1] - 2*(1 - x[1]);  /* [1] */
+        _f0[_f0_at[2]] = 200*_t1 - 400*_t2*x[2] - 2*(1 - x[2]);  /* [2] */
+        _f0[_f0_at[3]] = 200*_t2 - 400*_t3*x[3] - 2*(1 - x[3]);  /* [3] */
+        _f0[_f0_at[4]] = 200*_t3 - 400*_t4*x[4] - 2*(1 - x[4]);  /* [4] */
         _f0[_f0_at[5]] = 200*_t4;  /* [5] */
     }
     static const Py_ssize_t _symjac_function_dense0[6] = {
@@ -222,7 +222,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5a0ddc64666e671ea43f31ada6f4d4349fc973e06acfc57efaec34e0089cabaf'
+CONTENT_HASH = 'c9a75e394e63b154460dcd4ac1bdf4afb4268c6fc3a9d3797688663bdaddcbb7'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -231,7 +231,7 @@ OUTPUT_SHAPES = ((6,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 1021
+PARALLEL_MIN_POINTS = 926
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'function': (False,)}
 # Per kernel: the core shape of each buffer it writes, and how results nest them.

@@ -8,7 +8,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1ea0c78fd163a5f43e9fef8005852062d8e0887ef0cea8df492c574fa16ad90a
+symjac-content-hash: 751b0ece1998fbf55448c10d4bc871896b88c0475c7fbc3883c6a4b8b9172106
 """
 
 import os
@@ -33,11 +33,11 @@ def _symjac_function_body(args, outs, at):
         _t2 = -x[:, 2]**2 + x[:, 3]
         _t3 = -x[:, 3]**2 + x[:, 4]
         _t4 = -x[:, 4]**2 + x[:, 5]
-        _f0[:, _f0_at[0]] = -400*_t0*x[:, 0] + 2*x[:, 0] - 2  # [0]
-        _f0[:, _f0_at[1]] = 200*_t0 - 400*_t1*x[:, 1] + 2*x[:, 1] - 2  # [1]
-        _f0[:, _f0_at[2]] = 200*_t1 - 400*_t2*x[:, 2] + 2*x[:, 2] - 2  # [2]
-        _f0[:, _f0_at[3]] = 200*_t2 - 400*_t3*x[:, 3] + 2*x[:, 3] - 2  # [3]
-        _f0[:, _f0_at[4]] = 200*_t3 - 400*_t4*x[:, 4] + 2*x[:, 4] - 2  # [4]
+        _f0[:, _f0_at[0]] = -400*_t0*x[:, 0] - 2*(1 - x[:, 0])  # [0]
+        _f0[:, _f0_at[1]] = 200*_t0 - 400*_t1*x[:, 1] - 2*(1 - x[:, 1])  # [1]
+        _f0[:, _f0_at[2]] = 200*_t1 - 400*_t2*x[:, 2] - 2*(1 - x[:, 2])  # [2]
+        _f0[:, _f0_at[3]] = 200*_t2 - 400*_t3*x[:, 3] - 2*(1 - x[:, 3])  # [3]
+        _f0[:, _f0_at[4]] = 200*_t3 - 400*_t4*x[:, 4] - 2*(1 - x[:, 4])  # [4]
         _f0[:, _f0_at[5]] = 200*_t4  # [5]
 
 
@@ -55,7 +55,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1ea0c78fd163a5f43e9fef8005852062d8e0887ef0cea8df492c574fa16ad90a'
+CONTENT_HASH = '751b0ece1998fbf55448c10d4bc871896b88c0475c7fbc3883c6a4b8b9172106'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -64,7 +64,7 @@ OUTPUT_SHAPES = ((6,),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 1021
+PARALLEL_MIN_POINTS = 926
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'function': (False,)}
 # Per kernel: the core shape of each buffer it writes, and how results nest them.
