@@ -173,6 +173,21 @@ def trace(function, *shapes, **named_shapes) -> Traced:
     return Traced(name if isinstance(name, str) else "function", arguments, outputs, output_is_tuple)
 
 
+def _has_undefined(expr) -> bool:
+    """Complex infinity or NaN anywhere in ``expr`` (a constant division by zero),
+    walking the expression DAG once: ``expr.has`` walks the tree, which for
+    repeatedly shared subexpressions is exponentially larger."""
+    seen, stack = set(), [expr]
+    while stack:
+        node = stack.pop()
+        if node is sympy.S.ComplexInfinity or node is sympy.S.NaN:
+            return True
+        if node.args and node not in seen:
+            seen.add(node)
+            stack.extend(node.args)
+    return False
+
+
 def _output_values(value) -> np.ndarray:
     values = as_values(value)
     for index, item in np.ndenumerate(values):
@@ -180,7 +195,7 @@ def _output_values(value) -> np.ndarray:
             raise TracingError(
                 f"output element {list(index)} is {item!r} (a {type(item).__name__}), not a number or expression"
             )
-        if item.has(sympy.zoo, sympy.nan):  # complex infinity or an undefined constant: no real value
+        if _has_undefined(item):
             raise TracingError(
                 f"output element {list(index)} is {item}: a division by a constant zero (or another undefined "
                 "constant) was traced; guard it with np.where or change the constant"
