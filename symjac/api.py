@@ -89,10 +89,6 @@ class Generated:
     programs: tuple[Program, ...]
     source: Source
 
-    @property
-    def wrt_is_tuple(self) -> bool:
-        return self.derivative.wrt_is_tuple
-
 
 def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="jacobian", reporter=None,
              standalone=False) -> Generated:
