@@ -155,10 +155,12 @@ def _choose_backend(backend):
     return backend
 
 
-def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, flags, native, verbose) -> Compiled:
+def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, flags, native, vector_math,
+             verbose) -> Compiled:
     backend = _choose_backend(backend)
     reporter = Reporter(enabled=bool(verbose))
-    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native))
+    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native),
+                           vector_math=bool(vector_math))
     traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes, wrt, reporter)
     transform, default_kinds, _ = DERIVATIVES[what]
     kinds = tuple(kinds or default_kinds)
@@ -193,14 +195,17 @@ _COMMON_DOCS = """
     argument); the other arguments are runtime parameters. ``backend`` is
     "cython", "numpy" or None (Cython where a C compiler works, else numpy
     with a warning). ``flags`` replaces the default C compiler flags
-    (``("-O3",)``) and ``native=True`` adds ``-march=native``; both are part
-    of the cache key. ``verbose=True`` reports each stage on stderr. Calls
+    (``("-O3", "-fno-math-errno")``). ``native=True`` (the default) builds
+    for this machine's CPU and its widest SIMD lanes (``-march=native``; the
+    cache key names the CPU); ``native=False`` builds portable code.
+    ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm
+    (glibc's vector libm differs by up to 4 ulp). All are part of the cache key. ``verbose=True`` reports each stage on stderr. Calls
     take the function's arguments; leading batch dimensions broadcast like a
     gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
 """
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=False,
+def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=True, vector_math=True,
              verbose=False, **named_shapes) -> Jacobian:
     """Compile the exact Jacobian of a numpy-style ``function``.
 
@@ -212,37 +217,37 @@ def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), f
     if not kinds or any(kind not in KINDS for kind in kinds) or "jacobian" not in kinds:
         raise ValueError(f"kernels must include 'jacobian' and be taken from {KINDS}, got {kernels!r}")
     return _compile(Jacobian, "jacobian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds,
-                    flags=flags, native=native, verbose=verbose)
+                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def hessian(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
+def hessian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
             **named_shapes) -> Hessian:
     """Compile the exact, symmetric Hessian of ``function``: output shape +
     x.shape + x.shape; nested blocks ``H[i][j]`` for a tuple ``wrt``."""
     return _compile(Hessian, "hessian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, verbose=verbose)
+                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def gradient(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
+def gradient(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
              **named_shapes) -> Gradient:
     """Compile the gradient of a scalar ``function`` by reverse mode: shaped
     like ``wrt`` (a tuple of arrays for a tuple ``wrt``)."""
     return _compile(Gradient, "gradient", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, verbose=verbose)
+                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False, **named_shapes) -> JVP:
+def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False, **named_shapes) -> JVP:
     """Compile J v: ``jvp(*args, v)`` with ``v`` shaped like ``wrt`` (one
     tangent per argument for a tuple ``wrt``), shaped like the output."""
     return _compile(JVP, "jvp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, verbose=verbose)
+                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False, **named_shapes) -> VJP:
+def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False, **named_shapes) -> VJP:
     """Compile uᵀJ by reverse mode: ``vjp(*args, u)`` with ``u`` shaped like
     the output (one per output for a tuple of outputs), shaped like ``wrt``."""
     return _compile(VJP, "vjp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, verbose=verbose)
+                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
 for _entry in (jacobian, hessian, gradient, jvp, vjp):

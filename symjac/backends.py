@@ -43,6 +43,7 @@ class Backend:
     # build.py function that loads such a library (None: always the module).
     kernel_template: str | None = None
     kernel_loader: str | None = None
+    lanes: bool = False  # batch loops run point bodies across SIMD lanes (render.runs_in_lanes)
 
     def load(self, source, options):
         from . import build
@@ -52,7 +53,7 @@ class Backend:
 
 BACKENDS: dict[str, Backend] = {backend.name: backend for backend in (
     Backend("cython", "cython_module.pyx.j2", ".pyx", CPrinter, _c_element, True, True, "load_compiled",
-            "c_kernels.c.j2", "load_kernels"),
+            "c_kernels.c.j2", "load_kernels", lanes=True),
     Backend("numpy", "numpy_module.py.j2", ".py", NumpyPrinter, _numpy_element, False, False, "execute"),
 )}
 

@@ -46,7 +46,15 @@ __all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_
 
 log = logging.getLogger("symjac.build")
 
-DEFAULT_FLAGS = ("-O3",)
+# -fno-math-errno lets the compiler use the sqrt instruction and vector
+# libm calls (errno is never read by a kernel; no result changes).
+DEFAULT_FLAGS = ("-O3", "-fno-math-errno")
+# The lane loops' `#pragma omp simd` needs only -fopenmp-simd (no runtime).
+SIMD_FLAGS = ("-fopenmp-simd",)
+# Vector libm (templates/_vector_math.h, linked with -lmvec). gcc merges
+# sin(x) and cos(x) into one sincos call, which has no vector version and
+# would keep the whole lane loop scalar: the -fno-builtin flags prevent it.
+VECTOR_MATH_FLAGS = ("-DSYMJAC_VECTOR_MATH", "-fno-builtin-sin", "-fno-builtin-cos")
 _loaded: dict[str, types.ModuleType] = {}
 _loaded_lock = threading.Lock()
 
@@ -55,24 +63,38 @@ _loaded_lock = threading.Lock()
 class BuildOptions:
     """How to compile, and where the cache lives.
 
-    ``flags`` are portable by default; ``native`` adds ``-march=native``
-    (fast, but the extension may not run on another CPU); ``openmp`` compiles
-    the batch loop with ``-fopenmp`` where the compiler supports it. All of
-    them are part of the cache key. No ``-ffast-math`` unless put in flags.
+    ``flags`` replace the default optimisation flags. ``native`` adds
+    ``-march=native``: code for this machine's CPU, with its widest vectors
+    (AVX2: 4 doubles per lane block; see ``templates/_kernels.c.j2``); the
+    cache key then names the CPU's model and feature flags, so a cache shared
+    by different machines never loads a module another CPU cannot run. The
+    Python API builds native, ``symjac codegen`` portable. ``vector_math``
+    lets the lane loops call glibc's vector libm (libmvec, within 4 ulp;
+    where it is missing the build goes on without). ``openmp`` compiles the
+    batch loop with ``-fopenmp`` where the compiler supports it. All of them
+    are part of the cache key. No ``-ffast-math`` unless put in flags.
     """
 
     flags: tuple[str, ...] = DEFAULT_FLAGS
     native: bool = False
     openmp: bool = True
+    vector_math: bool = True
     cache_dir: Path | None = None
 
     def compiler_flags(self, openmp: bool | None = None) -> tuple[str, ...]:
         """The flags to compile with; ``openmp=True`` adds ``-fopenmp`` (when
         asked for) without first probing the compiler for it."""
         extra = ("-march=native",) if self.native else ()
+        extra += SIMD_FLAGS
+        if self.vector_math and toolchain.vector_math_works():
+            extra += VECTOR_MATH_FLAGS
         if self.openmp and (openmp if openmp is not None else toolchain.openmp_works()):
             extra += ("-fopenmp",)
         return tuple(self.flags) + extra
+
+    def libraries(self) -> tuple[str, ...]:
+        """Link flags after the objects: libmvec for vector math."""
+        return ("-lmvec",) if self.vector_math and toolchain.vector_math_works() else ()
 
 
 def cache_key(source: Source, options: BuildOptions) -> str:
@@ -84,7 +106,10 @@ def cache_key(source: Source, options: BuildOptions) -> str:
         "metadata": source.metadata,
         "flags": list(options.flags),
         "native": options.native,
+        "cpu": toolchain.host_cpu() if options.native else "portable",
         "openmp": options.openmp,
+        "vector_math": options.vector_math,
+        "recipe": [*SIMD_FLAGS, *VECTOR_MATH_FLAGS],  # flags added to options.flags
         "compiler": command,
         "compiler_version": toolchain.compiler_identity(tuple(command)),
         "python": sys.version,
@@ -127,7 +152,8 @@ def load_compiled(source: Source, options: BuildOptions) -> types.ModuleType:
     module_name = f"_symjac_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:
-        return toolchain.compile_module(source.text, module_name, workdir, options.compiler_flags(), source.parts)
+        return toolchain.compile_module(source.text, module_name, workdir, options.compiler_flags(), source.parts,
+                                        options.libraries())
 
     module = _import_by_path(module_name, cache.extension_for(root, key, compile_into))
     with _loaded_lock:
@@ -194,11 +220,12 @@ def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
         # alone, which the key names).
         try:
             return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=True),
-                                             source.parts)
+                                             source.parts, options.libraries())
         except BuildError:
             if not options.openmp or toolchain.openmp_works():
                 raise
-        return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=False), source.parts)
+        return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=False), source.parts,
+                                         options.libraries())
 
     path = cache.extension_for(root, key, compile_into)
     runtime = kernel_runtime(root)

@@ -127,7 +127,7 @@ def codegen(args) -> int:
             reporter.note(f"symjac codegen: {name} ({what}, {args.backend}) -> {args.out}")
             path, _ = write_module(
                 function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, what=what,
-                name=name, out_dir=args.out, build=not args.no_build, reporter=reporter,
+                name=name, out_dir=args.out, build=not args.no_build, native=args.native, reporter=reporter,
             )
             reporter.note(f"wrote {path}")
     return 0
@@ -181,6 +181,9 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")
     gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")
     gen.add_argument("--no-build", action="store_true", help="write the source only; do not compile it")
+    gen.add_argument("--native", action="store_true",
+                     help="compile for this machine's CPU (-march=native: its widest SIMD lanes); the built module "
+                     "may then fault on another CPU (default: portable)")
     gen.add_argument("--quiet", action="store_true", help="no progress on stderr")
     cache_command = commands.add_parser("cache", help="show or empty the build cache",
                                         description="Show (info) or empty (clear) symjac's build cache "

@@ -39,14 +39,15 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def build_in_place(pyx: Path, name: str, flags=None, parts=()) -> Path:
-    """Compile ``pyx`` (and its C ``parts``) into ``NAME<EXT_SUFFIX>`` beside it; return that path."""
+def build_in_place(pyx: Path, name: str, flags=None, parts=(), native=False) -> Path:
+    """Compile ``pyx`` (and its C ``parts``) into ``NAME<EXT_SUFFIX>`` beside
+    it; return that path. Portable unless ``native`` (``-march=native``)."""
     target = pyx.parent / f"{name}{extension_suffix()}"
     log_path = pyx.parent / f"{name}.build.log"
     workdir = Path(tempfile.mkdtemp(prefix=f".{name}-build-", dir=pyx.parent))
     try:
-        options = BuildOptions() if flags is None else BuildOptions(flags=tuple(flags))
-        extension = compile_module(pyx.read_text(), name, workdir, options.compiler_flags(), parts)
+        options = BuildOptions(native=native) if flags is None else BuildOptions(flags=tuple(flags), native=native)
+        extension = compile_module(pyx.read_text(), name, workdir, options.compiler_flags(), parts, options.libraries())
         os.replace(extension, target)
         log_path.unlink(missing_ok=True)
     except BuildError as error:
@@ -71,13 +72,14 @@ def write_module(
     out_dir=".",
     build=True,
     flags=None,
+    native=False,
     reporter=None,
 ) -> tuple[Path, Generated]:
     """Generate the standalone module for ``function``; return its path and the pipeline's result.
 
     ``what`` is the derivative (``"jacobian"``, with its function and
     function_and_jacobian kernels, ``"hessian"``, ``"gradient"``, ``"jvp"``
-    or ``"vjp"``)."""
+    or ``"vjp"``). The module is built portable unless ``native``."""
     reporter = reporter or Reporter(enabled=False)
     name = check_identifier(name if name is not None else getattr(function, "__name__", ""), "module name")
     generated = generate(
@@ -92,6 +94,6 @@ def write_module(
         _atomic_write(directory / f"{name}{suffix}", text)
     if get_backend(backend).compiled and build:
         with reporter.stage("compiled") as report:
-            extension = build_in_place(path, name, flags, generated.source.parts)
+            extension = build_in_place(path, name, flags, generated.source.parts, native)
             report.append(str(extension))
     return path, generated

@@ -25,6 +25,7 @@ empty hash field (the one line golden tests may mask).
 from __future__ import annotations
 
 import ast
+import re
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -39,13 +40,26 @@ from .diff import Derivative
 from .kinds import KINDS
 from .names import InvalidNameError, check_identifier
 from .printing import symbol_names
-from .simplify import Program, chunk, needs_chunks
+from .simplify import Program, chunk, count_operations, needs_chunks
 
 __all__ = ["BACKENDS", "ModuleContext", "Source", "render", "runtime_source", "template_dir"]
 
 # Bodies with more operations than this are compiled once, not inlined into
 # each driver: compile time matters more than an indirect store there.
 INLINE_OPERATIONS = 4000
+# libm functions with vector versions in glibc's libmvec on x86-64:
+# name -> (arity, added in glibc 2.35); the others came with 2.22.
+VECTOR_LIBM = {
+    **{name: (1, False) for name in ("exp", "log", "sin", "cos")}, "pow": (2, False),
+    **{name: (1, True) for name in ("tan", "tanh", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh",
+                                    "atanh", "exp2", "expm1", "log2", "log10", "log1p", "cbrt", "erf", "erfc")},
+    "atan2": (2, True), "hypot": (2, True),
+}
+_CALL = re.compile(r"\b([a-z][a-z0-9]*)\(")
+# Kernels computing at least this many operations per element they read or store run
+# their batch loop in SIMD lanes (see runs_in_lanes).
+LANE_OPERATIONS_PER_ELEMENT = 4
+LIBM_CALL_COST = 20  # a scalar exp or tanh takes about as long as 20 multiplications
 # A batch is split across threads only when it holds at least this many
 # operations in total (about 20-40 us of work per thread).
 PARALLEL_MIN_OPERATIONS = 50_000
@@ -165,6 +179,7 @@ class KernelContext:
     chunks: ChunkContext | None
     drivers: tuple[DriverContext, ...]
     tables: tuple[tuple[str, int, str], ...]  # extra C position tables: (name, length, rows)
+    lanes: bool = False  # a lane body (statements spelled for lane _l) and lane drivers
 
 
 @dataclass(frozen=True)
@@ -192,6 +207,21 @@ class ModuleContext:
     metadata: str
     packed_tables: tuple[tuple[str, str, int, str], ...]  # (packed kind, C table of NONZEROS, length, rows)
     runtime: str | None
+
+    @property
+    def lanes(self) -> bool:
+        return any(kernel.lanes for kernel in self.kernels)
+
+    @property
+    def vector_functions(self) -> tuple[tuple[str, int, bool], ...]:
+        """(name, arity, needs glibc 2.35) of each libm function the lane
+        bodies call that glibc's libmvec has in vector form."""
+        called = set()
+        for kernel in self.kernels:
+            if kernel.lanes:
+                for text in [text for _, text in kernel.temporaries] + [r[3] for r in kernel.results]:
+                    called.update(_CALL.findall(text))
+        return tuple((name, *VECTOR_LIBM[name]) for name in sorted(called & VECTOR_LIBM.keys()))
 
     @property
     def drivers(self) -> tuple[DriverContext, ...]:
@@ -298,12 +328,40 @@ def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
     return driver, tables
 
 
-def _kernel_context(program: Program, backend: Backend, symbols: dict, printer) -> KernelContext:
+def lane_spelling(names):
+    """Respell a C point body's argument elements for lane ``_l`` of a lane
+    body: ``W[1][0]`` -> ``W[1][0][_l]``. User names are validated
+    identifiers starting with a letter and symjac's own start with ``_``, so
+    a name followed by ``[digits]`` is always an argument element."""
+    if not names:
+        return lambda text: text
+    pattern = re.compile(r"(?<![A-Za-z0-9_])(?:%s)(?:\[\d+\])+" % "|".join(map(re.escape, names)))
+    return lambda text: pattern.sub(lambda match: match.group(0) + "[_l]", text)
+
+
+def runs_in_lanes(program: Program, argument_elements: int) -> bool:
+    """Whether the batch loop of ``program`` runs across SIMD lanes: when it
+    computes enough per element it moves. A lane block transposes each
+    point's arguments in and its values out (about a load and a store per
+    element), which a cheap body does not win back: Robertson's Jacobian does
+    about one operation per element and is bound by memory either way,
+    a tanh MLP's does dozens. A libm call counts as ``LIBM_CALL_COST``
+    operations (see benchmarks/lanes.py)."""
+    stored = sum(len(buffer.positions) for buffer in program.buffers)
+    exprs = [expr for _, expr in program.temporaries] + [expr for _, _, expr in program.results]
+    cost = count_operations(exprs, call_cost=LIBM_CALL_COST)
+    return cost >= LANE_OPERATIONS_PER_ELEMENT * (stored + argument_elements)
+
+
+def _kernel_context(program: Program, backend: Backend, symbols: dict, printer, respell,
+                    argument_elements: int) -> KernelContext:
     c_name = f"_symjac_{program.kind}"
     entry_of = {(b, flat): e for b, buffer in enumerate(program.buffers) for e, flat in enumerate(buffer.positions)}
     operations = program.operations
     chunks = _chunk_context(program, entry_of, backend.printer, symbols) \
         if backend.chunks and needs_chunks(program) else None
+    lanes = backend.lanes and chunks is None and runs_in_lanes(program, argument_elements)
+    spell = respell if lanes else (lambda text: text)
     drivers, tables = [_dense_driver(program, c_name)], []
     if program.packing is not None:
         packed, tables = _packed_driver(program, c_name)
@@ -314,12 +372,13 @@ def _kernel_context(program: Program, backend: Backend, symbols: dict, printer) 
         buffers=tuple(BufferContext(buffer.name, buffer.size, len(buffer.positions),
                                     number_rows(buffer.positions, " " * 8))
                       for buffer in program.buffers),
-        temporaries=() if chunks else tuple((printer.doprint(s), printer.doprint(e)) for s, e in program.temporaries),
+        temporaries=() if chunks else tuple((printer.doprint(s), spell(printer.doprint(e)))
+                                            for s, e in program.temporaries),
         results=() if chunks else tuple(
             (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape),
-             printer.doprint(expr))
+             spell(printer.doprint(expr)))
             for b, flat, expr in program.results),
-        chunks=chunks, drivers=tuple(drivers), tables=tuple(tables),
+        chunks=chunks, drivers=tuple(drivers), tables=tuple(tables), lanes=lanes,
     )
 
 
@@ -422,7 +481,9 @@ def render(
     arguments = derivative.traced.arguments
     symbols = symbol_names(arguments, chosen.element)
     printer = chosen.printer(symbols)
-    kernels = tuple(_kernel_context(program, chosen, symbols, printer) for program in programs)
+    respell = lane_spelling([argument.name for argument in arguments])
+    elements = sum(argument.size for argument in arguments)
+    kernels = tuple(_kernel_context(program, chosen, symbols, printer, respell, elements) for program in programs)
     main_operations = max(kernel.operations for kernel in kernels) if kernels else 1
     parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(main_operations, 1)))
     drivers = tuple(driver for kernel in kernels for driver in kernel.drivers)

@@ -66,10 +66,11 @@ class Program:
         return count_operations([e for _, e in self.temporaries] + [e for _, _, e in self.results])
 
 
-def count_operations(exprs) -> int:
+def count_operations(exprs, call_cost: int = 1) -> int:
     """Operations needed to evaluate ``exprs`` as written, without sharing.
 
-    An n-ary Add or Mul counts n - 1, every other operation or function call
+    An n-ary Add or Mul counts n - 1, a function call or a power that is not
+    a small integer one (a libm call) ``call_cost``, every other operation
     one. Sizes of repeated subtrees are memoised, so counting an expression
     whose tree is exponentially larger than its DAG stays cheap.
     """
@@ -83,6 +84,9 @@ def count_operations(exprs) -> int:
             result = 0
         else:
             own = len(node.args) - 1 if isinstance(node, (sympy.Add, sympy.Mul)) else 1
+            if isinstance(node, sympy.Function) and not node.is_Piecewise or node.is_Pow and not (
+                    node.exp.is_Integer and abs(node.exp) <= MAX_PRODUCT_POWER):
+                own = call_cost
             result = own + sum(size(arg) for arg in node.args)
         sizes[node] = result
         return result

@@ -62,7 +62,8 @@ def _settings() -> dict:
     return {name: getattr(simplify, name) for name in (
         "FULL_CSE_NODES", "CHUNK_THRESHOLD", "CHUNK_THRESHOLD_OPERATIONS", "CHUNK_STATEMENTS",
         "CHUNK_OPERATIONS", "CHUNKS_PER_FILE")} | {
-        name: getattr(render, name) for name in ("INLINE_OPERATIONS", "PARALLEL_MIN_OPERATIONS")}
+        name: getattr(render, name) for name in ("INLINE_OPERATIONS", "LANE_OPERATIONS_PER_ELEMENT", "LIBM_CALL_COST",
+                                               "PARALLEL_MIN_OPERATIONS")}
 
 
 def _leaf(node) -> str:

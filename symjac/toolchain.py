@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,70 @@ def _openmp_works_with(command: tuple[str, ...]) -> bool:
 def openmp_works() -> bool:
     """True when the C compiler accepts -fopenmp (checked once per process, at build time)."""
     return _openmp_works_with(tuple(compiler_command()))
+
+
+@lru_cache(maxsize=None)
+def _vector_math_works_with(command: tuple[str, ...]) -> bool:
+    with tempfile.TemporaryDirectory() as directory:
+        probe = Path(directory) / "probe.c"
+        probe.write_text(_VECTOR_MATH_PROBE)
+        try:
+            done = subprocess.run([*command, "-O2", "-fopenmp-simd", str(probe), "-o", str(Path(directory) / "probe"),
+                                   "-lmvec", "-lm"], capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return done.returncode == 0
+
+
+# A lane loop calling vector libm as the kernels declare it (templates/
+# _vector_math.j2), compiled and linked: fails where libmvec is missing.
+_VECTOR_MATH_PROBE = """#include <math.h>
+#if !defined(__GLIBC__) || !defined(__x86_64__) || defined(__clang__)
+#error "no libmvec"
+#endif
+#pragma omp declare simd notinbranch
+double exp(double);
+double a[8];
+int main(void) {
+    int i;
+    #pragma omp simd
+    for (i = 0; i < 8; ++i) a[i] = exp(a[i]);
+    return 0;
+}
+"""
+
+
+def vector_math_works() -> bool:
+    """True when the kernels can declare glibc's vector libm and link -lmvec
+    (checked once per process, at build time)."""
+    return _vector_math_works_with(tuple(compiler_command()))
+
+
+@lru_cache(maxsize=None)
+def host_cpu() -> str:
+    """What ``-march=native`` compiles for: this CPU's model and feature flags."""
+    if sys.platform.startswith("linux"):
+        try:
+            lines = Path("/proc/cpuinfo").read_text().splitlines()
+        except OSError:
+            lines = []
+        wanted = ("model name", "flags", "Features", "CPU part", "cpu family", "model\t", "vendor_id")
+        found = {}
+        for line in lines:
+            if not line.strip():
+                break  # the first processor is enough
+            if line.startswith(wanted):
+                key, _, value = line.partition(":")
+                found[key.strip()] = " ".join(value.split())
+        if found:
+            return "; ".join(f"{key}: {value}" for key, value in sorted(found.items()))
+    if sys.platform == "darwin":
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string", "machdep.cpu.features",
+                                   "hw.optional.arm64"], capture_output=True, text=True, timeout=30)
+            if done.stdout.strip():
+                return " ".join(done.stdout.split())
+    return f"{platform.machine()} {platform.processor()}"
 
 
 def numpy_include_dir() -> str:
@@ -129,22 +194,22 @@ def part_flags(flags, parts) -> tuple[str, ...]:
     return tuple("-O1" if flag in ("-O2", "-O3", "-Ofast") else flag for flag in flags)
 
 
-def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
+def compile_extension(c_files: list[Path], extension: Path, flags, parts_flags=None, libraries=()) -> None:
     """Compile C files (in parallel, one process per core) and link them
     into a shared object: a Python extension module or a kernel library. The
     first file is the main one; the others, if any, are kernel chunk files
     compiled with ``parts_flags``."""
-    _compile_and_link(c_files, extension, flags, parts_flags)
+    _compile_and_link(c_files, extension, flags, parts_flags, libraries)
 
 
-def _compile_and_link(c_files: list[Path], extension: Path, flags, parts_flags=None) -> None:
+def _compile_and_link(c_files: list[Path], extension: Path, flags, parts_flags=None, libraries=()) -> None:
     link = ["-bundle", "-undefined", "dynamic_lookup"] if sys.platform == "darwin" else ["-shared"]
     include = f"-I{sysconfig.get_paths()['include']}"
     numpy_include = [f"-I{numpy_include_dir()}", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
     workdir = c_files[0].parent
     if len(c_files) == 1:
         command = [*compiler_command(), *link, "-fPIC", *flags, include, *numpy_include, str(c_files[0]),
-                   "-o", str(extension), "-lm"]
+                   "-o", str(extension), *libraries, "-lm"]
         _run(command, "the C compiler", cwd=workdir)
         return
     objects = [c_file.with_suffix(".o") for c_file in c_files]
@@ -154,14 +219,15 @@ def _compile_and_link(c_files: list[Path], extension: Path, flags, parts_flags=N
     commands = [commands[0], *sorted(commands[1:], key=lambda command: -Path(command[-3]).stat().st_size)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(lambda command: _run(command, "the C compiler", cwd=workdir), commands))
-    _run([*compiler_command(), *link, *flags, *map(str, objects), "-o", str(extension), "-lm"], "the linker", cwd=workdir)
+    _run([*compiler_command(), *link, *flags, *map(str, objects), "-o", str(extension), *libraries, "-lm"],
+         "the linker", cwd=workdir)
 
 
 def extension_suffix() -> str:
     return sysconfig.get_config_var("EXT_SUFFIX")
 
 
-def compile_kernels(text: str, name: str, workdir: Path, flags, parts=()) -> Path:
+def compile_kernels(text: str, name: str, workdir: Path, flags, parts=(), libraries=()) -> Path:
     """A kernel library (plain C ``text`` plus C ``parts``) -> ``NAME.so``
     built in ``workdir`` with the C compiler alone: no Cython."""
     workdir = workdir.resolve()
@@ -173,7 +239,7 @@ def compile_kernels(text: str, name: str, workdir: Path, flags, parts=()) -> Pat
         part_files.append(workdir / f"{name}{suffix}")
         part_files[-1].write_text(part_text)
     started = time.perf_counter()
-    compile_extension([c_file, *part_files], library, flags, part_flags(flags, parts))
+    compile_extension([c_file, *part_files], library, flags, part_flags(flags, parts), libraries)
     log.debug("built %s in %.2f s", name, time.perf_counter() - started)
     return library
 
@@ -193,7 +259,7 @@ def compile_runtime(text: str, module_name: str, workdir: Path, flags) -> Path:
     return extension
 
 
-def compile_module(text: str, module_name: str, workdir: Path, flags, parts=()) -> Path:
+def compile_module(text: str, module_name: str, workdir: Path, flags, parts=(), libraries=()) -> Path:
     """Cython source text (plus C ``parts``: (name suffix, text) pairs) ->
     extension module ``module_name`` built in ``workdir``."""
     workdir = workdir.resolve()
@@ -207,6 +273,6 @@ def compile_module(text: str, module_name: str, workdir: Path, flags, parts=()) 
         part_files[-1].write_text(part_text)
     started = time.perf_counter()
     cythonize(pyx, c_file, module_name)
-    compile_extension([c_file, *part_files], extension, flags, part_flags(flags, parts))
+    compile_extension([c_file, *part_files], extension, flags, part_flags(flags, parts), libraries)
     log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
     return extension

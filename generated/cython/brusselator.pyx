@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: dfd78e678790ae22d378d43a936d1073f3e969de20993f905561f27102fb8bc6
+symjac-content-hash: 5552ee4842697c60c738a19289a71ca2cccf77dbf730f25618e41640f8f78dcd
 """
 
 import os
@@ -36,6 +36,19 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+
+    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
+       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
+       gives the scalar loop). */
+    #ifndef SYMJAC_LANES
+    #if defined(__AVX512F__)
+    #define SYMJAC_LANES 8
+    #elif defined(__AVX__)
+    #define SYMJAC_LANES 4
+    #else
+    #define SYMJAC_LANES 2
+    #endif
+    #endif
 
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[2] = {10, 3};
@@ -150,27 +163,34 @@ cdef extern from *:
         return 0;
     }
 
-    /* Function: writes the non-zero entries of every output. Point body. */
-    static inline void _symjac_function_point(
-        const double *restrict u, const double *restrict p, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
+    /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_lanes(
+        const double (*restrict u)[SYMJAC_LANES], const double (*restrict p)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES])
     {
-        const double _t0 = (u[0]*u[0])*u[5];
-        const double _t1 = p[1] + 1;
-        const double _t2 = 36*p[2];
-        const double _t3 = (u[1]*u[1])*u[6];
-        const double _t4 = (u[2]*u[2])*u[7];
-        const double _t5 = (u[3]*u[3])*u[8];
-        const double _t6 = (u[4]*u[4])*u[9];
-        _f0[_f0_at[0]] = _t0 - _t1*u[0] + _t2*(-2*u[0] + u[1] + 1) + p[0];  /* [0] */
-        _f0[_f0_at[1]] = -_t1*u[1] + _t2*(u[0] - 2*u[1] + u[2]) + _t3 + p[0];  /* [1] */
-        _f0[_f0_at[2]] = -_t1*u[2] + _t2*(u[1] - 2*u[2] + u[3]) + _t4 + p[0];  /* [2] */
-        _f0[_f0_at[3]] = -_t1*u[3] + _t2*(u[2] - 2*u[3] + u[4]) + _t5 + p[0];  /* [3] */
-        _f0[_f0_at[4]] = -_t1*u[4] + _t2*(u[3] - 2*u[4] + 1) + _t6 + p[0];  /* [4] */
-        _f0[_f0_at[5]] = -_t0 + _t2*(-2*u[5] + u[6] + 3) + p[1]*u[0];  /* [5] */
-        _f0[_f0_at[6]] = _t2*(u[5] - 2*u[6] + u[7]) - _t3 + p[1]*u[1];  /* [6] */
-        _f0[_f0_at[7]] = _t2*(u[6] - 2*u[7] + u[8]) - _t4 + p[1]*u[2];  /* [7] */
-        _f0[_f0_at[8]] = _t2*(u[7] - 2*u[8] + u[9]) - _t5 + p[1]*u[3];  /* [8] */
-        _f0[_f0_at[9]] = _t2*(u[8] - 2*u[9] + 3) - _t6 + p[1]*u[4];  /* [9] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = (u[0][_l]*u[0][_l])*u[5][_l];
+            const double _t1 = p[1][_l] + 1;
+            const double _t2 = 36*p[2][_l];
+            const double _t3 = (u[1][_l]*u[1][_l])*u[6][_l];
+            const double _t4 = (u[2][_l]*u[2][_l])*u[7][_l];
+            const double _t5 = (u[3][_l]*u[3][_l])*u[8][_l];
+            const double _t6 = (u[4][_l]*u[4][_l])*u[9][_l];
+            _f0[0][_l] = _t0 - _t1*u[0][_l] + _t2*(-2*u[0][_l] + u[1][_l] + 1) + p[0][_l];  /* [0] */
+            _f0[1][_l] = -_t1*u[1][_l] + _t2*(u[0][_l] - 2*u[1][_l] + u[2][_l]) + _t3 + p[0][_l];  /* [1] */
+            _f0[2][_l] = -_t1*u[2][_l] + _t2*(u[1][_l] - 2*u[2][_l] + u[3][_l]) + _t4 + p[0][_l];  /* [2] */
+            _f0[3][_l] = -_t1*u[3][_l] + _t2*(u[2][_l] - 2*u[3][_l] + u[4][_l]) + _t5 + p[0][_l];  /* [3] */
+            _f0[4][_l] = -_t1*u[4][_l] + _t2*(u[3][_l] - 2*u[4][_l] + 1) + _t6 + p[0][_l];  /* [4] */
+            _f0[5][_l] = -_t0 + _t2*(-2*u[5][_l] + u[6][_l] + 3) + p[1][_l]*u[0][_l];  /* [5] */
+            _f0[6][_l] = _t2*(u[5][_l] - 2*u[6][_l] + u[7][_l]) - _t3 + p[1][_l]*u[1][_l];  /* [6] */
+            _f0[7][_l] = _t2*(u[6][_l] - 2*u[7][_l] + u[8][_l]) - _t4 + p[1][_l]*u[2][_l];  /* [7] */
+            _f0[8][_l] = _t2*(u[7][_l] - 2*u[8][_l] + u[9][_l]) - _t5 + p[1][_l]*u[3][_l];  /* [8] */
+            _f0[9][_l] = _t2*(u[8][_l] - 2*u[9][_l] + 3) - _t6 + p[1][_l]*u[4][_l];  /* [9] */
+        }
     }
     static const Py_ssize_t _symjac_function_dense0[10] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -182,16 +202,43 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
-
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+        {
+            double _a0[10][SYMJAC_LANES];  /* u, lane by lane */
+            double _a1[3][SYMJAC_LANES];  /* p, lane by lane */
+            double _f0[10][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 10; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 10; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                if (_arg_strides[1] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[SYMJAC_LANES])_a1, _f0);
+                for (_k = 0; _k < 10; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 10 + _symjac_function_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 10] = _f0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -488,7 +535,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'dfd78e678790ae22d378d43a936d1073f3e969de20993f905561f27102fb8bc6'
+CONTENT_HASH = '5552ee4842697c60c738a19289a71ca2cccf77dbf730f25618e41640f8f78dcd'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: db1e10cdae049d4c02c7bc8e52af7f27ff68dbf1c262de478c1ea99751e0e0f5
+symjac-content-hash: 8d24956b92dfa180d95a4bf42099eaf0e5ca1278440f2dc349d4339b33b828dc
 """
 
 import os
@@ -40,6 +40,30 @@ cdef extern from *:
     #include <stdlib.h>
     #include <string.h>
 
+    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
+       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
+       gives the scalar loop). */
+    #ifndef SYMJAC_LANES
+    #if defined(__AVX512F__)
+    #define SYMJAC_LANES 8
+    #elif defined(__AVX__)
+    #define SYMJAC_LANES 4
+    #else
+    #define SYMJAC_LANES 2
+    #endif
+    #endif
+    /* The lane loops call vector versions of these libm functions (glibc's
+       libmvec) when symjac's build asks for them: -DSYMJAC_VECTOR_MATH, linked
+       with -lmvec; BuildOptions(vector_math=False) turns them off. glibc bounds
+       their error by 4 ulp (scalar libm: 1-2 ulp), so a value can differ from
+       the scalar path's in its last bits. Without the macro: scalar libm. */
+    #if defined(SYMJAC_VECTOR_MATH) && defined(__GLIBC__) && defined(__x86_64__) && !defined(__clang__)
+    #if __GLIBC_PREREQ(2, 35)
+    #pragma omp declare simd notinbranch
+    double tanh(double);
+    #endif
+    #endif
+
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[5] = {3, 24, 8, 16, 2};
     static const int _symjac_arg_ndims[5] = {1, 2, 1, 2, 1};
@@ -53,48 +77,55 @@ cdef extern from *:
         0, 1, 2, 3, 4, 5
     };
 
-    /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
-    static inline void _symjac_jacobian_point(
-        const double *restrict x, const double (*restrict W1)[3], const double *restrict b1, const double (*restrict W2)[8], const double *restrict b2, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
+    /* Jacobian: writes the non-zero entries of every block d output / d argument. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_jacobian_lanes(
+        const double (*restrict x)[SYMJAC_LANES], const double (*restrict W1)[3][SYMJAC_LANES], const double (*restrict b1)[SYMJAC_LANES], const double (*restrict W2)[8][SYMJAC_LANES], const double (*restrict b2)[SYMJAC_LANES], double (*restrict _jac0_0)[SYMJAC_LANES])
     {
-        const double _t24 = tanh(W1[0][0]*x[0] + W1[0][1]*x[1] + W1[0][2]*x[2] + b1[0]);
-        const double _t0 = 1 - (_t24*_t24);
-        const double _t1 = W2[0][0]*_t0;
-        const double _t25 = tanh(W1[1][0]*x[0] + W1[1][1]*x[1] + W1[1][2]*x[2] + b1[1]);
-        const double _t2 = 1 - (_t25*_t25);
-        const double _t3 = W2[0][1]*_t2;
-        const double _t26 = tanh(W1[2][0]*x[0] + W1[2][1]*x[1] + W1[2][2]*x[2] + b1[2]);
-        const double _t4 = 1 - (_t26*_t26);
-        const double _t5 = W2[0][2]*_t4;
-        const double _t27 = tanh(W1[3][0]*x[0] + W1[3][1]*x[1] + W1[3][2]*x[2] + b1[3]);
-        const double _t6 = 1 - (_t27*_t27);
-        const double _t7 = W2[0][3]*_t6;
-        const double _t28 = tanh(W1[4][0]*x[0] + W1[4][1]*x[1] + W1[4][2]*x[2] + b1[4]);
-        const double _t8 = 1 - (_t28*_t28);
-        const double _t9 = W2[0][4]*_t8;
-        const double _t29 = tanh(W1[5][0]*x[0] + W1[5][1]*x[1] + W1[5][2]*x[2] + b1[5]);
-        const double _t10 = 1 - (_t29*_t29);
-        const double _t11 = W2[0][5]*_t10;
-        const double _t30 = tanh(W1[6][0]*x[0] + W1[6][1]*x[1] + W1[6][2]*x[2] + b1[6]);
-        const double _t12 = 1 - (_t30*_t30);
-        const double _t13 = W2[0][6]*_t12;
-        const double _t31 = tanh(W1[7][0]*x[0] + W1[7][1]*x[1] + W1[7][2]*x[2] + b1[7]);
-        const double _t14 = 1 - (_t31*_t31);
-        const double _t15 = W2[0][7]*_t14;
-        const double _t16 = W2[1][0]*_t0;
-        const double _t17 = W2[1][1]*_t2;
-        const double _t18 = W2[1][2]*_t4;
-        const double _t19 = W2[1][3]*_t6;
-        const double _t20 = W2[1][4]*_t8;
-        const double _t21 = W2[1][5]*_t10;
-        const double _t22 = W2[1][6]*_t12;
-        const double _t23 = W2[1][7]*_t14;
-        _jac0_0[_jac0_0_at[0]] = W1[0][0]*_t1 + W1[1][0]*_t3 + W1[2][0]*_t5 + W1[3][0]*_t7 + W1[4][0]*_t9 + W1[5][0]*_t11 + W1[6][0]*_t13 + W1[7][0]*_t15;  /* [0, 0] */
-        _jac0_0[_jac0_0_at[1]] = W1[0][1]*_t1 + W1[1][1]*_t3 + W1[2][1]*_t5 + W1[3][1]*_t7 + W1[4][1]*_t9 + W1[5][1]*_t11 + W1[6][1]*_t13 + W1[7][1]*_t15;  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = W1[0][2]*_t1 + W1[1][2]*_t3 + W1[2][2]*_t5 + W1[3][2]*_t7 + W1[4][2]*_t9 + W1[5][2]*_t11 + W1[6][2]*_t13 + W1[7][2]*_t15;  /* [0, 2] */
-        _jac0_0[_jac0_0_at[3]] = W1[0][0]*_t16 + W1[1][0]*_t17 + W1[2][0]*_t18 + W1[3][0]*_t19 + W1[4][0]*_t20 + W1[5][0]*_t21 + W1[6][0]*_t22 + W1[7][0]*_t23;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[4]] = W1[0][1]*_t16 + W1[1][1]*_t17 + W1[2][1]*_t18 + W1[3][1]*_t19 + W1[4][1]*_t20 + W1[5][1]*_t21 + W1[6][1]*_t22 + W1[7][1]*_t23;  /* [1, 1] */
-        _jac0_0[_jac0_0_at[5]] = W1[0][2]*_t16 + W1[1][2]*_t17 + W1[2][2]*_t18 + W1[3][2]*_t19 + W1[4][2]*_t20 + W1[5][2]*_t21 + W1[6][2]*_t22 + W1[7][2]*_t23;  /* [1, 2] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t24 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
+            const double _t0 = 1 - (_t24*_t24);
+            const double _t1 = W2[0][0][_l]*_t0;
+            const double _t25 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
+            const double _t2 = 1 - (_t25*_t25);
+            const double _t3 = W2[0][1][_l]*_t2;
+            const double _t26 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
+            const double _t4 = 1 - (_t26*_t26);
+            const double _t5 = W2[0][2][_l]*_t4;
+            const double _t27 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
+            const double _t6 = 1 - (_t27*_t27);
+            const double _t7 = W2[0][3][_l]*_t6;
+            const double _t28 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
+            const double _t8 = 1 - (_t28*_t28);
+            const double _t9 = W2[0][4][_l]*_t8;
+            const double _t29 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
+            const double _t10 = 1 - (_t29*_t29);
+            const double _t11 = W2[0][5][_l]*_t10;
+            const double _t30 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
+            const double _t12 = 1 - (_t30*_t30);
+            const double _t13 = W2[0][6][_l]*_t12;
+            const double _t31 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
+            const double _t14 = 1 - (_t31*_t31);
+            const double _t15 = W2[0][7][_l]*_t14;
+            const double _t16 = W2[1][0][_l]*_t0;
+            const double _t17 = W2[1][1][_l]*_t2;
+            const double _t18 = W2[1][2][_l]*_t4;
+            const double _t19 = W2[1][3][_l]*_t6;
+            const double _t20 = W2[1][4][_l]*_t8;
+            const double _t21 = W2[1][5][_l]*_t10;
+            const double _t22 = W2[1][6][_l]*_t12;
+            const double _t23 = W2[1][7][_l]*_t14;
+            _jac0_0[0][_l] = W1[0][0][_l]*_t1 + W1[1][0][_l]*_t3 + W1[2][0][_l]*_t5 + W1[3][0][_l]*_t7 + W1[4][0][_l]*_t9 + W1[5][0][_l]*_t11 + W1[6][0][_l]*_t13 + W1[7][0][_l]*_t15;  /* [0, 0] */
+            _jac0_0[1][_l] = W1[0][1][_l]*_t1 + W1[1][1][_l]*_t3 + W1[2][1][_l]*_t5 + W1[3][1][_l]*_t7 + W1[4][1][_l]*_t9 + W1[5][1][_l]*_t11 + W1[6][1][_l]*_t13 + W1[7][1][_l]*_t15;  /* [0, 1] */
+            _jac0_0[2][_l] = W1[0][2][_l]*_t1 + W1[1][2][_l]*_t3 + W1[2][2][_l]*_t5 + W1[3][2][_l]*_t7 + W1[4][2][_l]*_t9 + W1[5][2][_l]*_t11 + W1[6][2][_l]*_t13 + W1[7][2][_l]*_t15;  /* [0, 2] */
+            _jac0_0[3][_l] = W1[0][0][_l]*_t16 + W1[1][0][_l]*_t17 + W1[2][0][_l]*_t18 + W1[3][0][_l]*_t19 + W1[4][0][_l]*_t20 + W1[5][0][_l]*_t21 + W1[6][0][_l]*_t22 + W1[7][0][_l]*_t23;  /* [1, 0] */
+            _jac0_0[4][_l] = W1[0][1][_l]*_t16 + W1[1][1][_l]*_t17 + W1[2][1][_l]*_t18 + W1[3][1][_l]*_t19 + W1[4][1][_l]*_t20 + W1[5][1][_l]*_t21 + W1[6][1][_l]*_t22 + W1[7][1][_l]*_t23;  /* [1, 1] */
+            _jac0_0[5][_l] = W1[0][2][_l]*_t16 + W1[1][2][_l]*_t17 + W1[2][2][_l]*_t18 + W1[3][2][_l]*_t19 + W1[4][2][_l]*_t20 + W1[5][2][_l]*_t21 + W1[6][2][_l]*_t22 + W1[7][2][_l]*_t23;  /* [1, 2] */
+        }
     }
     static const Py_ssize_t _symjac_jacobian_dense0[6] = {
         0, 1, 2, 3, 4, 5
@@ -106,16 +137,64 @@ cdef extern from *:
 
     static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
-
-    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 24; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 8; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 16; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 2; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                if (_arg_strides[1] != 0)
+                    for (_k = 0; _k < 24; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+                if (_arg_strides[2] != 0)
+                    for (_k = 0; _k < 8; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+                if (_arg_strides[3] != 0)
+                    for (_k = 0; _k < 16; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+                if (_arg_strides[4] != 0)
+                    for (_k = 0; _k < 2; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_jacobian_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -126,34 +205,89 @@ cdef extern from *:
 
     static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
-
-    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 24; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 8; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 16; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 2; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                if (_arg_strides[1] != 0)
+                    for (_k = 0; _k < 24; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+                if (_arg_strides[2] != 0)
+                    for (_k = 0; _k < 8; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+                if (_arg_strides[3] != 0)
+                    for (_k = 0; _k < 16; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+                if (_arg_strides[4] != 0)
+                    for (_k = 0; _k < 2; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_identity[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
 
-    /* Function: writes the non-zero entries of every output. Point body. */
-    static inline void _symjac_function_point(
-        const double *restrict x, const double (*restrict W1)[3], const double *restrict b1, const double (*restrict W2)[8], const double *restrict b2, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
+    /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_lanes(
+        const double (*restrict x)[SYMJAC_LANES], const double (*restrict W1)[3][SYMJAC_LANES], const double (*restrict b1)[SYMJAC_LANES], const double (*restrict W2)[8][SYMJAC_LANES], const double (*restrict b2)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES])
     {
-        const double _t0 = tanh(W1[0][0]*x[0] + W1[0][1]*x[1] + W1[0][2]*x[2] + b1[0]);
-        const double _t1 = tanh(W1[1][0]*x[0] + W1[1][1]*x[1] + W1[1][2]*x[2] + b1[1]);
-        const double _t2 = tanh(W1[2][0]*x[0] + W1[2][1]*x[1] + W1[2][2]*x[2] + b1[2]);
-        const double _t3 = tanh(W1[3][0]*x[0] + W1[3][1]*x[1] + W1[3][2]*x[2] + b1[3]);
-        const double _t4 = tanh(W1[4][0]*x[0] + W1[4][1]*x[1] + W1[4][2]*x[2] + b1[4]);
-        const double _t5 = tanh(W1[5][0]*x[0] + W1[5][1]*x[1] + W1[5][2]*x[2] + b1[5]);
-        const double _t6 = tanh(W1[6][0]*x[0] + W1[6][1]*x[1] + W1[6][2]*x[2] + b1[6]);
-        const double _t7 = tanh(W1[7][0]*x[0] + W1[7][1]*x[1] + W1[7][2]*x[2] + b1[7]);
-        _f0[_f0_at[0]] = W2[0][0]*_t0 + W2[0][1]*_t1 + W2[0][2]*_t2 + W2[0][3]*_t3 + W2[0][4]*_t4 + W2[0][5]*_t5 + W2[0][6]*_t6 + W2[0][7]*_t7 + b2[0];  /* [0] */
-        _f0[_f0_at[1]] = W2[1][0]*_t0 + W2[1][1]*_t1 + W2[1][2]*_t2 + W2[1][3]*_t3 + W2[1][4]*_t4 + W2[1][5]*_t5 + W2[1][6]*_t6 + W2[1][7]*_t7 + b2[1];  /* [1] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
+            const double _t1 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
+            const double _t2 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
+            const double _t3 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
+            const double _t4 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
+            const double _t5 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
+            const double _t6 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
+            const double _t7 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
+            _f0[0][_l] = W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7 + b2[0][_l];  /* [0] */
+            _f0[1][_l] = W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7 + b2[1][_l];  /* [1] */
+        }
     }
     static const Py_ssize_t _symjac_function_dense0[2] = {
         0, 1
@@ -165,64 +299,119 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
-
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+            double _f0[2][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 24; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 8; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 16; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 2; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                if (_arg_strides[1] != 0)
+                    for (_k = 0; _k < 24; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+                if (_arg_strides[2] != 0)
+                    for (_k = 0; _k < 8; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+                if (_arg_strides[3] != 0)
+                    for (_k = 0; _k < 16; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+                if (_arg_strides[4] != 0)
+                    for (_k = 0; _k < 2; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0);
+                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
+                }
+            }
         }
         return 0;
     }
 
-    /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
-    static inline void _symjac_function_and_jacobian_point(
-        const double *restrict x, const double (*restrict W1)[3], const double *restrict b1, const double (*restrict W2)[8], const double *restrict b2, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
+    /* Function and Jacobian in one pass, sharing subexpressions. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_and_jacobian_lanes(
+        const double (*restrict x)[SYMJAC_LANES], const double (*restrict W1)[3][SYMJAC_LANES], const double (*restrict b1)[SYMJAC_LANES], const double (*restrict W2)[8][SYMJAC_LANES], const double (*restrict b2)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES], double (*restrict _jac0_0)[SYMJAC_LANES])
     {
-        const double _t0 = tanh(W1[0][0]*x[0] + W1[0][1]*x[1] + W1[0][2]*x[2] + b1[0]);
-        const double _t1 = tanh(W1[1][0]*x[0] + W1[1][1]*x[1] + W1[1][2]*x[2] + b1[1]);
-        const double _t2 = tanh(W1[2][0]*x[0] + W1[2][1]*x[1] + W1[2][2]*x[2] + b1[2]);
-        const double _t3 = tanh(W1[3][0]*x[0] + W1[3][1]*x[1] + W1[3][2]*x[2] + b1[3]);
-        const double _t4 = tanh(W1[4][0]*x[0] + W1[4][1]*x[1] + W1[4][2]*x[2] + b1[4]);
-        const double _t5 = tanh(W1[5][0]*x[0] + W1[5][1]*x[1] + W1[5][2]*x[2] + b1[5]);
-        const double _t6 = tanh(W1[6][0]*x[0] + W1[6][1]*x[1] + W1[6][2]*x[2] + b1[6]);
-        const double _t7 = tanh(W1[7][0]*x[0] + W1[7][1]*x[1] + W1[7][2]*x[2] + b1[7]);
-        const double _t8 = 1 - (_t0*_t0);
-        const double _t9 = W2[0][0]*_t8;
-        const double _t10 = 1 - (_t1*_t1);
-        const double _t11 = W2[0][1]*_t10;
-        const double _t12 = 1 - (_t2*_t2);
-        const double _t13 = W2[0][2]*_t12;
-        const double _t14 = 1 - (_t3*_t3);
-        const double _t15 = W2[0][3]*_t14;
-        const double _t16 = 1 - (_t4*_t4);
-        const double _t17 = W2[0][4]*_t16;
-        const double _t18 = 1 - (_t5*_t5);
-        const double _t19 = W2[0][5]*_t18;
-        const double _t20 = 1 - (_t6*_t6);
-        const double _t21 = W2[0][6]*_t20;
-        const double _t22 = 1 - (_t7*_t7);
-        const double _t23 = W2[0][7]*_t22;
-        const double _t24 = W2[1][0]*_t8;
-        const double _t25 = W2[1][1]*_t10;
-        const double _t26 = W2[1][2]*_t12;
-        const double _t27 = W2[1][3]*_t14;
-        const double _t28 = W2[1][4]*_t16;
-        const double _t29 = W2[1][5]*_t18;
-        const double _t30 = W2[1][6]*_t20;
-        const double _t31 = W2[1][7]*_t22;
-        _f0[_f0_at[0]] = W2[0][0]*_t0 + W2[0][1]*_t1 + W2[0][2]*_t2 + W2[0][3]*_t3 + W2[0][4]*_t4 + W2[0][5]*_t5 + W2[0][6]*_t6 + W2[0][7]*_t7 + b2[0];  /* [0] */
-        _f0[_f0_at[1]] = W2[1][0]*_t0 + W2[1][1]*_t1 + W2[1][2]*_t2 + W2[1][3]*_t3 + W2[1][4]*_t4 + W2[1][5]*_t5 + W2[1][6]*_t6 + W2[1][7]*_t7 + b2[1];  /* [1] */
-        _jac0_0[_jac0_0_at[0]] = W1[0][0]*_t9 + W1[1][0]*_t11 + W1[2][0]*_t13 + W1[3][0]*_t15 + W1[4][0]*_t17 + W1[5][0]*_t19 + W1[6][0]*_t21 + W1[7][0]*_t23;  /* [0, 0] */
-        _jac0_0[_jac0_0_at[1]] = W1[0][1]*_t9 + W1[1][1]*_t11 + W1[2][1]*_t13 + W1[3][1]*_t15 + W1[4][1]*_t17 + W1[5][1]*_t19 + W1[6][1]*_t21 + W1[7][1]*_t23;  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = W1[0][2]*_t9 + W1[1][2]*_t11 + W1[2][2]*_t13 + W1[3][2]*_t15 + W1[4][2]*_t17 + W1[5][2]*_t19 + W1[6][2]*_t21 + W1[7][2]*_t23;  /* [0, 2] */
-        _jac0_0[_jac0_0_at[3]] = W1[0][0]*_t24 + W1[1][0]*_t25 + W1[2][0]*_t26 + W1[3][0]*_t27 + W1[4][0]*_t28 + W1[5][0]*_t29 + W1[6][0]*_t30 + W1[7][0]*_t31;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[4]] = W1[0][1]*_t24 + W1[1][1]*_t25 + W1[2][1]*_t26 + W1[3][1]*_t27 + W1[4][1]*_t28 + W1[5][1]*_t29 + W1[6][1]*_t30 + W1[7][1]*_t31;  /* [1, 1] */
-        _jac0_0[_jac0_0_at[5]] = W1[0][2]*_t24 + W1[1][2]*_t25 + W1[2][2]*_t26 + W1[3][2]*_t27 + W1[4][2]*_t28 + W1[5][2]*_t29 + W1[6][2]*_t30 + W1[7][2]*_t31;  /* [1, 2] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
+            const double _t1 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
+            const double _t2 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
+            const double _t3 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
+            const double _t4 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
+            const double _t5 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
+            const double _t6 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
+            const double _t7 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
+            const double _t8 = 1 - (_t0*_t0);
+            const double _t9 = W2[0][0][_l]*_t8;
+            const double _t10 = 1 - (_t1*_t1);
+            const double _t11 = W2[0][1][_l]*_t10;
+            const double _t12 = 1 - (_t2*_t2);
+            const double _t13 = W2[0][2][_l]*_t12;
+            const double _t14 = 1 - (_t3*_t3);
+            const double _t15 = W2[0][3][_l]*_t14;
+            const double _t16 = 1 - (_t4*_t4);
+            const double _t17 = W2[0][4][_l]*_t16;
+            const double _t18 = 1 - (_t5*_t5);
+            const double _t19 = W2[0][5][_l]*_t18;
+            const double _t20 = 1 - (_t6*_t6);
+            const double _t21 = W2[0][6][_l]*_t20;
+            const double _t22 = 1 - (_t7*_t7);
+            const double _t23 = W2[0][7][_l]*_t22;
+            const double _t24 = W2[1][0][_l]*_t8;
+            const double _t25 = W2[1][1][_l]*_t10;
+            const double _t26 = W2[1][2][_l]*_t12;
+            const double _t27 = W2[1][3][_l]*_t14;
+            const double _t28 = W2[1][4][_l]*_t16;
+            const double _t29 = W2[1][5][_l]*_t18;
+            const double _t30 = W2[1][6][_l]*_t20;
+            const double _t31 = W2[1][7][_l]*_t22;
+            _f0[0][_l] = W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7 + b2[0][_l];  /* [0] */
+            _f0[1][_l] = W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7 + b2[1][_l];  /* [1] */
+            _jac0_0[0][_l] = W1[0][0][_l]*_t9 + W1[1][0][_l]*_t11 + W1[2][0][_l]*_t13 + W1[3][0][_l]*_t15 + W1[4][0][_l]*_t17 + W1[5][0][_l]*_t19 + W1[6][0][_l]*_t21 + W1[7][0][_l]*_t23;  /* [0, 0] */
+            _jac0_0[1][_l] = W1[0][1][_l]*_t9 + W1[1][1][_l]*_t11 + W1[2][1][_l]*_t13 + W1[3][1][_l]*_t15 + W1[4][1][_l]*_t17 + W1[5][1][_l]*_t19 + W1[6][1][_l]*_t21 + W1[7][1][_l]*_t23;  /* [0, 1] */
+            _jac0_0[2][_l] = W1[0][2][_l]*_t9 + W1[1][2][_l]*_t11 + W1[2][2][_l]*_t13 + W1[3][2][_l]*_t15 + W1[4][2][_l]*_t17 + W1[5][2][_l]*_t19 + W1[6][2][_l]*_t21 + W1[7][2][_l]*_t23;  /* [0, 2] */
+            _jac0_0[3][_l] = W1[0][0][_l]*_t24 + W1[1][0][_l]*_t25 + W1[2][0][_l]*_t26 + W1[3][0][_l]*_t27 + W1[4][0][_l]*_t28 + W1[5][0][_l]*_t29 + W1[6][0][_l]*_t30 + W1[7][0][_l]*_t31;  /* [1, 0] */
+            _jac0_0[4][_l] = W1[0][1][_l]*_t24 + W1[1][1][_l]*_t25 + W1[2][1][_l]*_t26 + W1[3][1][_l]*_t27 + W1[4][1][_l]*_t28 + W1[5][1][_l]*_t29 + W1[6][1][_l]*_t30 + W1[7][1][_l]*_t31;  /* [1, 1] */
+            _jac0_0[5][_l] = W1[0][2][_l]*_t24 + W1[1][2][_l]*_t25 + W1[2][2][_l]*_t26 + W1[3][2][_l]*_t27 + W1[4][2][_l]*_t28 + W1[5][2][_l]*_t29 + W1[6][2][_l]*_t30 + W1[7][2][_l]*_t31;  /* [1, 2] */
+        }
     }
     static const Py_ssize_t _symjac_function_and_jacobian_dense0[2] = {
         0, 1
@@ -236,16 +425,69 @@ cdef extern from *:
 
     static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_and_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (const double (*)[3])(_args[1] + _i * _arg_strides[1]), (_args[2] + _i * _arg_strides[2]), (const double (*)[8])(_args[3] + _i * _arg_strides[3]), (_args[4] + _i * _arg_strides[4]), 
-
-    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+            double _f0[2][SYMJAC_LANES];
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 24; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 8; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 16; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 2; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                if (_arg_strides[1] != 0)
+                    for (_k = 0; _k < 24; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+                if (_arg_strides[2] != 0)
+                    for (_k = 0; _k < 8; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+                if (_arg_strides[3] != 0)
+                    for (_k = 0; _k < 16; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+                if (_arg_strides[4] != 0)
+                    for (_k = 0; _k < 2; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+                _symjac_function_and_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0, _jac0_0);
+                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_and_jacobian_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
+                }
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[1] + _block * SYMJAC_LANES * 6 + _symjac_function_and_jacobian_dense1[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -436,7 +678,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'db1e10cdae049d4c02c7bc8e52af7f27ff68dbf1c262de478c1ea99751e0e0f5'
+CONTENT_HASH = '8d24956b92dfa180d95a4bf42099eaf0e5ca1278440f2dc349d4339b33b828dc'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

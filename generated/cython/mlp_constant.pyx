@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 107b44865eca83d047115b22ec63c00d5e846668fd6cc80cf739fe67ccc44ac4
+symjac-content-hash: 0ca8892dbd36de4c3cdf7f99beec4a100fa0869983ae8cc0f3648f12ed1bbdda
 """
 
 import os
@@ -36,6 +36,30 @@ cdef extern from *:
     #include <stdlib.h>
     #include <string.h>
 
+    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
+       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
+       gives the scalar loop). */
+    #ifndef SYMJAC_LANES
+    #if defined(__AVX512F__)
+    #define SYMJAC_LANES 8
+    #elif defined(__AVX__)
+    #define SYMJAC_LANES 4
+    #else
+    #define SYMJAC_LANES 2
+    #endif
+    #endif
+    /* The lane loops call vector versions of these libm functions (glibc's
+       libmvec) when symjac's build asks for them: -DSYMJAC_VECTOR_MATH, linked
+       with -lmvec; BuildOptions(vector_math=False) turns them off. glibc bounds
+       their error by 4 ulp (scalar libm: 1-2 ulp), so a value can differ from
+       the scalar path's in its last bits. Without the macro: scalar libm. */
+    #if defined(SYMJAC_VECTOR_MATH) && defined(__GLIBC__) && defined(__x86_64__) && !defined(__clang__)
+    #if __GLIBC_PREREQ(2, 35)
+    #pragma omp declare simd notinbranch
+    double tanh(double);
+    #endif
+    #endif
+
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[1] = {3};
     static const int _symjac_arg_ndims[1] = {1};
@@ -45,32 +69,39 @@ cdef extern from *:
         0, 1, 2, 3, 4, 5
     };
 
-    /* Jacobian: writes the non-zero entries of every block d output / d argument. Point body. */
-    static inline void _symjac_jacobian_point(
-        const double *restrict x, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
+    /* Jacobian: writes the non-zero entries of every block d output / d argument. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_jacobian_lanes(
+        const double (*restrict x)[SYMJAC_LANES], double (*restrict _jac0_0)[SYMJAC_LANES])
     {
-        const double _t8 = tanh(0.060564110876330755*x[0] - 0.3092688567912055*x[1] + 0.20876700228962852*x[2] + 0.009401229776087457);
-        const double _t0 = (_t8*_t8);
-        const double _t9 = tanh(0.7889280525596515*x[0] - 0.38405032380100157*x[1] + 0.20294443359106917*x[2] - 0.020917557487171307);
-        const double _t1 = (_t9*_t9);
-        const double _t10 = tanh(0.23765500098227565*x[0] + 0.6018953744815138*x[1] - 0.074209522250936*x[2] - 0.10096181835387359);
-        const double _t2 = (_t10*_t10);
-        const double _t11 = tanh(0.422774754356813*x[0] + 0.3142280702615398*x[1] + 0.1826159804244521*x[2] - 0.022019512347004944);
-        const double _t3 = (_t11*_t11);
-        const double _t12 = tanh(1.3423571436118953*x[0] + 0.12631942606790142*x[1] + 0.7193270207828588*x[2] + 0.045772582566733916);
-        const double _t4 = (_t12*_t12);
-        const double _t13 = tanh(0.7528647770791689*x[0] + 0.5467974490070381*x[1] - 0.40630172783139196*x[2] - 0.07434992493538084);
-        const double _t5 = (_t13*_t13);
-        const double _t14 = tanh(0.07259037699354179*x[0] - 0.07627077838249186*x[1] + 0.36974818962856254*x[2] + 0.09034701816518087);
-        const double _t6 = (_t14*_t14);
-        const double _t15 = tanh(0.7305914269467707*x[0] + 0.35984767872495965*x[1] - 0.02385956530065601*x[2] + 0.09217253762584195);
-        const double _t7 = (_t15*_t15);
-        _jac0_0[_jac0_0_at[0]] = -0.011580935450413821*_t0 - 0.41656004311465933*_t1 - 0.06587254431178756*_t2 - 0.019373796717732938*_t3 - 0.31030373626094315*_t4 - 0.057137513284259846*_t5 + 0.004086442035351908*_t6 + 0.09179386391958531*_t7 + 0.7849482631848596;  /* [0, 0] */
-        _jac0_0[_jac0_0_at[1]] = 0.05913770738970713*_t0 + 0.2027815070356468*_t1 - 0.16683166591369336*_t2 - 0.014399608050187897*_t3 - 0.02920041812847134*_t4 - 0.04149835064358929*_t5 - 0.004293628546369907*_t6 + 0.045212423297521426*_t7 - 0.050907966440563564;  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = -0.03991996485558014*_t0 - 0.10715621244838909*_t1 + 0.02056918652090953*_t2 - 0.008368439330147099*_t3 - 0.16628202353196478*_t4 + 0.030835644166339667*_t5 + 0.02081480503576738*_t6 - 0.002997792760232386*_t7 + 0.2525047972032969;  /* [0, 2] */
-        _jac0_0[_jac0_0_at[3]] = -0.032417114992785094*_t0 - 0.5467713000558597*_t1 - 0.12250833827272391*_t2 - 0.04692312545070334*_t3 + 0.12550929859038976*_t4 - 0.3582422866889745*_t5 + 0.032313380406862637*_t6 + 0.20181513822058542*_t7 + 0.7472243482432089;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[4]] = 0.1655370474233418*_t0 + 0.26616837131123583*_t1 - 0.31026993682858983*_t2 - 0.034875694466303335*_t3 + 0.011810763357256521*_t4 - 0.2601874525833748*_t5 - 0.033951699631209274*_t6 + 0.0994026296253346*_t7 + 0.09636597179230848;  /* [1, 1] */
-        _jac0_0[_jac0_0_at[5]] = -0.11174313998831926*_t0 - 0.14065185213489273*_t1 + 0.03825412979907344*_t2 - 0.02026826926266219*_t3 + 0.06725649002220671*_t4 + 0.1933341344891915*_t5 + 0.16459225590300344*_t6 - 0.006590854055266382*_t7 - 0.18418289477233452;  /* [1, 2] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t8 = tanh(0.060564110876330755*x[0][_l] - 0.3092688567912055*x[1][_l] + 0.20876700228962852*x[2][_l] + 0.009401229776087457);
+            const double _t0 = (_t8*_t8);
+            const double _t9 = tanh(0.7889280525596515*x[0][_l] - 0.38405032380100157*x[1][_l] + 0.20294443359106917*x[2][_l] - 0.020917557487171307);
+            const double _t1 = (_t9*_t9);
+            const double _t10 = tanh(0.23765500098227565*x[0][_l] + 0.6018953744815138*x[1][_l] - 0.074209522250936*x[2][_l] - 0.10096181835387359);
+            const double _t2 = (_t10*_t10);
+            const double _t11 = tanh(0.422774754356813*x[0][_l] + 0.3142280702615398*x[1][_l] + 0.1826159804244521*x[2][_l] - 0.022019512347004944);
+            const double _t3 = (_t11*_t11);
+            const double _t12 = tanh(1.3423571436118953*x[0][_l] + 0.12631942606790142*x[1][_l] + 0.7193270207828588*x[2][_l] + 0.045772582566733916);
+            const double _t4 = (_t12*_t12);
+            const double _t13 = tanh(0.7528647770791689*x[0][_l] + 0.5467974490070381*x[1][_l] - 0.40630172783139196*x[2][_l] - 0.07434992493538084);
+            const double _t5 = (_t13*_t13);
+            const double _t14 = tanh(0.07259037699354179*x[0][_l] - 0.07627077838249186*x[1][_l] + 0.36974818962856254*x[2][_l] + 0.09034701816518087);
+            const double _t6 = (_t14*_t14);
+            const double _t15 = tanh(0.7305914269467707*x[0][_l] + 0.35984767872495965*x[1][_l] - 0.02385956530065601*x[2][_l] + 0.09217253762584195);
+            const double _t7 = (_t15*_t15);
+            _jac0_0[0][_l] = -0.011580935450413821*_t0 - 0.41656004311465933*_t1 - 0.06587254431178756*_t2 - 0.019373796717732938*_t3 - 0.31030373626094315*_t4 - 0.057137513284259846*_t5 + 0.004086442035351908*_t6 + 0.09179386391958531*_t7 + 0.7849482631848596;  /* [0, 0] */
+            _jac0_0[1][_l] = 0.05913770738970713*_t0 + 0.2027815070356468*_t1 - 0.16683166591369336*_t2 - 0.014399608050187897*_t3 - 0.02920041812847134*_t4 - 0.04149835064358929*_t5 - 0.004293628546369907*_t6 + 0.045212423297521426*_t7 - 0.050907966440563564;  /* [0, 1] */
+            _jac0_0[2][_l] = -0.03991996485558014*_t0 - 0.10715621244838909*_t1 + 0.02056918652090953*_t2 - 0.008368439330147099*_t3 - 0.16628202353196478*_t4 + 0.030835644166339667*_t5 + 0.02081480503576738*_t6 - 0.002997792760232386*_t7 + 0.2525047972032969;  /* [0, 2] */
+            _jac0_0[3][_l] = -0.032417114992785094*_t0 - 0.5467713000558597*_t1 - 0.12250833827272391*_t2 - 0.04692312545070334*_t3 + 0.12550929859038976*_t4 - 0.3582422866889745*_t5 + 0.032313380406862637*_t6 + 0.20181513822058542*_t7 + 0.7472243482432089;  /* [1, 0] */
+            _jac0_0[4][_l] = 0.1655370474233418*_t0 + 0.26616837131123583*_t1 - 0.31026993682858983*_t2 - 0.034875694466303335*_t3 + 0.011810763357256521*_t4 - 0.2601874525833748*_t5 - 0.033951699631209274*_t6 + 0.0994026296253346*_t7 + 0.09636597179230848;  /* [1, 1] */
+            _jac0_0[5][_l] = -0.11174313998831926*_t0 - 0.14065185213489273*_t1 + 0.03825412979907344*_t2 - 0.02026826926266219*_t3 + 0.06725649002220671*_t4 + 0.1933341344891915*_t5 + 0.16459225590300344*_t6 - 0.006590854055266382*_t7 - 0.18418289477233452;  /* [1, 2] */
+        }
     }
     static const Py_ssize_t _symjac_jacobian_dense0[6] = {
         0, 1, 2, 3, 4, 5
@@ -82,16 +113,36 @@ cdef extern from *:
 
     static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), 
-
-    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, _jac0_0);
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_jacobian_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -102,34 +153,61 @@ cdef extern from *:
 
     static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), 
-
-    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, _jac0_0);
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_identity[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
 
-    /* Function: writes the non-zero entries of every output. Point body. */
-    static inline void _symjac_function_point(
-        const double *restrict x, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
+    /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_lanes(
+        const double (*restrict x)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES])
     {
-        const double _t0 = tanh(0.7528647770791689*x[0] + 0.5467974490070381*x[1] - 0.40630172783139196*x[2] - 0.07434992493538084);
-        const double _t1 = tanh(0.7889280525596515*x[0] - 0.38405032380100157*x[1] + 0.20294443359106917*x[2] - 0.020917557487171307);
-        const double _t2 = tanh(0.23765500098227565*x[0] + 0.6018953744815138*x[1] - 0.074209522250936*x[2] - 0.10096181835387359);
-        const double _t3 = tanh(0.422774754356813*x[0] + 0.3142280702615398*x[1] + 0.1826159804244521*x[2] - 0.022019512347004944);
-        const double _t4 = tanh(0.060564110876330755*x[0] - 0.3092688567912055*x[1] + 0.20876700228962852*x[2] + 0.009401229776087457);
-        const double _t5 = tanh(1.3423571436118953*x[0] + 0.12631942606790142*x[1] + 0.7193270207828588*x[2] + 0.045772582566733916);
-        const double _t6 = tanh(0.07259037699354179*x[0] - 0.07627077838249186*x[1] + 0.36974818962856254*x[2] + 0.09034701816518087);
-        const double _t7 = tanh(0.7305914269467707*x[0] + 0.35984767872495965*x[1] - 0.02385956530065601*x[2] + 0.09217253762584195);
-        _f0[_f0_at[0]] = 0.07589346058389373*_t0 + 0.5280076450103958*_t1 + 0.2771771855821386*_t2 + 0.04582533965919323*_t3 + 0.19121779025306887*_t4 + 0.23116332172673917*_t5 - 0.056294542122511226*_t6 - 0.12564322620538115*_t7 + 0.18016348698661253;  /* [0] */
-        _f0[_f0_at[1]] = 0.47583881939439293*_t0 + 0.6930559742195476*_t1 + 0.5154881562196143*_t2 + 0.11098847546393749*_t3 + 0.5352528836587631*_t4 - 0.09349918476440666*_t5 - 0.44514688785453604*_t6 - 0.276235294826816*_t7 + 0.131510376473437;  /* [1] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = tanh(0.7528647770791689*x[0][_l] + 0.5467974490070381*x[1][_l] - 0.40630172783139196*x[2][_l] - 0.07434992493538084);
+            const double _t1 = tanh(0.7889280525596515*x[0][_l] - 0.38405032380100157*x[1][_l] + 0.20294443359106917*x[2][_l] - 0.020917557487171307);
+            const double _t2 = tanh(0.23765500098227565*x[0][_l] + 0.6018953744815138*x[1][_l] - 0.074209522250936*x[2][_l] - 0.10096181835387359);
+            const double _t3 = tanh(0.422774754356813*x[0][_l] + 0.3142280702615398*x[1][_l] + 0.1826159804244521*x[2][_l] - 0.022019512347004944);
+            const double _t4 = tanh(0.060564110876330755*x[0][_l] - 0.3092688567912055*x[1][_l] + 0.20876700228962852*x[2][_l] + 0.009401229776087457);
+            const double _t5 = tanh(1.3423571436118953*x[0][_l] + 0.12631942606790142*x[1][_l] + 0.7193270207828588*x[2][_l] + 0.045772582566733916);
+            const double _t6 = tanh(0.07259037699354179*x[0][_l] - 0.07627077838249186*x[1][_l] + 0.36974818962856254*x[2][_l] + 0.09034701816518087);
+            const double _t7 = tanh(0.7305914269467707*x[0][_l] + 0.35984767872495965*x[1][_l] - 0.02385956530065601*x[2][_l] + 0.09217253762584195);
+            _f0[0][_l] = 0.07589346058389373*_t0 + 0.5280076450103958*_t1 + 0.2771771855821386*_t2 + 0.04582533965919323*_t3 + 0.19121779025306887*_t4 + 0.23116332172673917*_t5 - 0.056294542122511226*_t6 - 0.12564322620538115*_t7 + 0.18016348698661253;  /* [0] */
+            _f0[1][_l] = 0.47583881939439293*_t0 + 0.6930559742195476*_t1 + 0.5154881562196143*_t2 + 0.11098847546393749*_t3 + 0.5352528836587631*_t4 - 0.09349918476440666*_t5 - 0.44514688785453604*_t6 - 0.276235294826816*_t7 + 0.131510376473437;  /* [1] */
+        }
     }
     static const Py_ssize_t _symjac_function_dense0[2] = {
         0, 1
@@ -141,48 +219,75 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), 
-
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _f0[2][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, _f0);
+                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
+                }
+            }
         }
         return 0;
     }
 
-    /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
-    static inline void _symjac_function_and_jacobian_point(
-        const double *restrict x, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
+    /* Function and Jacobian in one pass, sharing subexpressions. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_and_jacobian_lanes(
+        const double (*restrict x)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES], double (*restrict _jac0_0)[SYMJAC_LANES])
     {
-        const double _t0 = tanh(0.7528647770791689*x[0] + 0.5467974490070381*x[1] - 0.40630172783139196*x[2] - 0.07434992493538084);
-        const double _t1 = tanh(0.7889280525596515*x[0] - 0.38405032380100157*x[1] + 0.20294443359106917*x[2] - 0.020917557487171307);
-        const double _t2 = tanh(0.23765500098227565*x[0] + 0.6018953744815138*x[1] - 0.074209522250936*x[2] - 0.10096181835387359);
-        const double _t3 = tanh(0.422774754356813*x[0] + 0.3142280702615398*x[1] + 0.1826159804244521*x[2] - 0.022019512347004944);
-        const double _t4 = tanh(0.060564110876330755*x[0] - 0.3092688567912055*x[1] + 0.20876700228962852*x[2] + 0.009401229776087457);
-        const double _t5 = tanh(1.3423571436118953*x[0] + 0.12631942606790142*x[1] + 0.7193270207828588*x[2] + 0.045772582566733916);
-        const double _t6 = tanh(0.07259037699354179*x[0] - 0.07627077838249186*x[1] + 0.36974818962856254*x[2] + 0.09034701816518087);
-        const double _t7 = tanh(0.7305914269467707*x[0] + 0.35984767872495965*x[1] - 0.02385956530065601*x[2] + 0.09217253762584195);
-        const double _t8 = (_t4*_t4);
-        const double _t9 = (_t1*_t1);
-        const double _t10 = (_t2*_t2);
-        const double _t11 = (_t3*_t3);
-        const double _t12 = (_t5*_t5);
-        const double _t13 = (_t0*_t0);
-        const double _t14 = (_t6*_t6);
-        const double _t15 = (_t7*_t7);
-        _f0[_f0_at[0]] = 0.07589346058389373*_t0 + 0.5280076450103958*_t1 + 0.2771771855821386*_t2 + 0.04582533965919323*_t3 + 0.19121779025306887*_t4 + 0.23116332172673917*_t5 - 0.056294542122511226*_t6 - 0.12564322620538115*_t7 + 0.18016348698661253;  /* [0] */
-        _f0[_f0_at[1]] = 0.47583881939439293*_t0 + 0.6930559742195476*_t1 + 0.5154881562196143*_t2 + 0.11098847546393749*_t3 + 0.5352528836587631*_t4 - 0.09349918476440666*_t5 - 0.44514688785453604*_t6 - 0.276235294826816*_t7 + 0.131510376473437;  /* [1] */
-        _jac0_0[_jac0_0_at[0]] = -0.06587254431178756*_t10 - 0.019373796717732938*_t11 - 0.31030373626094315*_t12 - 0.057137513284259846*_t13 + 0.004086442035351908*_t14 + 0.09179386391958531*_t15 - 0.011580935450413821*_t8 - 0.41656004311465933*_t9 + 0.7849482631848596;  /* [0, 0] */
-        _jac0_0[_jac0_0_at[1]] = -0.16683166591369336*_t10 - 0.014399608050187897*_t11 - 0.02920041812847134*_t12 - 0.04149835064358929*_t13 - 0.004293628546369907*_t14 + 0.045212423297521426*_t15 + 0.05913770738970713*_t8 + 0.2027815070356468*_t9 - 0.050907966440563564;  /* [0, 1] */
-        _jac0_0[_jac0_0_at[2]] = 0.02056918652090953*_t10 - 0.008368439330147099*_t11 - 0.16628202353196478*_t12 + 0.030835644166339667*_t13 + 0.02081480503576738*_t14 - 0.002997792760232386*_t15 - 0.03991996485558014*_t8 - 0.10715621244838909*_t9 + 0.2525047972032969;  /* [0, 2] */
-        _jac0_0[_jac0_0_at[3]] = -0.12250833827272391*_t10 - 0.04692312545070334*_t11 + 0.12550929859038976*_t12 - 0.3582422866889745*_t13 + 0.032313380406862637*_t14 + 0.20181513822058542*_t15 - 0.032417114992785094*_t8 - 0.5467713000558597*_t9 + 0.7472243482432089;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[4]] = -0.31026993682858983*_t10 - 0.034875694466303335*_t11 + 0.011810763357256521*_t12 - 0.2601874525833748*_t13 - 0.033951699631209274*_t14 + 0.0994026296253346*_t15 + 0.1655370474233418*_t8 + 0.26616837131123583*_t9 + 0.09636597179230848;  /* [1, 1] */
-        _jac0_0[_jac0_0_at[5]] = 0.03825412979907344*_t10 - 0.02026826926266219*_t11 + 0.06725649002220671*_t12 + 0.1933341344891915*_t13 + 0.16459225590300344*_t14 - 0.006590854055266382*_t15 - 0.11174313998831926*_t8 - 0.14065185213489273*_t9 - 0.18418289477233452;  /* [1, 2] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = tanh(0.7528647770791689*x[0][_l] + 0.5467974490070381*x[1][_l] - 0.40630172783139196*x[2][_l] - 0.07434992493538084);
+            const double _t1 = tanh(0.7889280525596515*x[0][_l] - 0.38405032380100157*x[1][_l] + 0.20294443359106917*x[2][_l] - 0.020917557487171307);
+            const double _t2 = tanh(0.23765500098227565*x[0][_l] + 0.6018953744815138*x[1][_l] - 0.074209522250936*x[2][_l] - 0.10096181835387359);
+            const double _t3 = tanh(0.422774754356813*x[0][_l] + 0.3142280702615398*x[1][_l] + 0.1826159804244521*x[2][_l] - 0.022019512347004944);
+            const double _t4 = tanh(0.060564110876330755*x[0][_l] - 0.3092688567912055*x[1][_l] + 0.20876700228962852*x[2][_l] + 0.009401229776087457);
+            const double _t5 = tanh(1.3423571436118953*x[0][_l] + 0.12631942606790142*x[1][_l] + 0.7193270207828588*x[2][_l] + 0.045772582566733916);
+            const double _t6 = tanh(0.07259037699354179*x[0][_l] - 0.07627077838249186*x[1][_l] + 0.36974818962856254*x[2][_l] + 0.09034701816518087);
+            const double _t7 = tanh(0.7305914269467707*x[0][_l] + 0.35984767872495965*x[1][_l] - 0.02385956530065601*x[2][_l] + 0.09217253762584195);
+            const double _t8 = (_t4*_t4);
+            const double _t9 = (_t1*_t1);
+            const double _t10 = (_t2*_t2);
+            const double _t11 = (_t3*_t3);
+            const double _t12 = (_t5*_t5);
+            const double _t13 = (_t0*_t0);
+            const double _t14 = (_t6*_t6);
+            const double _t15 = (_t7*_t7);
+            _f0[0][_l] = 0.07589346058389373*_t0 + 0.5280076450103958*_t1 + 0.2771771855821386*_t2 + 0.04582533965919323*_t3 + 0.19121779025306887*_t4 + 0.23116332172673917*_t5 - 0.056294542122511226*_t6 - 0.12564322620538115*_t7 + 0.18016348698661253;  /* [0] */
+            _f0[1][_l] = 0.47583881939439293*_t0 + 0.6930559742195476*_t1 + 0.5154881562196143*_t2 + 0.11098847546393749*_t3 + 0.5352528836587631*_t4 - 0.09349918476440666*_t5 - 0.44514688785453604*_t6 - 0.276235294826816*_t7 + 0.131510376473437;  /* [1] */
+            _jac0_0[0][_l] = -0.06587254431178756*_t10 - 0.019373796717732938*_t11 - 0.31030373626094315*_t12 - 0.057137513284259846*_t13 + 0.004086442035351908*_t14 + 0.09179386391958531*_t15 - 0.011580935450413821*_t8 - 0.41656004311465933*_t9 + 0.7849482631848596;  /* [0, 0] */
+            _jac0_0[1][_l] = -0.16683166591369336*_t10 - 0.014399608050187897*_t11 - 0.02920041812847134*_t12 - 0.04149835064358929*_t13 - 0.004293628546369907*_t14 + 0.045212423297521426*_t15 + 0.05913770738970713*_t8 + 0.2027815070356468*_t9 - 0.050907966440563564;  /* [0, 1] */
+            _jac0_0[2][_l] = 0.02056918652090953*_t10 - 0.008368439330147099*_t11 - 0.16628202353196478*_t12 + 0.030835644166339667*_t13 + 0.02081480503576738*_t14 - 0.002997792760232386*_t15 - 0.03991996485558014*_t8 - 0.10715621244838909*_t9 + 0.2525047972032969;  /* [0, 2] */
+            _jac0_0[3][_l] = -0.12250833827272391*_t10 - 0.04692312545070334*_t11 + 0.12550929859038976*_t12 - 0.3582422866889745*_t13 + 0.032313380406862637*_t14 + 0.20181513822058542*_t15 - 0.032417114992785094*_t8 - 0.5467713000558597*_t9 + 0.7472243482432089;  /* [1, 0] */
+            _jac0_0[4][_l] = -0.31026993682858983*_t10 - 0.034875694466303335*_t11 + 0.011810763357256521*_t12 - 0.2601874525833748*_t13 - 0.033951699631209274*_t14 + 0.0994026296253346*_t15 + 0.1655370474233418*_t8 + 0.26616837131123583*_t9 + 0.09636597179230848;  /* [1, 1] */
+            _jac0_0[5][_l] = 0.03825412979907344*_t10 - 0.02026826926266219*_t11 + 0.06725649002220671*_t12 + 0.1933341344891915*_t13 + 0.16459225590300344*_t14 - 0.006590854055266382*_t15 - 0.11174313998831926*_t8 - 0.14065185213489273*_t9 - 0.18418289477233452;  /* [1, 2] */
+        }
     }
     static const Py_ssize_t _symjac_function_and_jacobian_dense0[2] = {
         0, 1
@@ -196,16 +301,41 @@ cdef extern from *:
 
     static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_and_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), 
-
-    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+        {
+            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+            double _f0[2][SYMJAC_LANES];
+            double _jac0_0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 3; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 3; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                _symjac_function_and_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, _f0, _jac0_0);
+                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_and_jacobian_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
+                }
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[1] + _block * SYMJAC_LANES * 6 + _symjac_function_and_jacobian_dense1[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -396,7 +526,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '107b44865eca83d047115b22ec63c00d5e846668fd6cc80cf739fe67ccc44ac4'
+CONTENT_HASH = '0ca8892dbd36de4c3cdf7f99beec4a100fa0869983ae8cc0f3648f12ed1bbdda'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: c9a75e394e63b154460dcd4ac1bdf4afb4268c6fc3a9d3797688663bdaddcbb7
+symjac-content-hash: da615d3eecfb04726dac957f81dfbfacd78fe89c2d0da47aa131bad56b2931a8
 """
 
 import os
@@ -32,6 +32,19 @@ cdef extern from *:
     #include <stdlib.h>
     #include <string.h>
 
+    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
+       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
+       gives the scalar loop). */
+    #ifndef SYMJAC_LANES
+    #if defined(__AVX512F__)
+    #define SYMJAC_LANES 8
+    #elif defined(__AVX__)
+    #define SYMJAC_LANES 4
+    #else
+    #define SYMJAC_LANES 2
+    #endif
+    #endif
+
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[1] = {6};
     static const int _symjac_arg_ndims[1] = {1};
@@ -41,21 +54,28 @@ cdef extern from *:
         0, 1, 2, 3, 4, 5
     };
 
-    /* Function: writes the non-zero entries of every output. Point body. */
-    static inline void _symjac_function_point(
-        const double *restrict x, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
+    /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_function_lanes(
+        const double (*restrict x)[SYMJAC_LANES], double (*restrict _f0)[SYMJAC_LANES])
     {
-        const double _t0 = -(x[0]*x[0]) + x[1];
-        const double _t1 = -(x[1]*x[1]) + x[2];
-        const double _t2 = -(x[2]*x[2]) + x[3];
-        const double _t3 = -(x[3]*x[3]) + x[4];
-        const double _t4 = -(x[4]*x[4]) + x[5];
-        _f0[_f0_at[0]] = -400*_t0*x[0] - 2*(1 - x[0]);  /* [0] */
-        _f0[_f0_at[1]] = 200*_t0 - 400*_t1*x[1] - 2*(1 - x[1]);  /* [1] */
-        _f0[_f0_at[2]] = 200*_t1 - 400*_t2*x[2] - 2*(1 - x[2]);  /* [2] */
-        _f0[_f0_at[3]] = 200*_t2 - 400*_t3*x[3] - 2*(1 - x[3]);  /* [3] */
-        _f0[_f0_at[4]] = 200*_t3 - 400*_t4*x[4] - 2*(1 - x[4]);  /* [4] */
-        _f0[_f0_at[5]] = 200*_t4;  /* [5] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = -(x[0][_l]*x[0][_l]) + x[1][_l];
+            const double _t1 = -(x[1][_l]*x[1][_l]) + x[2][_l];
+            const double _t2 = -(x[2][_l]*x[2][_l]) + x[3][_l];
+            const double _t3 = -(x[3][_l]*x[3][_l]) + x[4][_l];
+            const double _t4 = -(x[4][_l]*x[4][_l]) + x[5][_l];
+            _f0[0][_l] = -400*_t0*x[0][_l] - 2*(1 - x[0][_l]);  /* [0] */
+            _f0[1][_l] = 200*_t0 - 400*_t1*x[1][_l] - 2*(1 - x[1][_l]);  /* [1] */
+            _f0[2][_l] = 200*_t1 - 400*_t2*x[2][_l] - 2*(1 - x[2][_l]);  /* [2] */
+            _f0[3][_l] = 200*_t2 - 400*_t3*x[3][_l] - 2*(1 - x[3][_l]);  /* [3] */
+            _f0[4][_l] = 200*_t3 - 400*_t4*x[4][_l] - 2*(1 - x[4][_l]);  /* [4] */
+            _f0[5][_l] = 200*_t4;  /* [5] */
+        }
     }
     static const Py_ssize_t _symjac_function_dense0[6] = {
         0, 1, 2, 3, 4, 5
@@ -67,16 +87,36 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        Py_ssize_t _i;
+        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
         (void)_num_threads;
     #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
+        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
     #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), 
-
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+        {
+            double _a0[6][SYMJAC_LANES];  /* x, lane by lane */
+            double _f0[6][SYMJAC_LANES];
+            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+            int _l, _count;
+            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+                for (_k = 0; _k < 6; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+    #ifdef _OPENMP
+            #pragma omp for schedule(static)
+    #endif
+            for (_block = 0; _block < _blocks; ++_block) {
+                /* The points of this block; a last, partial block repeats its
+                   last point in the spare lanes and stores only its own. */
+                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+                if (_arg_strides[0] != 0)
+                    for (_k = 0; _k < 6; ++_k)
+                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, _f0);
+                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_function_dense0[_k];
+                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _f0[_k][_l];
+                }
+            }
         }
         return 0;
     }
@@ -222,7 +262,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'c9a75e394e63b154460dcd4ac1bdf4afb4268c6fc3a9d3797688663bdaddcbb7'
+CONTENT_HASH = 'da615d3eecfb04726dac957f81dfbfacd78fe89c2d0da47aa131bad56b2931a8'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
