@@ -219,7 +219,10 @@ class ModuleContext:
         called = set()
         for kernel in self.kernels:
             if kernel.lanes:
-                for text in [text for _, text in kernel.temporaries] + [r[3] for r in kernel.results]:
+                texts = [text for _, text in kernel.temporaries] + [result[3] for result in kernel.results]
+                if kernel.chunks:
+                    texts += [line.text for _, statements in kernel.chunks.functions for line in statements]
+                for text in texts:
                     called.update(_CALL.findall(text))
         return tuple((name, *VECTOR_LIBM[name]) for name in sorted(called & VECTOR_LIBM.keys()))
 
@@ -268,7 +271,7 @@ def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
 # building the context
 
 
-def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict) -> ChunkContext:
+def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict, spell) -> ChunkContext:
     chunks = chunk(program)
     # shared temporaries print as scratch slots; the templates spell the statements
     printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in chunks.slots.items()}})
@@ -278,13 +281,13 @@ def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict
         for statement in run:
             if statement[0] == "temporary":
                 _, symbol, expr = statement
-                statements.append(StatementContext(printer.doprint(expr), name=symbol.name,
+                statements.append(StatementContext(spell(printer.doprint(expr)), name=symbol.name,
                                                    slot=chunks.slots.get(symbol)))
             else:
                 _, b, flat, expr = statement
                 buffer = program.buffers[b]
-                statements.append(StatementContext(printer.doprint(expr), buffer=buffer.name, entry=entry_of[(b, flat)],
-                                                   comment=_multi_index(flat, buffer.shape)))
+                statements.append(StatementContext(spell(printer.doprint(expr)), buffer=buffer.name,
+                                                   entry=entry_of[(b, flat)], comment=_multi_index(flat, buffer.shape)))
         functions.append((f"_symjac_{program.kind}_chunk{number}", tuple(statements)))
     return ChunkContext(tuple(functions), tuple(tuple(r) for r in chunks.files), len(chunks.slots))
 
@@ -330,9 +333,10 @@ def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
 
 def lane_spelling(names):
     """Respell a C point body's argument elements for lane ``_l`` of a lane
-    body: ``W[1][0]`` -> ``W[1][0][_l]``. User names are validated
-    identifiers starting with a letter and symjac's own start with ``_``, so
-    a name followed by ``[digits]`` is always an argument element."""
+    body: ``W[1][0]`` -> ``W[1][0][_l]`` (and, for chunks, scratch slots
+    ``_t[3]`` -> ``_t[3][_l]``). User names are validated identifiers
+    starting with a letter and symjac's own start with ``_``, so such a name
+    followed by ``[digits]`` is always an element."""
     if not names:
         return lambda text: text
     pattern = re.compile(r"(?<![A-Za-z0-9_])(?:%s)(?:\[\d+\])+" % "|".join(map(re.escape, names)))
@@ -353,15 +357,16 @@ def runs_in_lanes(program: Program, argument_elements: int) -> bool:
     return cost >= LANE_OPERATIONS_PER_ELEMENT * (stored + argument_elements)
 
 
-def _kernel_context(program: Program, backend: Backend, symbols: dict, printer, respell,
-                    argument_elements: int) -> KernelContext:
+def _kernel_context(program: Program, backend: Backend, symbols: dict, printer, arguments) -> KernelContext:
     c_name = f"_symjac_{program.kind}"
     entry_of = {(b, flat): e for b, buffer in enumerate(program.buffers) for e, flat in enumerate(buffer.positions)}
     operations = program.operations
-    chunks = _chunk_context(program, entry_of, backend.printer, symbols) \
+    lanes = backend.lanes and runs_in_lanes(program, sum(argument.size for argument in arguments))
+    names = [argument.name for argument in arguments]
+    spell = lane_spelling(names) if lanes else (lambda text: text)
+    chunks = _chunk_context(program, entry_of, backend.printer, symbols,
+                            lane_spelling([*names, "_t"]) if lanes else spell) \
         if backend.chunks and needs_chunks(program) else None
-    lanes = backend.lanes and chunks is None and runs_in_lanes(program, argument_elements)
-    spell = respell if lanes else (lambda text: text)
     drivers, tables = [_dense_driver(program, c_name)], []
     if program.packing is not None:
         packed, tables = _packed_driver(program, c_name)
@@ -481,9 +486,7 @@ def render(
     arguments = derivative.traced.arguments
     symbols = symbol_names(arguments, chosen.element)
     printer = chosen.printer(symbols)
-    respell = lane_spelling([argument.name for argument in arguments])
-    elements = sum(argument.size for argument in arguments)
-    kernels = tuple(_kernel_context(program, chosen, symbols, printer, respell, elements) for program in programs)
+    kernels = tuple(_kernel_context(program, chosen, symbols, printer, arguments) for program in programs)
     main_operations = max(kernel.operations for kernel in kernels) if kernels else 1
     parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(main_operations, 1)))
     drivers = tuple(driver for kernel in kernels for driver in kernel.drivers)
@@ -520,6 +523,7 @@ def render(
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", chunk_template.render(
             header=header, kernel=kernel, arguments=context("").arguments, idx=index_type,
+            vector_functions=context("").vector_functions,
             functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)

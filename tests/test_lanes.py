@@ -197,3 +197,19 @@ def test_the_lane_decision_counts_libm_calls():
 
     assert not render.runs_in_lanes(program([x[0] * x[1] + x[2]]), argument_elements=4)
     assert render.runs_in_lanes(program([sympy.tanh(x[0]) * sympy.exp(x[1])]), argument_elements=4)
+
+
+def test_chunked_kernels_run_in_lanes_too(monkeypatch):
+    from symjac import simplify
+
+    monkeypatch.setattr(simplify, "CHUNK_THRESHOLD", 10)
+    monkeypatch.setattr(simplify, "CHUNK_STATEMENTS", 8)
+    chunked = symjac.jacobian(model, wrt="x", **SHAPES)
+    parts = "".join(text for _, text in chunked._source.parts)
+    assert parts and "#pragma omp simd" in parts and "_t[0][_l]" in parts  # scratch slots per lane
+    X, W, b = points(10)
+    got = chunked(X, W, b)
+    expected = symjac.jacobian(model, wrt="x", backend="numpy", **SHAPES)(X, W, b)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(got[9], chunked(X[9], W, b))
+    np.testing.assert_array_equal(chunked(X, W, b, num_threads=2), got)

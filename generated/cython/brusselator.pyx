@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5552ee4842697c60c738a19289a71ca2cccf77dbf730f25618e41640f8f78dcd
+symjac-content-hash: 66d6ab2d5b948a46cceab0e6be93e23e99c17e3010a12f5d4467d8000db76e5d
 """
 
 import os
@@ -36,7 +36,6 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
-
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -535,7 +534,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5552ee4842697c60c738a19289a71ca2cccf77dbf730f25618e41640f8f78dcd'
+CONTENT_HASH = '66d6ab2d5b948a46cceab0e6be93e23e99c17e3010a12f5d4467d8000db76e5d'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

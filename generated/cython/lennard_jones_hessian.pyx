@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: e298d38e871cb86758ce5ef65aa56b070da6b94f97f7f82015281e180fb6b84c
+symjac-content-hash: 0646faa1cbc7fbdffc4dc99dd0523437872c070c226f6b03b9fd894b22db5001
 """
 
 import os
@@ -33,7 +33,6 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
-
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -539,7 +538,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'e298d38e871cb86758ce5ef65aa56b070da6b94f97f7f82015281e180fb6b84c'
+CONTENT_HASH = '0646faa1cbc7fbdffc4dc99dd0523437872c070c226f6b03b9fd894b22db5001'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

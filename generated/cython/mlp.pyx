@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 8d24956b92dfa180d95a4bf42099eaf0e5ca1278440f2dc349d4339b33b828dc
+symjac-content-hash: 2e0b8623d482ff7bf802b6f60e1a0c346853a0a0e70ea035b01b16855fd30cd6
 """
 
 import os
@@ -39,7 +39,6 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
-
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -678,7 +677,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '8d24956b92dfa180d95a4bf42099eaf0e5ca1278440f2dc349d4339b33b828dc'
+CONTENT_HASH = '2e0b8623d482ff7bf802b6f60e1a0c346853a0a0e70ea035b01b16855fd30cd6'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

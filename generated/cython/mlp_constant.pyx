@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0ca8892dbd36de4c3cdf7f99beec4a100fa0869983ae8cc0f3648f12ed1bbdda
+symjac-content-hash: 729f661867b6eb33de8cce317ee224ce3d05b956a01d3f11b5c2ca2d0026e775
 """
 
 import os
@@ -35,7 +35,6 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
-
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -526,7 +525,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0ca8892dbd36de4c3cdf7f99beec4a100fa0869983ae8cc0f3648f12ed1bbdda'
+CONTENT_HASH = '729f661867b6eb33de8cce317ee224ce3d05b956a01d3f11b5c2ca2d0026e775'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

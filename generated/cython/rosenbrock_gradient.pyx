@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: da615d3eecfb04726dac957f81dfbfacd78fe89c2d0da47aa131bad56b2931a8
+symjac-content-hash: 1e31e38f37121147bebfd6d67b2305570b320fa72c9098ed1f2de8800f3bd597
 """
 
 import os
@@ -31,7 +31,6 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
-
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -262,7 +261,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'da615d3eecfb04726dac957f81dfbfacd78fe89c2d0da47aa131bad56b2931a8'
+CONTENT_HASH = '1e31e38f37121147bebfd6d67b2305570b320fa72c9098ed1f2de8800f3bd597'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
