@@ -1,6 +1,7 @@
 """SIMD lanes against the scalar batch loop, kernel by kernel, in one run.
 
     python benchmarks/lanes.py [--sizes 10000,1000000] [--models rober,hires,...] [--repeats 7]
+                               [--flags "-O3"]
 
 Run by hand, never by the test suite. For each model it builds the same
 kernels twice in this process: with lanes (the default) and with the
@@ -12,7 +13,9 @@ that machine drift hits both alike, and prints ns per point (minimum over
 repetitions), the ratio scalar / lanes, GFlop/s of the lanes kernel
 (operations of the CSE'd program, each + - * / and libm call counted as
 one), and, for reference, the time to write the output once (``out.fill``)
-in the same run. It also prints each kernel's operations per element it reads or stores,
+in the same run. ``--flags`` adds a third variant, lanes built with those
+flags instead of the defaults (e.g. ``"-O3"`` without ``-fno-math-errno``),
+and its time as a ratio to the default lanes build. It also prints each kernel's operations per element it reads or stores,
 the quantity ``render.runs_in_lanes`` decides by.
 """
 
@@ -51,13 +54,13 @@ def models():
     }
 
 
-def build(entry, lanes: bool):
+def build(entry, lanes: bool, flags=None):
     make, function, shapes, wrt = entry
     saved = render.LANE_OPERATIONS_PER_ELEMENT
     if not lanes:
         render.LANE_OPERATIONS_PER_ELEMENT = float("inf")
     try:
-        return make(function, wrt=wrt, **shapes)
+        return make(function, wrt=wrt, flags=flags, **shapes)
     finally:
         render.LANE_OPERATIONS_PER_ELEMENT = saved
 
@@ -67,17 +70,24 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="10000,1000000")
     parser.add_argument("--models", default="lorenz,rober,hires,bruss40,mlp8,pendulum10,lj_hessian")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--flags", help="also build the lanes with these compiler flags, e.g. '-O3'")
     opts = parser.parse_args(argv)
     sizes = [int(float(s)) for s in opts.sizes.split(",")]
     table = models()
     rng = np.random.default_rng(0)
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.2f}; "
           f"python {sys.version.split()[0]}; one thread; ns per point (min of {opts.repeats})")
+    mhz = _clock_mhz()
+    if mhz:
+        print(f"# clock {mhz:.0f} MHz: one core's peak is 16 flop/cycle (AVX2, 2 FMA units) = "
+              f"{16 * mhz / 1000:.1f} GFlop/s; a scalar loop's is 4 flop/cycle = {4 * mhz / 1000:.1f} GFlop/s")
     print(f"{'model':12} {'kind':10} {'ops/elem':>9} {'N':>8} {'write':>8} {'scalar':>9} {'lanes':>9} "
-          f"{'scalar/lanes':>12} {'GFlop/s':>8}")
+          f"{'scalar/lanes':>12} {'GFlop/s':>8}" + (f" {'flags/lanes':>11}" if opts.flags else ""))
     for name in opts.models.split(","):
         entry = table[name]
         variants = {"lanes": build(entry, True), "scalar": build(entry, False)}
+        if opts.flags:
+            variants["flags"] = build(entry, True, tuple(opts.flags.split()))
         module = variants["lanes"]._module
         kind = "jacobian" if "jacobian" in module.KERNELS else "hessian"
         sizes_of = [np.prod(s, dtype=int) for s in module.ARGUMENT_SHAPES]
@@ -89,8 +99,8 @@ def main(argv=None) -> int:
             # parameters after the first differentiated argument are broadcast, as in real use
             args = tuple(rng.uniform(0.5, 1.5, (n if k == 0 else 1, size)) for k, size in enumerate(sizes_of))
             outs = tuple(np.zeros((n, size)) for size in out_sizes)
-            best = {"lanes": np.inf, "scalar": np.inf, "write": np.inf}
-            calls = {v: variants[v]._module.KERNELS[kind] for v in ("lanes", "scalar")}
+            best = dict.fromkeys([*variants, "write"], np.inf)
+            calls = {v: variants[v]._module.KERNELS[kind] for v in variants}
             for _ in range(opts.repeats):
                 for variant, call in calls.items():
                     started = time.perf_counter()
@@ -103,8 +113,18 @@ def main(argv=None) -> int:
             ns = {k: v / n * 1e9 for k, v in best.items()}
             gflops = program_ops / ns["lanes"]
             print(f"{name:12} {kind:10} {program_ops / max(moved, 1):9.1f} {n:8d} {ns['write']:8.2f} "
-                  f"{ns['scalar']:9.2f} {ns['lanes']:9.2f} {ns['scalar'] / ns['lanes']:12.2f} {gflops:8.2f}")
+                  f"{ns['scalar']:9.2f} {ns['lanes']:9.2f} {ns['scalar'] / ns['lanes']:12.2f} {gflops:8.2f}"
+                  + (f" {ns['flags'] / ns['lanes']:11.2f}" if opts.flags else ""))
     return 0
+
+
+def _clock_mhz() -> float | None:
+    try:
+        lines = open("/proc/cpuinfo").read().splitlines()
+    except OSError:
+        return None
+    values = [float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz")]
+    return max(values) if values else None
 
 
 def _operations(compiled, kind) -> int:

@@ -199,14 +199,15 @@ _COMMON_DOCS = """
     for this machine's CPU and its widest SIMD lanes (``-march=native``; the
     cache key names the CPU); ``native=False`` builds portable code.
     ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm
-    (glibc's vector libm differs by up to 4 ulp). All are part of the cache key. ``verbose=True`` reports each stage on stderr. Calls
-    take the function's arguments; leading batch dimensions broadcast like a
-    gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
+    (glibc's vector libm differs by up to 4 ulp). All are part of the cache
+    key. ``verbose=True`` reports each stage on stderr. Calls take the
+    function's arguments; leading batch dimensions broadcast like a gufunc,
+    ``out=`` takes preallocated results, ``num_threads=`` limits threads.
 """
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=True, vector_math=True,
-             verbose=False, **named_shapes) -> Jacobian:
+def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=True,
+             vector_math=True, verbose=False, **named_shapes) -> Jacobian:
     """Compile the exact Jacobian of a numpy-style ``function``.
 
     ``kernels`` lists the kernels to compile: "jacobian" and any of
@@ -236,14 +237,16 @@ def gradient(function, *shapes, wrt=None, backend=None, flags=None, native=True,
                     flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False, **named_shapes) -> JVP:
+def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
+        **named_shapes) -> JVP:
     """Compile J v: ``jvp(*args, v)`` with ``v`` shaped like ``wrt`` (one
     tangent per argument for a tuple ``wrt``), shaped like the output."""
     return _compile(JVP, "jvp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
                     flags=flags, native=native, vector_math=vector_math, verbose=verbose)
 
 
-def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False, **named_shapes) -> VJP:
+def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
+        **named_shapes) -> VJP:
     """Compile uᵀJ by reverse mode: ``vjp(*args, u)`` with ``u`` shaped like
     the output (one per output for a tuple of outputs), shaped like ``wrt``."""
     return _compile(VJP, "vjp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,

@@ -285,9 +285,9 @@ class TorchFunction:
         return f"<symjac.torch.{self.title} ({shapes}) wrt {', '.join(self.wrt)}: torch.ops.{self._op.qualname}>"
 
 
-def _options(backend, flags, native, verbose):
+def _options(backend, flags, native, vector_math, verbose):
     return {"backend": backend, "flags": None if flags is None else tuple(flags), "native": bool(native),
-            "verbose": bool(verbose)}
+            "vector_math": bool(vector_math), "verbose": bool(verbose)}
 
 
 def _build(kind, function, shapes, named_shapes, wrt, options, title):
@@ -317,7 +317,7 @@ def _build(kind, function, shapes, named_shapes, wrt, options, title):
 
 _DOCS = """
     Arguments as for ``symjac.jacobian``: shapes by position or by name,
-    ``wrt``, ``backend``, ``flags``, ``native``, ``verbose``. Calls take CPU
+    ``wrt``, ``backend``, ``flags``, ``native``, ``vector_math``, ``verbose``. Calls take CPU
     tensors, all float32 or all float64, with leading batch dimensions that
     broadcast; results have the input dtype and are differentiable with
     respect to every argument that requires grad. The backward kernel (a
@@ -325,27 +325,27 @@ _DOCS = """
 """
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
-             **named_shapes) -> TorchFunction:
+def jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
+             verbose=False, **named_shapes) -> TorchFunction:
     """The Jacobian d function / d wrt as a differentiable torch operator
     (symjac's layout: output shape + wrt shape, nested for tuples)."""
-    return _build("jacobian", function, shapes, named_shapes, wrt, _options(backend, flags, native, verbose),
-                  "jacobian")
+    return _build("jacobian", function, shapes, named_shapes, wrt,
+                  _options(backend, flags, native, vector_math, verbose), "jacobian")
 
 
-def function(function, *shapes, backend=None, flags=None, native=False, verbose=False,
-             **named_shapes) -> TorchFunction:
+def function(function, *shapes, backend=None, flags=None, native=True, vector_math=True,
+             verbose=False, **named_shapes) -> TorchFunction:
     """The function itself as a torch operator whose backward is the generated
     vector-Jacobian product (uᵀJ with respect to every argument)."""
-    return _build("function", function, shapes, named_shapes, None, _options(backend, flags, native, verbose),
-                  "function")
+    return _build("function", function, shapes, named_shapes, None,
+                  _options(backend, flags, native, vector_math, verbose), "function")
 
 
-def function_and_jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=False, verbose=False,
-                          **named_shapes) -> TorchFunction:
+def function_and_jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
+                          verbose=False, **named_shapes) -> TorchFunction:
     """``(value, jacobian)`` in one kernel sharing subexpressions, both differentiable."""
     return _build("function_and_jacobian", function, shapes, named_shapes, wrt,
-                  _options(backend, flags, native, verbose), "function_and_jacobian")
+                  _options(backend, flags, native, vector_math, verbose), "function_and_jacobian")
 
 
 for _entry in (jacobian, function, function_and_jacobian):

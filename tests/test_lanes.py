@@ -77,7 +77,8 @@ def test_lanes_match_central_differences_and_the_numpy_backend(lanes):
 def test_lanes_equal_the_scalar_path_to_1e_13(lanes, scalar, kind):
     X, W, b = points(203)
     got, expected = getattr(lanes, kind)(X, W, b), getattr(scalar, kind)(X, W, b)
-    for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+    got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+    for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, rtol=1e-13, atol=1e-15)
 
 
@@ -177,8 +178,12 @@ def test_codegen_builds_portable_unless_asked(tmp_path, monkeypatch):
     from symjac import codegen
 
     seen = []
-    monkeypatch.setattr(codegen, "compile_module", lambda text, name, workdir, flags, parts, libraries: seen.append(flags)
-                        or (workdir / "fake.so").write_bytes(b"") or workdir / "fake.so")
+    def compile_module(text, name, workdir, flags, parts, libraries):
+        seen.append(flags)
+        (workdir / "fake.so").write_bytes(b"")
+        return workdir / "fake.so"
+
+    monkeypatch.setattr(codegen, "compile_module", compile_module)
     for native in (False, True):
         codegen.write_module(model, named_shapes=SHAPES, wrt="x", name="m", out_dir=tmp_path, native=native)
     assert "-march=native" not in seen[0] and "-march=native" in seen[1]
