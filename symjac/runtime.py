@@ -51,8 +51,9 @@ def _restore(cls, source, options):
 
 
 class _Entries(dict):
-    """Kind -> compiled entry of a :class:`Compiled`; a kind without one is
-    called through ``Compiled._call``, a kind that was not built raises."""
+    """Kind -> how a :class:`Compiled` calls that kernel, ``(args, out,
+    num_threads)``: the compiled entry's ``call`` when there is one, else
+    ``Compiled._call``; a kind that was not built raises AttributeError."""
 
     def __init__(self, compiled):
         super().__init__()
@@ -60,8 +61,7 @@ class _Entries(dict):
 
     def __missing__(self, kind):
         self._compiled._kernel(kind)  # AttributeError when not built
-        compiled = self._compiled
-        entry = self[kind] = lambda *args, out=None, num_threads=None: compiled._call(kind, args, out, num_threads)
+        entry = self[kind] = partial(self._compiled._call, kind)
         return entry
 
 
@@ -94,20 +94,18 @@ class Compiled:
         self._public_class = type(self)
         self._entries = _Entries(self)
         model = getattr(module, "MODEL", None)  # the kernel runtime's compiled calls (cython backend)
-        thread_count = partial(_calling.thread_count, self.signature)
-        for kind in self._kernels:
-            fallback = partial(self._call, kind)
-            if model is not None:
-                self._entries[kind] = model.make_entry(kind, fallback, self.signature, thread_count)
-            elif kind in getattr(module, "POINT_KINDS", ()):
-                self._entries[kind] = module.make_entry(kind, fallback)
-        if self.KIND in self._entries:
-            # Calls go straight to the compiled entry (an instance-level
-            # subclass whose __call__ is the entry saves a Python frame on
-            # every call). Pickling goes through __reduce__, which names the
-            # public class.
-            self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(self._entries[self.KIND]),
-                                                                    "__module__": __name__})
+        if model is not None:
+            thread_count = partial(_calling.thread_count, self.signature)
+            for kind in self._kernels:
+                entry = model.make_entry(kind, partial(self._call, kind), self.signature, thread_count)
+                self._entries[kind] = entry.call
+                if kind == self.KIND:
+                    # Calls go straight to the compiled entry: an instance-level
+                    # subclass whose __call__ is the entry saves a Python frame
+                    # on every call. Pickling goes through __reduce__, which
+                    # names the public class.
+                    self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
+                                                                            "__module__": __name__})
 
     @property
     def derivative(self):
@@ -128,10 +126,6 @@ class Compiled:
 
     def __call__(self, *args, out=None, num_threads=None):
         return self._call(self.KIND, args, out, num_threads)
-
-    def _run(self, kind, args, out, num_threads):
-        """Call kernel ``kind``: its compiled entry when there is one, else :meth:`_call`."""
-        return self._entries[kind](*args, out=out, num_threads=num_threads)
 
     def _call(self, kind, args, out=None, num_threads=None):
         """The general call in Python: Dask arrays, then ``_calling.call``."""
@@ -179,7 +173,7 @@ class _Packed:
 
     def values(self, *args, out=None, num_threads=None):
         """Only the structural non-zeros: per buffer, batch shape + (nnz,), in ``indices()`` order."""
-        return self._run(self.PACKED, args, out, num_threads)
+        return self._entries[self.PACKED](args, out, num_threads)
 
     def indices(self):
         """(rows, cols) of each buffer's non-zeros, in ``values()`` order, nested like them."""
@@ -229,11 +223,11 @@ class Jacobian(_Packed, Compiled):
 
     def function(self, *args, out=None, num_threads=None):
         """The traced function's value, computed by the generated code."""
-        return self._run("function", args, out, num_threads)
+        return self._entries["function"](args, out, num_threads)
 
     def function_and_jacobian(self, *args, out=None, num_threads=None):
         """``(value, jacobian)`` in one pass sharing subexpressions."""
-        return self._run("function_and_jacobian", args, out, num_threads)
+        return self._entries["function_and_jacobian"](args, out, num_threads)
 
     def linear_operator(self, *args):
         """``scipy.sparse.linalg.LinearOperator`` of the Jacobian at one point:
