@@ -1,7 +1,7 @@
 """The fixed cost of small calls: one point and batches of 1-100 points.
 
-    python benchmarks/small_calls.py [--models rober hires mlp] [--rounds 15]
-                                     [--target-ms 2]
+    python benchmarks/small_calls.py [--models rober hires mlp] [--rounds 21]
+                                     [--target-ms 1]
 
 Run by hand, never by the tests. For each model (built with the Cython
 backend, Jacobian with respect to its first argument) it prints, from ONE
@@ -25,8 +25,10 @@ with N = 1, 10, 100, and against the floor and the kernel of the same run:
 the issue's targets are ``point <= 1.2 x floor`` and ``batch - kernel <= 2 us``
 for every N. The machine is noisy (the speed drifts by up to 1.7x from one
 minute to the next), so every variant is measured in each of ``--rounds``
-interleaved rounds, and the table shows the minimum and the median over
-rounds; only figures from the same run are compared.
+interleaved rounds; the table shows each variant's minimum and median over
+rounds, and differences and ratios taken within each round (so that slow
+drift cancels), then their median over rounds; only figures from the same run
+are compared.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import statistics
 import sys
 import tempfile
 import time
+from operator import sub, truediv
 from pathlib import Path
 
 import numpy as np
@@ -220,8 +223,7 @@ def variants(helper, name, function, shapes, wrt, rng):
         batch = [rng.uniform(0.1, 1.0, size=(n,) + signature.shapes[0])] + point[1:]
         flat = [np.ascontiguousarray(batch[0]).reshape(n, -1)] + [p.reshape(1, -1) for p in point[1:]]
         outs = [np.empty((n, out_size))]
-        reps = max(20, 20000 // n)
-        add(f"kernel N={n}", lambda flat=flat, outs=outs, n=n, reps=reps:
+        add(f"kernel N={n}", lambda reps, flat=flat, outs=outs, n=n:
             helper.kernel_ns(path, kind, flat, outs, n, reps) / 1e3)
         add(f"Kernel() N={n}", lambda flat=tuple(flat), outs=tuple(outs), n=n: kernel(flat, outs, n, 1))
         add(f"floor  N={n}", lambda batch=batch: floor(*batch))
@@ -235,8 +237,8 @@ def variants(helper, name, function, shapes, wrt, rng):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--target-ms", type=float, default=2.0, help="wall time of one measurement")
+    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--target-ms", type=float, default=1.0, help="wall time of one measurement")
     options = parser.parse_args(argv)
     os.environ.setdefault("SYMJAC_CACHE_DIR", tempfile.mkdtemp(prefix="symjac-small-calls-"))
     helper = build_helper()
@@ -249,32 +251,35 @@ def main(argv=None):
         numbers = {}
         for label, (make, _) in found.items():  # calibrate: about target-ms per measurement
             if label.startswith("kernel"):
-                numbers[label] = 1
-                continue
-            per_call = min(timed(make, 50) for _ in range(3))
-            numbers[label] = max(50, int(options.target_ms * 1e3 / max(per_call, 0.05)))
+                per_call = min(make(50) for _ in range(3))
+            else:
+                per_call = min(timed(make, 50) for _ in range(3))
+            numbers[label] = max(20, int(options.target_ms * 1e3 / max(per_call, 0.05)))
         samples = {label: [] for label in found}
         for _ in range(options.rounds):
             for label, (make, _) in found.items():
                 if label.startswith("kernel"):
-                    samples[label].append(make())  # timed in C
+                    samples[label].append(make(numbers[label]))  # timed in C
                 else:
                     samples[label].append(timed(make, numbers[label]))
         best = {label: min(values) for label, values in samples.items()}
         median = {label: statistics.median(values) for label, values in samples.items()}
+
+        def paired(label, other, op):  # per round, then the median: slow drift cancels
+            return statistics.median(op(a, b) for a, b in zip(samples[label], samples[other]))
+
         print(f"\n{name}: {jac!r}")
-        print(f"  {'variant':<14}{'min us':>9}{'median':>9}   against the same run (medians)")
-        floor1 = median["floor  N=-"]
+        print(f"  {'variant':<14}{'min us':>9}{'median':>9}   paired with the same round (median over rounds)")
         for label in found:
             note = ""
             n = label.split("N=")[1]
             if label.startswith("point"):
-                note = f"point / floor = {median[label] / floor1:.2f}x  (min: {best[label] / best['floor  N=-']:.2f}x)"
-            elif label.startswith(("batch", "python", "floor  N=1", "Kernel()")) and n != "-":
+                note = (f"point / floor = {paired(label, 'floor  N=-', truediv):.2f}x  "
+                        f"(of the minima: {best[label] / best['floor  N=-']:.2f}x)")
+            elif not label.startswith("kernel") and n != "-":
                 kernel = f"kernel N={n}"
-                note = (f"- kernel = {median[label] - median[kernel]:+.2f} us  "
-                        f"(min: {best[label] - best[kernel]:+.2f}); / floor = "
-                        f"{median[label] / median[f'floor  N={n}']:.2f}x")
+                note = (f"- kernel = {paired(label, kernel, sub):+6.2f} us  (of the minima: "
+                        f"{best[label] - best[kernel]:+6.2f});  / floor = {paired(label, f'floor  N={n}', truediv):.2f}x")
             print(f"  {label:<14}{best[label]:9.2f}{median[label]:9.2f}   {note}")
     return 0
 
