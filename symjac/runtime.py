@@ -6,9 +6,10 @@ Everything a call needs is read from the module's metadata into a public
 and nesting of every kernel, gufunc signatures), so adapters (torch, Dask)
 build on public attributes only. The call convention itself (validation,
 broadcasting, allocation, ``out=``, threads) lives in ``_calling.py``, shared
-with standalone generated modules; a single point whose arguments are
-C-contiguous float64 arrays of the exact shapes takes the module's compiled
-fast path (``make_entry``).
+with standalone generated modules. With the Cython backend the common call
+(C-contiguous float64 arrays of the core shapes, with or without the same
+batch dimensions, no ``out=``) runs in compiled code instead: the kernel
+runtime's ``make_entry``, which hands every other call to ``_calling.py``.
 
 Every object here pickles by what defines it, the generated source and the
 build options, never the compiled file: unpickling loads the module from the
@@ -18,7 +19,7 @@ receiving process's cache, or builds it there once (see ``build.py``).
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -49,6 +50,21 @@ def _restore(cls, source, options):
     return cls(module, source, options)
 
 
+class _Entries(dict):
+    """Kind -> how a :class:`Compiled` calls that kernel, ``(args, out,
+    num_threads)``: the compiled entry's ``call`` when there is one, else
+    ``Compiled._call``; a kind that was not built raises AttributeError."""
+
+    def __init__(self, compiled):
+        super().__init__()
+        self._compiled = compiled
+
+    def __missing__(self, kind):
+        self._compiled._kernel(kind)  # AttributeError when not built
+        entry = self[kind] = partial(self._compiled._call, kind)
+        return entry
+
+
 class Compiled:
     """A compiled derivative: ``obj(*args, out=None, num_threads=None)``.
 
@@ -76,14 +92,20 @@ class Compiled:
         self._function_name = module.FUNCTION_NAME
         self.__doc__ = f"{self.TITLE} of {self._function_name} with respect to {', '.join(self.wrt)}."
         self._public_class = type(self)
-        if self.KIND in module.POINT_KINDS:
-            # Calls go straight to the compiled entry (single-point fast path,
-            # else the general path): an instance-level subclass whose __call__
-            # is that entry saves a Python frame on every call. Pickling goes
-            # through __reduce__, which names the public class.
-            entry = module.make_entry(self.KIND, self._general)
-            self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
-                                                                    "__module__": __name__})
+        self._entries = _Entries(self)
+        model = getattr(module, "MODEL", None)  # the kernel runtime's compiled calls (cython backend)
+        if model is not None:
+            thread_count = partial(_calling.thread_count, self.signature)
+            for kind in self._kernels:
+                entry = model.make_entry(kind, partial(self._call, kind), self.signature, thread_count)
+                self._entries[kind] = entry.call
+                if kind == self.KIND:
+                    # Calls go straight to the compiled entry: an instance-level
+                    # subclass whose __call__ is the entry saves a Python frame
+                    # on every call. Pickling goes through __reduce__, which
+                    # names the public class.
+                    self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
+                                                                            "__module__": __name__})
 
     @property
     def derivative(self):
@@ -103,12 +125,10 @@ class Compiled:
         return self.signature.gufunc_signature(self.KIND)
 
     def __call__(self, *args, out=None, num_threads=None):
-        return self._general(args, out, num_threads)
-
-    def _general(self, args, out, num_threads):
         return self._call(self.KIND, args, out, num_threads)
 
     def _call(self, kind, args, out=None, num_threads=None):
+        """The general call in Python: Dask arrays, then ``_calling.call``."""
         if any(hasattr(arg, "__dask_graph__") for arg in args):  # a lazy call on Dask arrays
             from . import dask
 
@@ -153,7 +173,7 @@ class _Packed:
 
     def values(self, *args, out=None, num_threads=None):
         """Only the structural non-zeros: per buffer, batch shape + (nnz,), in ``indices()`` order."""
-        return self._call(self.PACKED, args, out, num_threads)
+        return self._entries[self.PACKED](args, out, num_threads)
 
     def indices(self):
         """(rows, cols) of each buffer's non-zeros, in ``values()`` order, nested like them."""
@@ -203,11 +223,11 @@ class Jacobian(_Packed, Compiled):
 
     def function(self, *args, out=None, num_threads=None):
         """The traced function's value, computed by the generated code."""
-        return self._call("function", args, out, num_threads)
+        return self._entries["function"](args, out, num_threads)
 
     def function_and_jacobian(self, *args, out=None, num_threads=None):
         """``(value, jacobian)`` in one pass sharing subexpressions."""
-        return self._call("function_and_jacobian", args, out, num_threads)
+        return self._entries["function_and_jacobian"](args, out, num_threads)
 
     def linear_operator(self, *args):
         """``scipy.sparse.linalg.LinearOperator`` of the Jacobian at one point:

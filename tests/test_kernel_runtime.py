@@ -4,7 +4,8 @@ The Python API builds each model as one plain C file (templates/c_kernels.c.j2)
 compiled by the C compiler alone, and runs it through one Cython extension per
 toolchain (templates/kernel_runtime.pyx.j2). Every kernel kind must give the
 numbers of the numpy backend, through both the general path and the
-single-point fast path, with out=, threads and the same refusals.
+compiled common call (make_entry; tests/test_small_calls.py has the rest),
+with out=, threads and the same refusals.
 """
 
 import numpy as np
