@@ -195,7 +195,7 @@ _COMMON_DOCS = """
     argument); the other arguments are runtime parameters. ``backend`` is
     "cython", "numpy" or None (Cython where a C compiler works, else numpy
     with a warning). ``flags`` replaces the default C compiler flags
-    (``("-O3", "-fno-math-errno")``). ``native=True`` (the default) builds
+    (``("-O3", "-fno-math-errno", "-ffp-contract=off")``). ``native=True`` (the default) builds
     for this machine's CPU and its widest SIMD lanes (``-march=native``; the
     cache key names the CPU); ``native=False`` builds portable code.
     ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm

@@ -48,7 +48,11 @@ log = logging.getLogger("symjac.build")
 
 # -fno-math-errno lets the compiler use the sqrt instruction and vector
 # libm calls (errno is never read by a kernel; no result changes).
-DEFAULT_FLAGS = ("-O3", "-fno-math-errno")
+# -ffp-contract=off: every expression is computed as written, one rounding
+# per operation, so chunking, SIMD lanes, inlining and threads change no
+# bit of a result (-march=native would otherwise fuse some a*b + c into FMAs
+# depending on the shape of the code around them).
+DEFAULT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off")
 # The lane loops' `#pragma omp simd` needs only -fopenmp-simd (no runtime).
 SIMD_FLAGS = ("-fopenmp-simd",)
 # Vector libm (templates/_vector_math.h, linked with -lmvec). gcc merges

@@ -90,6 +90,10 @@ def test_the_scalar_build_has_one_lane_and_vector_math_off_changes_only_the_key(
     assert "-DSYMJAC_VECTOR_MATH" not in off._options.compiler_flags() and "-lmvec" not in off._options.libraries()
     X, W, b = points(64)
     np.testing.assert_allclose(on(X, W, b), off(X, W, b), rtol=1e-13, atol=1e-15)
+    # with scalar libm, lanes compute exactly what the one-lane loop computes
+    # (-ffp-contract=off: every operation rounded as written, no FMA fusion)
+    one_lane = symjac.jacobian(model, wrt="x", vector_math=False, flags=SCALAR_FLAGS, **SHAPES)
+    np.testing.assert_array_equal(off(X, W, b), one_lane(X, W, b))
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33])

@@ -783,7 +783,7 @@ def test_entry_that_others_can_write_is_refused_not_loaded(tmp_path, monkeypatch
     """An entry whose extension other users may write to could have been tampered
     with: symjac refuses it with a CacheError and neither loads nor rebuilds it."""
     source = generate(lorenz, (), {"u": 3, "p": 3}, wrt=None, backend="cython", kinds=("jacobian",)).source
-    key = build.cache_key(source, build.BuildOptions())
+    key = build.cache_key(source, jac_cython._options)  # the API builds native
     shared_entry = Path(jac_cython._module.__file__).parent
     assert shared_entry.name == key[:32]
     cache = tmp_path / "cache"
@@ -1095,7 +1095,7 @@ def test_repeated_calls_and_loads_do_not_leak(jac_cython, monkeypatch):
     def loads(count):
         for _ in range(count):
             build._loaded.clear()
-            module = build.load(source)
+            module = build.load(source, jac_cython._options)
             assert module.KERNELS
         for _ in range(count // 5):
             symjac.jacobian(lorenz, u=3, p=3, backend="cython")
