@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2a7d20fe86e9b32776123d600a5afcfff53cb46c21ffad83d38a02f19c45cc0e
+symjac-content-hash: fea2ac39a7300a3fd0c557fee42b380758cf8ec4eb25170eff8924e335d86516
 """
 
 import os
@@ -70,17 +70,23 @@ cdef extern from *:
 
     static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
     #endif
         for (_i = 0; _i < _n; ++_i) {
-            memset(_outs[0] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
+            memset(_out0 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _out0 + _i * 9, _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -91,6 +97,12 @@ cdef extern from *:
 
     static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
@@ -98,9 +110,9 @@ cdef extern from *:
     #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _out0 + _i * 8, _symjac_identity);
         }
         return 0;
     }
@@ -123,6 +135,12 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
@@ -130,9 +148,9 @@ cdef extern from *:
     #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _out0 + _i * 3, _symjac_function_dense0);
         }
         return 0;
     }
@@ -166,17 +184,24 @@ cdef extern from *:
 
     static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
+        double *const _out1 = _outs[1];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
     #endif
         for (_i = 0; _i < _n; ++_i) {
-            memset(_outs[1] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
+            memset(_out1 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _out0 + _i * 3, _symjac_function_and_jacobian_dense0, _out1 + _i * 9, _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -367,7 +392,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2a7d20fe86e9b32776123d600a5afcfff53cb46c21ffad83d38a02f19c45cc0e'
+CONTENT_HASH = 'fea2ac39a7300a3fd0c557fee42b380758cf8ec4eb25170eff8924e335d86516'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

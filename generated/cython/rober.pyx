@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 37e86643750253afbc1e61ca2b75706809a20ec28edc913efc7e15480fb155fa
+symjac-content-hash: 86fea0829e1385af3d48094b52da7a58fb7b014cfbca194a450ab9ed86d97bdd
 """
 
 import os
@@ -72,17 +72,23 @@ cdef extern from *:
 
     static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
     #endif
         for (_i = 0; _i < _n; ++_i) {
-            memset(_outs[0] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
+            memset(_out0 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_jacobian_out_sizes[0], _symjac_jacobian_dense0);
+    _out0 + _i * 9, _symjac_jacobian_dense0);
         }
         return 0;
     }
@@ -93,6 +99,12 @@ cdef extern from *:
 
     static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
@@ -100,9 +112,9 @@ cdef extern from *:
     #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_jacobian_values_out_sizes[0], _symjac_identity);
+    _out0 + _i * 7, _symjac_identity);
         }
         return 0;
     }
@@ -128,6 +140,12 @@ cdef extern from *:
 
     static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
@@ -135,9 +153,9 @@ cdef extern from *:
     #endif
         for (_i = 0; _i < _n; ++_i) {
             _symjac_function_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_function_out_sizes[0], _symjac_function_dense0);
+    _out0 + _i * 3, _symjac_function_dense0);
         }
         return 0;
     }
@@ -175,17 +193,24 @@ cdef extern from *:
 
     static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        const double *const _arg1 = _args[1];
+        const Py_ssize_t _stride1 = _arg_strides[1];
+        double *const _out0 = _outs[0];
+        double *const _out1 = _outs[1];
         Py_ssize_t _i;
         (void)_num_threads;
     #ifdef _OPENMP
         #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
     #endif
         for (_i = 0; _i < _n; ++_i) {
-            memset(_outs[1] + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
+            memset(_out1 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
             _symjac_function_and_jacobian_point(
-    (_args[0] + _i * _arg_strides[0]), (_args[1] + _i * _arg_strides[1]), 
+    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
 
-    _outs[0] + _i * _symjac_function_and_jacobian_out_sizes[0], _symjac_function_and_jacobian_dense0, _outs[1] + _i * _symjac_function_and_jacobian_out_sizes[1], _symjac_function_and_jacobian_dense1);
+    _out0 + _i * 3, _symjac_function_and_jacobian_dense0, _out1 + _i * 9, _symjac_function_and_jacobian_dense1);
         }
         return 0;
     }
@@ -376,7 +401,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '37e86643750253afbc1e61ca2b75706809a20ec28edc913efc7e15480fb155fa'
+CONTENT_HASH = '86fea0829e1385af3d48094b52da7a58fb7b014cfbca194a450ab9ed86d97bdd'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
