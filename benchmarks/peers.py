@@ -1290,7 +1290,7 @@ def print_tables(problems, peers, results, sizes, out, peak=None, threads=1):
                 line = f"{peer:16s}{fmt_ratio(base.get('latency_us'), r.get('latency_us')):>9s}"
                 for N in sizes:
                     line += f"{fmt_ratio(base['per_point_us'].get(str(N)), r['per_point_us'].get(str(N))):>9s}"
-                line += f"{fmt_ratio(base.get('setup_s'), r.get('setup_s')):>9s}"
+                line += f"{'-' if peer in FLOORS else fmt_ratio(base.get('setup_s'), r.get('setup_s')):>9s}"
                 p(line)
         flops = next((r["flops"] for peer, r in zip(peers, rows) if r and r.get("flops")), None)
         gflop_rows = [(peer, r) for peer, r in zip(peers, rows)
