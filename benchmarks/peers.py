@@ -378,12 +378,13 @@ def openmp_flags(opts):
     return ("-fopenmp",) if opts.threads > 1 else ()
 
 
-# symjac starts its OpenMP loop at this many operations per call (symjac/render.py).
-PARALLEL_MIN_OPERATIONS = 50_000
-
-
 def parallel_min_points(operations):
-    return max(2, -(-PARALLEL_MIN_OPERATIONS // max(operations, 1)))
+    """The batch size from which symjac runs its OpenMP loop, for a kernel of ``operations``."""
+    try:  # symjac starts its loop at this many operations per call
+        from symjac.render import PARALLEL_MIN_OPERATIONS as per_call
+    except ImportError:
+        per_call = 50_000
+    return max(2, -(-per_call // max(operations, 1)))
 
 
 def count_flops(exprs):
