@@ -80,7 +80,7 @@ SymEngine, scipy-fd and the numpy floors stay single-threaded.
 - ratio        symjac_cython_time / peer_time per column: below 1 means symjac
                (cython backend) is faster than that peer.
 - GFlop/s      for the peers that run symjac's CSE'd program (symjac-cython,
-               symjac-native, hand-c, c-api) at the largest N each ran:
+               symjac-portable, hand-c, c-api) at the largest N each ran:
                flops per point x N / time. Flops are counted on the CSE'd
                program as printed to C: each + - * / is 1 flop (an n-ary sum or
                product n - 1; a factor -1 is free inside a sum, where it makes a
@@ -135,8 +135,8 @@ ERR_N = 100
 
 PEERS = {
     # key: (label, short description)
-    "symjac-cython": "symjac, cython backend (symjac.jacobian(..., backend='cython')), symjac's default flags",
-    "symjac-native": "symjac, cython backend, native=True (adds -march=native to symjac's flags)",
+    "symjac-cython": "symjac, cython backend (symjac.jacobian(..., backend='cython')), symjac's default build options",
+    "symjac-portable": "symjac, cython backend, native=False (portable code: no -march=native)",
     "symjac-numpy": "symjac, numpy backend (every temporary one array over the batch)",
     "hand-c": "hand-written C limit: symjac's CSE'd program in a plain scalar C loop, gcc -O3 -march=native, ctypes",
     "c-api": "the same C loop as hand-c behind a minimal numpy C-API extension (gcc -O3 -march=native): "
@@ -160,7 +160,7 @@ FLOORS = {
 # cannot run a model written in sympy (the pendulum).
 NUMPY_SOURCE_PEERS = ("casadi", "casadi-c", "jax-jacfwd", "jax-jacrev", "torch-func", "torch-autograd")
 # Peers that run symjac's CSE'd program, so its flop count applies (GFlop/s column).
-PROGRAM_PEERS = ("symjac-cython", "symjac-native", "hand-c", "c-api")
+PROGRAM_PEERS = ("symjac-cython", "symjac-portable", "hand-c", "c-api")
 C_FLAGS = ("-O3", "-march=native")  # hand-c and c-api: the issue's "scalar C loop (gcc -O3 -march=native)"
 BASELINE = "symjac-cython"
 
@@ -449,18 +449,33 @@ def _dense(result, N, problem):
     return np.asarray(result, dtype=np.float64).reshape(N, problem.m, problem.n)
 
 
-def peer_symjac(problem, backend, opts, native=False):
+def peer_symjac(problem, backend, opts, **options):
+    """symjac.jacobian with ``backend`` and the build ``options`` (none: symjac's defaults)."""
     import symjac
 
-    jac = symjac.jacobian(problem.function, **problem.shapes, wrt=problem.wrt, backend=backend, native=native)
+    jac = symjac.jacobian(problem.function, **problem.shapes, wrt=problem.wrt, backend=backend, **options)
     params = problem.params
     impl = Impl(single=lambda y: jac(y, *params), prepare=lambda Y: Y, batch=lambda Y: jac(Y, *params),
                 to_numpy=lambda r, N: _dense(r, N, problem))
-    impl.notes.append(f"{jac.nonzeros} structural non-zeros of {problem.m * problem.n}")
-    impl.cached_s = None if opts.quick else _cached_probe(problem.name, backend, native)
+    impl.notes.append(f"{jac.nonzeros} structural non-zeros of {problem.m * problem.n}; "
+                      f"build options {_symjac_build_options(options)}")
+    impl.cached_s = None if opts.quick else _cached_probe(problem.name, backend, options)
     if backend == "cython":
         impl.flops = lambda: _symjac_program_flops(problem)
     return impl
+
+
+def _symjac_build_options(options):
+    """The flags and native setting symjac.jacobian uses with ``options`` (its defaults filled in)."""
+    import inspect
+
+    import symjac
+    from symjac.build import BuildOptions
+
+    defaults = inspect.signature(symjac.jacobian).parameters
+    flags = options.get("flags") or BuildOptions.flags
+    native = options.get("native", defaults["native"].default if "native" in defaults else None)
+    return f"flags={' '.join(flags)}, native={native}"
 
 
 def _symjac_program_flops(problem):
@@ -472,9 +487,9 @@ def _symjac_program_flops(problem):
     return program_flops(simplify(derivative, "jacobian"))
 
 
-def _cached_probe(problem_name, backend, native=False):
+def _cached_probe(problem_name, backend, options):
     """symjac.jacobian() in a new process, disk cache warm (same SYMJAC_CACHE_DIR)."""
-    done = subprocess.run([sys.executable, __file__, "--cached-probe", problem_name, backend + ("+native" if native else "")],
+    done = subprocess.run([sys.executable, __file__, "--cached-probe", problem_name, json.dumps([backend, options])],
                           capture_output=True, text=True, env=os.environ.copy(), timeout=1800)
     if done.returncode != 0:
         sys.stderr.write(done.stderr)
@@ -482,13 +497,13 @@ def _cached_probe(problem_name, backend, native=False):
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def cached_probe_main(problem_name, backend):
+def cached_probe_main(problem_name, how):
     import symjac
 
     problem = make_problem(problem_name)
-    backend, native = backend.split("+")[0], backend.endswith("+native")
+    backend, options = json.loads(how)
     start = time.perf_counter()
-    symjac.jacobian(problem.function, **problem.shapes, wrt=problem.wrt, backend=backend, native=native)
+    symjac.jacobian(problem.function, **problem.shapes, wrt=problem.wrt, backend=backend, **options)
     print(time.perf_counter() - start)
 
 
@@ -1015,7 +1030,7 @@ def floor(kind):
 
 FACTORIES = {
     "symjac-cython": lambda p, o: peer_symjac(p, "cython", o),
-    "symjac-native": lambda p, o: peer_symjac(p, "cython", o, native=True),
+    "symjac-portable": lambda p, o: peer_symjac(p, "cython", o, native=False),
     "symjac-numpy": lambda p, o: peer_symjac(p, "numpy", o),
     "hand-c": peer_hand_c,
     "c-api": peer_c_api,
@@ -1031,7 +1046,7 @@ FACTORIES = {
     **{kind: floor(kind) for kind in FLOORS},
 }
 REQUIRES = {
-    "symjac-cython": ("symjac",), "symjac-native": ("symjac",), "symjac-numpy": ("symjac",), "hand-c": ("symjac",),
+    "symjac-cython": ("symjac",), "symjac-portable": ("symjac",), "symjac-numpy": ("symjac",), "hand-c": ("symjac",),
     "c-api": ("symjac",), **{kind: ("numpy",) for kind in FLOORS},
     "sympy": ("sympy",), "symengine": ("symengine", "sympy"), "casadi": ("casadi",), "casadi-c": ("casadi",),
     "jax-jacfwd": ("jax", "jaxlib"), "jax-jacrev": ("jax", "jaxlib"),
@@ -1148,7 +1163,7 @@ def run_peer_on_problem(peer, problem, opts):
 
 
 IMPORTS = {
-    "symjac-cython": ("symjac", "sympy"), "symjac-native": ("symjac", "sympy"), "symjac-numpy": ("symjac", "sympy"),
+    "symjac-cython": ("symjac", "sympy"), "symjac-portable": ("symjac", "sympy"), "symjac-numpy": ("symjac", "sympy"),
     "hand-c": ("symjac", "sympy"), "c-api": ("symjac", "sympy"), **{kind: ("numpy",) for kind in FLOORS},
     "sympy": ("symjac", "sympy"), "symengine": ("symjac", "sympy", "symengine"), "casadi": ("casadi",),
     "casadi-c": ("casadi",), "jax-jacfwd": ("jax", "jax.numpy"), "jax-jacrev": ("jax", "jax.numpy"),
