@@ -78,15 +78,16 @@ SymEngine, scipy-fd and the numpy floors stay single-threaded.
                independent of symjac. pendulumK: complex step (h = 1e-20) of
                the residual lambdified for numpy (sympy.lambdify, no symjac).
 - ratio        symjac_cython_time / peer_time per column: below 1 means symjac
-               (cython backend) is faster than that peer.
+               (cython backend) is faster than that peer; against a floor, how
+               many times the bare write of the result symjac takes.
 - GFlop/s      for the peers that run symjac's CSE'd program (symjac-cython,
                symjac-portable, hand-c, c-api) at the largest N each ran:
                flops per point x N / time. Flops are counted on the CSE'd
                program as printed to C: each + - * / is 1 flop (an n-ary sum or
                product n - 1; a factor -1 is free inside a sum, where it makes a
-               subtraction, else 1 flop, a negation; x**k as the
-               multiplications the printer writes, 1/x one
-               division), each call of a transcendental function (sqrt, exp,
+               subtraction, else 1 flop, a negation, and a sum of negated terms
+               only costs one more; x**k as the multiplications the printer
+               writes, 1/x one division), each call of a transcendental function (sqrt, exp,
                tanh, sin, pow, ...) also 1 flop. So an FMA counts 2, like the
                peak printed in the header: 16 flop/cycle per core (AVX2: 4
                doubles x 2 flops per FMA x 2 FMA units, as on this AMD Zen 3
