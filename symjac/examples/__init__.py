@@ -20,6 +20,7 @@ module          model                                        shapes
 ``brusselator`` 1-D Brusselator reaction-diffusion, n nodes  u (2n,), p (3,)
 ``mlp``         one-hidden-layer tanh MLP                    x (n_in,), weights
 ``hires``       HIRES stiff photochemistry (8 species)       y (8,), k (12,)
+``pollu``       POLLU air-pollution kinetics (20 species)    y (20,), k (25,)
 =============== ============================================ =====================
 
 Large models for the scaling benchmark (sizes are arguments; checked against
@@ -36,8 +37,8 @@ import argparse
 
 import numpy as np
 
-__all__ = ["brusselator", "brusselator2d", "hires", "lorenz", "mlp", "models", "pendulum", "reaction_network",
-           "rober", "vanderpol"]
+__all__ = ["brusselator", "brusselator2d", "hires", "lorenz", "mlp", "models", "pendulum", "pollu",
+           "reaction_network", "rober", "vanderpol"]
 
 
 def _core_shape(shape):
