@@ -55,7 +55,7 @@ log = logging.getLogger("symjac.build")
 DEFAULT_FLAGS = ("-O3", "-fno-math-errno", "-ffp-contract=off")
 # The lane loops' `#pragma omp simd` needs only -fopenmp-simd (no runtime).
 SIMD_FLAGS = ("-fopenmp-simd",)
-# Vector libm (templates/_vector_math.h, linked with -lmvec). gcc merges
+# Vector libm (templates/_vector_math.j2, linked with -lmvec). gcc merges
 # sin(x) and cos(x) into one sincos call, which has no vector version and
 # would keep the whole lane loop scalar: the -fno-builtin flags prevent it.
 VECTOR_MATH_FLAGS = ("-DSYMJAC_VECTOR_MATH", "-fno-builtin-sin", "-fno-builtin-cos")

@@ -25,8 +25,8 @@ empty hash field (the one line golden tests may mask).
 from __future__ import annotations
 
 import ast
-import re
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -520,10 +520,11 @@ def render(
         return template.render(module=context(content_hash))
 
     chunk_template = _environment().get_template("c_chunks.c.j2")
+    unhashed = context("")
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", chunk_template.render(
-            header=header, kernel=kernel, arguments=context("").arguments, idx=index_type,
-            vector_functions=context("").vector_functions,
+            header=header, kernel=kernel, arguments=unhashed.arguments, idx=index_type,
+            vector_functions=unhashed.vector_functions,
             functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)
@@ -532,7 +533,7 @@ def render(
     for name, text in parts:
         digest.update(f"\0{name}\0{text}".encode())
     if library:
-        digest.update(b"\0metadata\0" + context("").metadata.encode())
+        digest.update(b"\0metadata\0" + unhashed.metadata.encode())
     content_hash = digest.hexdigest()
     return Source(backend, text_with(content_hash), content_hash, header.kinds, parts,
                   context(content_hash).metadata if library else "")
