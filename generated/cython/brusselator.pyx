@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: a2f19899966c1f6a42ef9156a5552e0b5ddecd8299b67f16667a6a8e98499e98
+symjac-content-hash: 4fe64472a8f301e76dbb548de80559ef743ad09068014f8767e4c6084ee68447
 """
 
 import os
@@ -36,6 +36,9 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -125,7 +128,9 @@ cdef extern from *:
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {100};
     static const Py_ssize_t _symjac_jacobian_out_dims[2] = {10, 10};  /* its shape */
 
-    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -134,25 +139,44 @@ cdef extern from *:
         const Py_ssize_t _stride1 = _arg_strides[1];
         double *const _out0 = _outs[0];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
             memset(_out0 + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
-            _symjac_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 100, _symjac_jacobian_dense0);
+            _symjac_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 100, _symjac_jacobian_dense0);
         }
         return 0;
+    }
+
+    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
     static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {36};
     static const Py_ssize_t _symjac_jacobian_values_out_dims[1] = {36};  /* its shape */
 
-    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -161,17 +185,34 @@ cdef extern from *:
         const Py_ssize_t _stride1 = _arg_strides[1];
         double *const _out0 = _outs[0];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 36, _symjac_identity);
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
+            _symjac_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 36, _symjac_identity);
         }
         return 0;
+    }
+
+    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_values_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_values_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
@@ -211,47 +252,63 @@ cdef extern from *:
     static const Py_ssize_t _symjac_function_out_sizes[1] = {10};
     static const Py_ssize_t _symjac_function_out_dims[1] = {10};  /* its shape */
 
-    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[10][SYMJAC_LANES];  /* u, lane by lane */
-            double _a1[3][SYMJAC_LANES];  /* p, lane by lane */
-            double _f0[10][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[10][SYMJAC_LANES];  /* u, lane by lane */
+        double _a1[3][SYMJAC_LANES];  /* p, lane by lane */
+        double _f0[10][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 10; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 3; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 10; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            if (_arg_strides[1] != 0)
                 for (_k = 0; _k < 3; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 10; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                if (_arg_strides[1] != 0)
-                    for (_k = 0; _k < 3; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
-                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[SYMJAC_LANES])_a1, _f0);
-                for (_k = 0; _k < 10; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 10 + _symjac_function_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 10] = _f0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+            _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[SYMJAC_LANES])_a1, _f0);
+            for (_k = 0; _k < 10; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 10 + _symjac_function_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 10] = _f0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
@@ -341,7 +398,9 @@ cdef extern from *:
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {10, 100};
 
-    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -351,18 +410,35 @@ cdef extern from *:
         double *const _out0 = _outs[0];
         double *const _out1 = _outs[1];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
             memset(_out1 + _i * 100, 0, 100 * sizeof(double));  /* structural zeros */
-            _symjac_function_and_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 10, _symjac_function_and_jacobian_dense0, _out1 + _i * 100, _symjac_function_and_jacobian_dense1);
+            _symjac_function_and_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 10, _symjac_function_and_jacobian_dense0, _out1 + _i * 100, _symjac_function_and_jacobian_dense1);
         }
         return 0;
+    }
+
+    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_and_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_and_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     static const Py_ssize_t _symjac_jacobian_values_nonzeros0[36] = {  /* NONZEROS of jacobian_values */
@@ -553,7 +629,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'a2f19899966c1f6a42ef9156a5552e0b5ddecd8299b67f16667a6a8e98499e98'
+CONTENT_HASH = '4fe64472a8f301e76dbb548de80559ef743ad09068014f8767e4c6084ee68447'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

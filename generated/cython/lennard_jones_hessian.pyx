@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0646faa1cbc7fbdffc4dc99dd0523437872c070c226f6b03b9fd894b22db5001
+symjac-content-hash: 31906f89fca741527523f0ba53f70db3c188b294a9dc668412be889ae2009633
 """
 
 import os
@@ -33,6 +33,9 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -297,80 +300,112 @@ cdef extern from *:
     static const Py_ssize_t _symjac_hessian_out_sizes[1] = {81};
     static const Py_ssize_t _symjac_hessian_out_dims[2] = {9, 9};  /* its shape */
 
-    static int _symjac_hessian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_hessian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-            double _hess0_0_0[81][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
+        double _hess0_0_0[81][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 9; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 9; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 9; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-                for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
+            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_hessian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_hessian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_hessian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order. */
     static const Py_ssize_t _symjac_hessian_values_out_sizes[1] = {45};
     static const Py_ssize_t _symjac_hessian_values_out_dims[1] = {45};  /* its shape */
 
-    static int _symjac_hessian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_hessian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-            double _hess0_0_0[81][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
+        double _hess0_0_0[81][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 9; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 9; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 9; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-                for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_hessian_slots0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 45] = _hess0_0_0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
+            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_hessian_slots0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 45] = _hess0_0_0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_hessian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_hessian_values_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_hessian_values_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     static const Py_ssize_t _symjac_hessian_values_nonzeros0[45] = {  /* NONZEROS of hessian_values */
@@ -538,7 +573,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0646faa1cbc7fbdffc4dc99dd0523437872c070c226f6b03b9fd894b22db5001'
+CONTENT_HASH = '31906f89fca741527523f0ba53f70db3c188b294a9dc668412be889ae2009633'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

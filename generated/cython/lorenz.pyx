@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: fea2ac39a7300a3fd0c557fee42b380758cf8ec4eb25170eff8924e335d86516
+symjac-content-hash: 5372102678d40b0eb3c4cee8bf76b016891ee2f70c4e35a2e744215931bed407
 """
 
 import os
@@ -36,6 +36,9 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
 
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[2] = {3, 3};
@@ -68,7 +71,9 @@ cdef extern from *:
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {9};
     static const Py_ssize_t _symjac_jacobian_out_dims[2] = {3, 3};  /* its shape */
 
-    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -77,25 +82,44 @@ cdef extern from *:
         const Py_ssize_t _stride1 = _arg_strides[1];
         double *const _out0 = _outs[0];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
             memset(_out0 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
-            _symjac_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 9, _symjac_jacobian_dense0);
+            _symjac_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 9, _symjac_jacobian_dense0);
         }
         return 0;
+    }
+
+    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
     static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {8};
     static const Py_ssize_t _symjac_jacobian_values_out_dims[1] = {8};  /* its shape */
 
-    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -104,17 +128,34 @@ cdef extern from *:
         const Py_ssize_t _stride1 = _arg_strides[1];
         double *const _out0 = _outs[0];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 8, _symjac_identity);
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
+            _symjac_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 8, _symjac_identity);
         }
         return 0;
+    }
+
+    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_values_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_values_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function: writes the non-zero entries of every output. Point body. */
@@ -133,7 +174,9 @@ cdef extern from *:
     static const Py_ssize_t _symjac_function_out_sizes[1] = {3};
     static const Py_ssize_t _symjac_function_out_dims[1] = {3};  /* its shape */
 
-    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -142,17 +185,34 @@ cdef extern from *:
         const Py_ssize_t _stride1 = _arg_strides[1];
         double *const _out0 = _outs[0];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
-            _symjac_function_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 3, _symjac_function_dense0);
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
+            _symjac_function_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 3, _symjac_function_dense0);
         }
         return 0;
+    }
+
+    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function and Jacobian in one pass, sharing subexpressions. Point body. */
@@ -182,7 +242,9 @@ cdef extern from *:
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {3, 9};
 
-    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -192,18 +254,35 @@ cdef extern from *:
         double *const _out0 = _outs[0];
         double *const _out1 = _outs[1];
         Py_ssize_t _i;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel for num_threads(_num_threads) schedule(static) if(_num_threads > 1)
-    #endif
-        for (_i = 0; _i < _n; ++_i) {
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
             memset(_out1 + _i * 9, 0, 9 * sizeof(double));  /* structural zeros */
-            _symjac_function_and_jacobian_point(
-    (_arg0 + _i * _stride0), (_arg1 + _i * _stride1), 
-
-    _out0 + _i * 3, _symjac_function_and_jacobian_dense0, _out1 + _i * 9, _symjac_function_and_jacobian_dense1);
+            _symjac_function_and_jacobian_point((_arg0 + _i * _stride0), (_arg1 + _i * _stride1), _out0 + _i * 3, _symjac_function_and_jacobian_dense0, _out1 + _i * 9, _symjac_function_and_jacobian_dense1);
         }
         return 0;
+    }
+
+    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_and_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_and_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     static const Py_ssize_t _symjac_jacobian_values_nonzeros0[8] = {  /* NONZEROS of jacobian_values */
@@ -392,7 +471,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'fea2ac39a7300a3fd0c557fee42b380758cf8ec4eb25170eff8924e335d86516'
+CONTENT_HASH = '5372102678d40b0eb3c4cee8bf76b016891ee2f70c4e35a2e744215931bed407'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2e0b8623d482ff7bf802b6f60e1a0c346853a0a0e70ea035b01b16855fd30cd6
+symjac-content-hash: ee76e08acb4da7335e64d6c91ffe3a785f9353dc1d88d9aa59e57e46d3fa4896
 """
 
 import os
@@ -39,6 +39,9 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -134,136 +137,168 @@ cdef extern from *:
     static const Py_ssize_t _symjac_jacobian_out_sizes[1] = {6};
     static const Py_ssize_t _symjac_jacobian_out_dims[2] = {2, 3};  /* its shape */
 
-    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
-            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
-            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
-            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
-            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
-            double _jac0_0[6][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+        double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+        double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+        double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+        double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+        double _jac0_0[6][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 3; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 24; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+        if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 8; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+        if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 16; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+        if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 2; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 3; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            if (_arg_strides[1] != 0)
                 for (_k = 0; _k < 24; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+            if (_arg_strides[2] != 0)
                 for (_k = 0; _k < 8; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
-            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+            if (_arg_strides[3] != 0)
                 for (_k = 0; _k < 16; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
-            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+            if (_arg_strides[4] != 0)
                 for (_k = 0; _k < 2; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 3; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                if (_arg_strides[1] != 0)
-                    for (_k = 0; _k < 24; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
-                if (_arg_strides[2] != 0)
-                    for (_k = 0; _k < 8; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
-                if (_arg_strides[3] != 0)
-                    for (_k = 0; _k < 16; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
-                if (_arg_strides[4] != 0)
-                    for (_k = 0; _k < 2; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
-                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
-                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_jacobian_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+            _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
+            for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_jacobian_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Packed Jacobian: the non-zero values of every block, in NONZEROS order. */
     static const Py_ssize_t _symjac_jacobian_values_out_sizes[1] = {6};
     static const Py_ssize_t _symjac_jacobian_values_out_dims[1] = {6};  /* its shape */
 
-    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
-            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
-            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
-            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
-            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
-            double _jac0_0[6][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+        double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+        double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+        double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+        double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+        double _jac0_0[6][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 3; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 24; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+        if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 8; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+        if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 16; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+        if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 2; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 3; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            if (_arg_strides[1] != 0)
                 for (_k = 0; _k < 24; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+            if (_arg_strides[2] != 0)
                 for (_k = 0; _k < 8; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
-            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+            if (_arg_strides[3] != 0)
                 for (_k = 0; _k < 16; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
-            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+            if (_arg_strides[4] != 0)
                 for (_k = 0; _k < 2; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 3; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                if (_arg_strides[1] != 0)
-                    for (_k = 0; _k < 24; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
-                if (_arg_strides[2] != 0)
-                    for (_k = 0; _k < 8; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
-                if (_arg_strides[3] != 0)
-                    for (_k = 0; _k < 16; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
-                if (_arg_strides[4] != 0)
-                    for (_k = 0; _k < 2; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
-                _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
-                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_identity[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+            _symjac_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _jac0_0);
+            for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_identity[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_jacobian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_jacobian_values_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_jacobian_values_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function: writes the non-zero entries of every output. Lane body: SYMJAC_LANES points at once, lane _l
@@ -296,68 +331,84 @@ cdef extern from *:
     static const Py_ssize_t _symjac_function_out_sizes[1] = {2};
     static const Py_ssize_t _symjac_function_out_dims[1] = {2};  /* its shape */
 
-    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
-            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
-            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
-            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
-            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
-            double _f0[2][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+        double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+        double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+        double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+        double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+        double _f0[2][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 3; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 24; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+        if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 8; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+        if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 16; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+        if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 2; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 3; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            if (_arg_strides[1] != 0)
                 for (_k = 0; _k < 24; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+            if (_arg_strides[2] != 0)
                 for (_k = 0; _k < 8; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
-            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+            if (_arg_strides[3] != 0)
                 for (_k = 0; _k < 16; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
-            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+            if (_arg_strides[4] != 0)
                 for (_k = 0; _k < 2; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 3; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                if (_arg_strides[1] != 0)
-                    for (_k = 0; _k < 24; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
-                if (_arg_strides[2] != 0)
-                    for (_k = 0; _k < 8; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
-                if (_arg_strides[3] != 0)
-                    for (_k = 0; _k < 16; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
-                if (_arg_strides[4] != 0)
-                    for (_k = 0; _k < 2; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
-                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0);
-                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+            _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0);
+            for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     /* Function and Jacobian in one pass, sharing subexpressions. Lane body: SYMJAC_LANES points at once, lane _l
@@ -422,73 +473,89 @@ cdef extern from *:
     /* Function and Jacobian in one pass, sharing subexpressions. */
     static const Py_ssize_t _symjac_function_and_jacobian_out_sizes[2] = {2, 6};
 
-    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
-            double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
-            double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
-            double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
-            double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
-            double _f0[2][SYMJAC_LANES];
-            double _jac0_0[6][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[3][SYMJAC_LANES];  /* x, lane by lane */
+        double _a1[24][SYMJAC_LANES];  /* W1, lane by lane */
+        double _a2[8][SYMJAC_LANES];  /* b1, lane by lane */
+        double _a3[16][SYMJAC_LANES];  /* W2, lane by lane */
+        double _a4[2][SYMJAC_LANES];  /* b2, lane by lane */
+        double _f0[2][SYMJAC_LANES];
+        double _jac0_0[6][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 3; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 24; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
+        if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 8; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
+        if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 16; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
+        if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 2; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 3; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-            if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            if (_arg_strides[1] != 0)
                 for (_k = 0; _k < 24; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-            if (_arg_strides[2] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
+            if (_arg_strides[2] != 0)
                 for (_k = 0; _k < 8; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_k];
-            if (_arg_strides[3] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
+            if (_arg_strides[3] != 0)
                 for (_k = 0; _k < 16; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_k];
-            if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
+            if (_arg_strides[4] != 0)
                 for (_k = 0; _k < 2; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 3; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                if (_arg_strides[1] != 0)
-                    for (_k = 0; _k < 24; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_row[_l] * _arg_strides[1] + _k];
-                if (_arg_strides[2] != 0)
-                    for (_k = 0; _k < 8; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a2[_k][_l] = _args[2][_row[_l] * _arg_strides[2] + _k];
-                if (_arg_strides[3] != 0)
-                    for (_k = 0; _k < 16; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a3[_k][_l] = _args[3][_row[_l] * _arg_strides[3] + _k];
-                if (_arg_strides[4] != 0)
-                    for (_k = 0; _k < 2; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
-                _symjac_function_and_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0, _jac0_0);
-                for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_and_jacobian_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
-                }
-                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[1] + _block * SYMJAC_LANES * 6 + _symjac_function_and_jacobian_dense1[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_row[_l] * _arg_strides[4] + _k];
+            _symjac_function_and_jacobian_lanes((const double (*)[SYMJAC_LANES])_a0, (const double (*)[3][SYMJAC_LANES])_a1, (const double (*)[SYMJAC_LANES])_a2, (const double (*)[8][SYMJAC_LANES])_a3, (const double (*)[SYMJAC_LANES])_a4, _f0, _jac0_0);
+            for (_k = 0; _k < 2; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 2 + _symjac_function_and_jacobian_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 2] = _f0[_k][_l];
+            }
+            for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[1] + _block * SYMJAC_LANES * 6 + _symjac_function_and_jacobian_dense1[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _jac0_0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_function_and_jacobian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_and_jacobian_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_and_jacobian_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
 
     static const Py_ssize_t _symjac_jacobian_values_nonzeros0[6] = {  /* NONZEROS of jacobian_values */
@@ -677,7 +744,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2e0b8623d482ff7bf802b6f60e1a0c346853a0a0e70ea035b01b16855fd30cd6'
+CONTENT_HASH = 'ee76e08acb4da7335e64d6c91ffe3a785f9353dc1d88d9aa59e57e46d3fa4896'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

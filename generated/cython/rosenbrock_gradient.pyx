@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1e31e38f37121147bebfd6d67b2305570b320fa72c9098ed1f2de8800f3bd597
+symjac-content-hash: ed4ae2480b6e38a22a4f7643d68684806bc9a0f93af1eb551cdde656a60ee036
 """
 
 import os
@@ -31,6 +31,9 @@ cdef extern from *:
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
        gives the scalar loop). */
@@ -84,40 +87,56 @@ cdef extern from *:
     static const Py_ssize_t _symjac_function_out_sizes[1] = {6};
     static const Py_ssize_t _symjac_function_out_dims[1] = {6};  /* its shape */
 
-    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
+       the batch, on the calling thread. 0, or -1 if out of memory. */
+    static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        const Py_ssize_t _blocks = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;
-        (void)_num_threads;
-    #ifdef _OPENMP
-        #pragma omp parallel num_threads(_num_threads) if(_num_threads > 1)
-    #endif
-        {
-            double _a0[6][SYMJAC_LANES];  /* x, lane by lane */
-            double _f0[6][SYMJAC_LANES];
-            Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-            int _l, _count;
-            if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+        double _a0[6][SYMJAC_LANES];  /* x, lane by lane */
+        double _f0[6][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 6; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        (void)_n;
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
                 for (_k = 0; _k < 6; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-    #ifdef _OPENMP
-            #pragma omp for schedule(static)
-    #endif
-            for (_block = 0; _block < _blocks; ++_block) {
-                /* The points of this block; a last, partial block repeats its
-                   last point in the spare lanes and stores only its own. */
-                _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-                if (_arg_strides[0] != 0)
-                    for (_k = 0; _k < 6; ++_k)
-                        for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-                _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, _f0);
-                for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
-                    double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_function_dense0[_k];
-                    for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _f0[_k][_l];
-                }
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            _symjac_function_lanes((const double (*)[SYMJAC_LANES])_a0, _f0);
+            for (_k = 0; _k < 6; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 6 + _symjac_function_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 6] = _f0[_k][_l];
             }
         }
         return 0;
+    }
+
+    static int _symjac_function(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
+    {
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+    #ifdef _OPENMP
+        /* Threads only when asked for: entering a parallel region costs about
+           0.5 us even with one thread. Each thread takes one contiguous share. */
+        if (_num_threads > 1 && _count > 1) {
+            int _failed = 0;
+            #pragma omp parallel num_threads(_num_threads)
+            {
+                const Py_ssize_t _share = omp_get_thread_num(), _shares = omp_get_num_threads();
+                if (_symjac_function_range(_n, _count * _share / _shares, _count * (_share + 1) / _shares, _args, _arg_strides, _outs) != 0) {
+                    #pragma omp atomic write
+                    _failed = 1;
+                }
+            }
+            return _failed ? -1 : 0;
+        }
+    #endif
+        (void)_num_threads;
+        return _symjac_function_range(_n, 0, _count, _args, _arg_strides, _outs);
     }
     """
     ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
@@ -261,7 +280,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1e31e38f37121147bebfd6d67b2305570b320fa72c9098ed1f2de8800f3bd597'
+CONTENT_HASH = 'ed4ae2480b6e38a22a4f7643d68684806bc9a0f93af1eb551cdde656a60ee036'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
