@@ -31,6 +31,8 @@ import numpy as np
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import symjac  # noqa: E402
+
+MAX_BYTES = 4e9  # outputs of one size, both variants
 from symjac import render  # noqa: E402
 
 
@@ -96,6 +98,9 @@ def main(argv=None) -> int:
         program_ops = _operations(variants["lanes"], kind)
         moved = _stored(variants["lanes"], kind) + sum(sizes_of)
         for n in sizes:
+            if n * sum(out_sizes) * 8 * 2 > MAX_BYTES:  # both variants' outputs
+                print(f"{name:12} {kind:10} {'':9} {n:8d}  skipped: outputs over {MAX_BYTES / 1e9:.0f} GB")
+                continue
             # parameters after the first differentiated argument are broadcast, as in real use
             args = tuple(rng.uniform(0.5, 1.5, (n if k == 0 else 1, size)) for k, size in enumerate(sizes_of))
             outs = tuple(np.zeros((n, size)) for size in out_sizes)
