@@ -9,7 +9,7 @@ compiled by the C compiler alone (no Cython, no Python headers) into a shared
 library kept in the build cache (``cache.py``), opened by the *kernel
 runtime* (:func:`kernel_runtime`): one Cython extension, built on first use
 and cached under its own key (its text, compiler, Python, Cython, numpy),
-that checks buffers, releases the GIL and holds the single-point fast path
+that checks buffers, releases the GIL and holds the compiled common call
 for every model. Full Cython modules (``load_compiled``) are still built the
 old way. Extensions are loaded by path with importlib (never via
 ``sys.path`` or ``chdir``); a module is loaded once per process and key.
