@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 4fe64472a8f301e76dbb548de80559ef743ad09068014f8767e4c6084ee68447
+symjac-content-hash: 0bf3b2e2fa0cdba152fffce0255f80cbf70deecf9824306b711fa47f00d871ac
 """
 
 import os
@@ -267,7 +267,6 @@ cdef extern from *:
         if (_arg_strides[1] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 3; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a1[_k][_l] = _args[1][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -629,7 +628,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '4fe64472a8f301e76dbb548de80559ef743ad09068014f8767e4c6084ee68447'
+CONTENT_HASH = '0bf3b2e2fa0cdba152fffce0255f80cbf70deecf9824306b711fa47f00d871ac'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 31906f89fca741527523f0ba53f70db3c188b294a9dc668412be889ae2009633
+symjac-content-hash: 11587c9bf9e4bf914b14c46cd26ce5589446ebb430b7ac5a50ece6e786c9c659
 """
 
 import os
@@ -311,7 +311,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 9; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -367,7 +366,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 9; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -573,7 +571,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '31906f89fca741527523f0ba53f70db3c188b294a9dc668412be889ae2009633'
+CONTENT_HASH = '11587c9bf9e4bf914b14c46cd26ce5589446ebb430b7ac5a50ece6e786c9c659'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: ee76e08acb4da7335e64d6c91ffe3a785f9353dc1d88d9aa59e57e46d3fa4896
+symjac-content-hash: a3e765cdd6da1c54cd748bf1ff979f3600db890a087105060f840d1f8c2c62c9
 """
 
 import os
@@ -164,7 +164,6 @@ cdef extern from *:
         if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 2; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -248,7 +247,6 @@ cdef extern from *:
         if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 2; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -358,7 +356,6 @@ cdef extern from *:
         if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 2; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -501,7 +498,6 @@ cdef extern from *:
         if (_arg_strides[4] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 2; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a4[_k][_l] = _args[4][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -744,7 +740,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'ee76e08acb4da7335e64d6c91ffe3a785f9353dc1d88d9aa59e57e46d3fa4896'
+CONTENT_HASH = 'a3e765cdd6da1c54cd748bf1ff979f3600db890a087105060f840d1f8c2c62c9'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1553ad0986896203e6fe8d69f2c0653b2058a5ad34d88ee15bc5d838a8a9bd97
+symjac-content-hash: 16ee0788c6e75951a7887ec331caed08a8e79223be06922ae95f8736ea392688
 """
 
 import os
@@ -124,7 +124,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 3; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -180,7 +179,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 3; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -262,7 +260,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 3; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -361,7 +358,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 3; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -592,7 +588,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1553ad0986896203e6fe8d69f2c0653b2058a5ad34d88ee15bc5d838a8a9bd97'
+CONTENT_HASH = '16ee0788c6e75951a7887ec331caed08a8e79223be06922ae95f8736ea392688'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: ed4ae2480b6e38a22a4f7643d68684806bc9a0f93af1eb551cdde656a60ee036
+symjac-content-hash: d58eef855f4f24505645c48d4360e5dde837d6681751832ee20644682cdc6470
 """
 
 import os
@@ -98,7 +98,6 @@ cdef extern from *:
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
             for (_k = 0; _k < 6; ++_k)
                 for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        (void)_n;
         for (_block = _begin; _block < _end; ++_block) {
             /* The points of this block; a last, partial block repeats its
                last point in the spare lanes and stores only its own. */
@@ -280,7 +279,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'ed4ae2480b6e38a22a4f7643d68684806bc9a0f93af1eb551cdde656a60ee036'
+CONTENT_HASH = 'd58eef855f4f24505645c48d4360e5dde837d6681751832ee20644682cdc6470'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
