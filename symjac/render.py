@@ -207,24 +207,11 @@ class ModuleContext:
     metadata: str
     packed_tables: tuple[tuple[str, str, int, str], ...]  # (packed kind, C table of NONZEROS, length, rows)
     runtime: str | None
+    vector_functions: tuple[tuple[str, int, bool], ...]  # see _vector_functions
 
     @property
     def lanes(self) -> bool:
         return any(kernel.lanes for kernel in self.kernels)
-
-    @property
-    def vector_functions(self) -> tuple[tuple[str, int, bool], ...]:
-        """(name, arity, needs glibc 2.35) of each libm function the lane
-        bodies call that glibc's libmvec has in vector form."""
-        called = set()
-        for kernel in self.kernels:
-            if kernel.lanes:
-                texts = [text for _, text in kernel.temporaries] + [result[3] for result in kernel.results]
-                if kernel.chunks:
-                    texts += [line.text for _, statements in kernel.chunks.functions for line in statements]
-                for text in texts:
-                    called.update(_CALL.findall(text))
-        return tuple((name, *VECTOR_LIBM[name]) for name in sorted(called & VECTOR_LIBM.keys()))
 
     @property
     def drivers(self) -> tuple[DriverContext, ...]:
@@ -329,6 +316,20 @@ def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
         kernel_zeroes=(), caller_zeroes=(False,) * len(sizes),
     )
     return driver, tables
+
+
+def _vector_functions(kernels) -> tuple[tuple[str, int, bool], ...]:
+    """(name, arity, needs glibc 2.35) of each libm function the lane
+    bodies call that glibc's libmvec has in vector form."""
+    called = set()
+    for kernel in kernels:
+        if kernel.lanes:
+            texts = [text for _, text in kernel.temporaries] + [result[3] for result in kernel.results]
+            if kernel.chunks:
+                texts += [line.text for _, statements in kernel.chunks.functions for line in statements]
+            for text in texts:
+                called.update(_CALL.findall(text))
+    return tuple((name, *VECTOR_LIBM[name]) for name in sorted(called & VECTOR_LIBM.keys()))
 
 
 def lane_spelling(names):
@@ -499,6 +500,7 @@ def render(
         version=__version__, backend=backend, standalone=standalone, alias=alias,
     )
     max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
+    vector_functions = _vector_functions(kernels)
     library = not standalone and chosen.kernel_template is not None
     template = _environment().get_template(chosen.kernel_template if library else chosen.template)
     index_type = "ptrdiff_t" if library else "Py_ssize_t"
@@ -514,6 +516,7 @@ def render(
             metadata=_metadata(derivative, content_hash, parallel_min_points, chosen, programs, drivers),
             packed_tables=_packed_tables(programs),
             runtime=_runtime_text() if standalone else None,
+            vector_functions=vector_functions,
         )
 
     def text_with(content_hash: str) -> str:
@@ -524,7 +527,7 @@ def render(
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", chunk_template.render(
             header=header, kernel=kernel, arguments=unhashed.arguments, idx=index_type,
-            vector_functions=unhashed.vector_functions,
+            vector_functions=vector_functions,
             functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)

@@ -23,7 +23,7 @@ from functools import cached_property, partial
 
 import numpy as np
 
-from . import _calling
+from . import _calling, dask
 from .build import BuildOptions, load
 from .errors import BuildError
 from .render import Source
@@ -115,10 +115,6 @@ class Compiled:
             self._derivative, self._derive = self._derive(), None
         return self._derivative
 
-    @derivative.setter
-    def derivative(self, value):
-        self._derivative, self._derive = value, None
-
     @property
     def gufunc_signature(self) -> str:
         """numpy's generalized-ufunc signature of a call, e.g. ``"(3),(3)->(3,3)"``."""
@@ -129,9 +125,7 @@ class Compiled:
 
     def _call(self, kind, args, out=None, num_threads=None):
         """The general call in Python: Dask arrays, then ``_calling.call``."""
-        if any(hasattr(arg, "__dask_graph__") for arg in args):  # a lazy call on Dask arrays
-            from . import dask
-
+        if any(type(arg) is not np.ndarray and dask.is_dask_array(arg) for arg in args):  # a lazy call
             return dask.call(self, kind, args, out, num_threads)
         return _calling.call(self._kernel(kind), self.signature, kind, args, out, num_threads)
 

@@ -83,15 +83,19 @@ def count_operations(exprs, call_cost: int = 1) -> int:
         if not node.args or node.is_Atom:
             result = 0
         else:
-            own = len(node.args) - 1 if isinstance(node, (sympy.Add, sympy.Mul)) else 1
-            if isinstance(node, sympy.Function) and not node.is_Piecewise or node.is_Pow and not (
-                    node.exp.is_Integer and abs(node.exp) <= MAX_PRODUCT_POWER):
-                own = call_cost
+            own = call_cost if _calls_libm(node) else len(node.args) - 1 if node.is_Add or node.is_Mul else 1
             result = own + sum(size(arg) for arg in node.args)
         sizes[node] = result
         return result
 
     return sum(size(expr) for expr in exprs)
+
+
+def _calls_libm(node) -> bool:
+    """A function call, or a power that prints as ``pow()`` (not as products)."""
+    if node.is_Pow:
+        return not (node.exp.is_Integer and abs(int(node.exp)) <= MAX_PRODUCT_POWER)
+    return isinstance(node, sympy.Function) and not node.is_Piecewise
 
 
 # Up to this many distinct subexpressions, sympy's own cse runs: it also

@@ -54,17 +54,23 @@ def compiler_works() -> bool:
     return (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()
 
 
-@lru_cache(maxsize=None)
-def _openmp_works_with(command: tuple[str, ...]) -> bool:
+def _links(command: tuple[str, ...], text: str, flags: tuple[str, ...]) -> bool:
+    """Whether C ``text`` compiles and links into a program with ``flags``."""
     with tempfile.TemporaryDirectory() as directory:
         probe = Path(directory) / "probe.c"
-        probe.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n")
+        probe.write_text(text)
         try:
-            done = subprocess.run([*command, "-fopenmp", str(probe), "-o", str(Path(directory) / "probe")],
+            done = subprocess.run([*command, str(probe), "-o", str(Path(directory) / "probe"), *flags],
                                   capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
             return False
     return done.returncode == 0
+
+
+@lru_cache(maxsize=None)
+def _openmp_works_with(command: tuple[str, ...]) -> bool:
+    return _links(command, "#include <omp.h>\nint main(void) { return omp_get_max_threads() > 0 ? 0 : 1; }\n",
+                  ("-fopenmp",))
 
 
 def openmp_works() -> bool:
@@ -74,15 +80,7 @@ def openmp_works() -> bool:
 
 @lru_cache(maxsize=None)
 def _vector_math_works_with(command: tuple[str, ...]) -> bool:
-    with tempfile.TemporaryDirectory() as directory:
-        probe = Path(directory) / "probe.c"
-        probe.write_text(_VECTOR_MATH_PROBE)
-        try:
-            done = subprocess.run([*command, "-O2", "-fopenmp-simd", str(probe), "-o", str(Path(directory) / "probe"),
-                                   "-lmvec", "-lm"], capture_output=True, timeout=120)
-        except (OSError, subprocess.SubprocessError):
-            return False
-    return done.returncode == 0
+    return _links(command, _VECTOR_MATH_PROBE, ("-O2", "-fopenmp-simd", "-lmvec", "-lm"))
 
 
 # A lane loop calling vector libm as the kernels declare it (templates/

@@ -173,11 +173,12 @@ def trace(function, *shapes, **named_shapes) -> Traced:
     return Traced(name if isinstance(name, str) else "function", arguments, outputs, output_is_tuple)
 
 
-def _has_undefined(expr) -> bool:
+def _has_undefined(expr, seen: set) -> bool:
     """Complex infinity or NaN anywhere in ``expr`` (a constant division by zero),
     walking the expression DAG once: ``expr.has`` walks the tree, which for
-    repeatedly shared subexpressions is exponentially larger."""
-    seen, stack = set(), [expr]
+    repeatedly shared subexpressions is exponentially larger. ``seen`` holds
+    nodes already found clean (shared between the output elements)."""
+    stack = [expr]
     while stack:
         node = stack.pop()
         if node is sympy.S.ComplexInfinity or node is sympy.S.NaN:
@@ -190,12 +191,13 @@ def _has_undefined(expr) -> bool:
 
 def _output_values(value) -> np.ndarray:
     values = as_values(value)
+    clean: set = set()
     for index, item in np.ndenumerate(values):
         if not isinstance(item, sympy.Expr):
             raise TracingError(
                 f"output element {list(index)} is {item!r} (a {type(item).__name__}), not a number or expression"
             )
-        if _has_undefined(item):
+        if _has_undefined(item, clean):
             raise TracingError(
                 f"output element {list(index)} is {item}: a division by a constant zero (or another undefined "
                 "constant) was traced; guard it with np.where or change the constant"
