@@ -133,9 +133,9 @@ import ctypes, json, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 from symjac.api import build_derivative
-from symjac.backends import _c_element
-from symjac.printing import CPrinter, symbol_names
-from symjac.simplify import simplify
+from symjac.emit.backends import _c_element
+from symjac.emit.printing import CPrinter, symbol_names
+from symjac.emit.simplify import simplify
 exec(MODELS)
 name = sys.argv[1]
 n, p = LARGE[name]

@@ -141,7 +141,7 @@ def _stored(compiled, kind) -> int:
 
 
 def _program(compiled, kind):
-    from symjac.simplify import simplify
+    from symjac.emit.simplify import simplify
 
     return simplify(compiled.derivative, kind)
 

@@ -10,8 +10,8 @@ resource.getrusage's peak) before and after
   1. CALLS single-point calls of a compiled (Cython) Jacobian, through the
      compiled single-point fast path, plus CALLS / 10 small-batch calls with
      ``out=`` and CALLS / 10 ``values()`` calls (the general path);
-  2. LOADS ``symjac.build.load`` of the same cached module, with
-     ``symjac.build._loaded.clear()`` before each one so that every load takes
+  2. LOADS ``symjac.build.builder.load`` of the same cached module, with
+     ``symjac.build.builder._loaded.clear()`` before each one so that every load takes
      the disk path (manifest, SHA-256 check, import by path);
   3. LOADS / 10 ``symjac.jacobian(...)`` of the same function in this process
      (trace, differentiate, simplify and render each time, then the
@@ -35,7 +35,9 @@ import time
 import numpy as np
 
 import symjac
-from symjac import build, cache, toolchain
+from symjac.build import builder as build
+from symjac.build import cache
+from symjac.build import toolchain
 from symjac.api import generate
 
 

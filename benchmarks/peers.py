@@ -382,7 +382,7 @@ def openmp_flags(opts):
 def parallel_min_points(operations):
     """The batch size from which symjac runs its OpenMP loop, for a kernel of ``operations``."""
     try:  # symjac starts its loop at this many operations per call
-        from symjac.render import PARALLEL_MIN_OPERATIONS as per_call
+        from symjac.emit.render import PARALLEL_MIN_OPERATIONS as per_call
     except ImportError:
         per_call = 50_000
     return max(2, -(-per_call // max(operations, 1)))
@@ -399,7 +399,7 @@ def count_flops(exprs):
     """
     import sympy
 
-    def products(k):  # multiplications in symjac.printing._power_product(x, k)
+    def products(k):  # multiplications in symjac.emit.printing._power_product(x, k)
         return k - 1 if k <= 4 else products(k // 2) + 1 + k % 2
 
     def flops(e, in_sum=False):
@@ -471,7 +471,7 @@ def _symjac_build_options(options):
     import inspect
 
     import symjac
-    from symjac.build import BuildOptions
+    from symjac.build.builder import BuildOptions
 
     defaults = inspect.signature(symjac.jacobian).parameters
     flags = options.get("flags") or BuildOptions.flags
@@ -482,7 +482,7 @@ def _symjac_build_options(options):
 def _symjac_program_flops(problem):
     """Flops per point of symjac's CSE'd Jacobian program (rebuilt, after the timings)."""
     from symjac.api import build_derivative
-    from symjac.simplify import simplify
+    from symjac.emit.simplify import simplify
 
     derivative, _ = build_derivative(problem.function, (), problem.shapes, problem.wrt)
     return program_flops(simplify(derivative, "jacobian"))
@@ -519,8 +519,8 @@ def _hand_c_loop(problem, opts):
     if shutil.which("gcc") is None:
         raise Skip("no gcc")
     from symjac.api import build_derivative
-    from symjac.printing import CPrinter, symbol_names
-    from symjac.simplify import simplify
+    from symjac.emit.printing import CPrinter, symbol_names
+    from symjac.emit.simplify import simplify
 
     derivative, _ = build_derivative(problem.function, (), problem.shapes, problem.wrt)
     program = simplify(derivative, "jacobian")

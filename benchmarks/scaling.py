@@ -9,12 +9,12 @@ SYMJAC_CACHE_DIR, which times each stage separately:
     setup     build the model (for the pendulum: the sympy.physics.mechanics
               derivation, cached per n within a process but not across runs)
     trace     symjac.trace
-    diff      symjac.diff.differentiate (each output entry in its own symbols)
-    simplify  symjac.simplify.simplify(derivative, "jacobian"): sympy.cse
-    render    symjac.render.render(derivative, (program,), "cython")
+    diff      symjac.derive.diff.differentiate (each output entry in its own symbols)
+    simplify  symjac.emit.simplify.simplify(derivative, "jacobian"): sympy.cse
+    render    symjac.emit.render.render(derivative, (program,), "cython")
     cython    Cython .pyx -> .c: zero now (models are plain C kernel libraries;
               the shared kernel runtime is built once, before the stages, untimed)
-    cc        C compiler .c -> kernel library (subprocess, inside symjac.build.load)
+    cc        C compiler .c -> kernel library (subprocess, inside symjac.build.builder.load)
 
 and prints per size: states (length of the differentiated input(s)), non-zeros,
 operation counts before/after CSE (sympy.count_ops, timed separately and not
@@ -141,13 +141,15 @@ def peak_mb() -> tuple[float, float | None]:
 def worker(model: str, size: int, ops_max: int, verify_max: int) -> None:
     import numpy as np
 
-    from symjac import build, cache, toolchain
+    from symjac.build import builder as build
+    from symjac.build import cache
+    from symjac.build import toolchain
     from symjac.api import resolve_wrt
-    from symjac.diff import differentiate
-    from symjac.render import render
-    from symjac.runtime import Jacobian
-    from symjac.simplify import count_operations, simplify
-    from symjac.trace import trace
+    from symjac.derive.diff import differentiate
+    from symjac.emit.render import render
+    from symjac.run.runtime import Jacobian
+    from symjac.emit.simplify import count_operations, simplify
+    from symjac.front.trace import trace
 
     def stage(name, action):
         emit({"start": name})

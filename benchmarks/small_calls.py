@@ -15,7 +15,7 @@ run, microseconds per call of:
                  allocates the result and calls the same driver, checking
                  nothing but that each argument is an ndarray
     point        ``jac(y, k)``: the public single-point call
-    python       ``symjac._calling.call``: the pure-Python call convention
+    python       ``symjac.run.calling.call``: the pure-Python call convention
                  (the general path before the small-call work; generated
                  modules still use it)
     batch        ``jac(Y, k)``: the public batch call, Y of shape (N, n) and

@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 
 from .api import gradient, hessian, jacobian, jvp, vjp  # noqa: E402
 from .errors import BuildError, CacheError, InvalidNameError, ShapeError, SymjacError, TracingError  # noqa: E402
-from .runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian  # noqa: E402
-from .spec import spec  # noqa: E402
-from .trace import Traced, trace  # noqa: E402
-from .tracer import TracerArray  # noqa: E402
+from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian  # noqa: E402
+from .front.spec import spec  # noqa: E402
+from .front.trace import Traced, trace  # noqa: E402
+from .front.tracer import TracerArray  # noqa: E402
 
 __all__ = sorted([
     "BuildError",

@@ -22,20 +22,20 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-from .backends import BACKENDS
-from .build import BuildOptions, load
-from .cache import cache_dir, private_dir
-from .derivatives import DERIVATIVES
-from .diff import Derivative
+from .emit.backends import BACKENDS
+from .build.builder import BuildOptions, load
+from .build.cache import cache_dir, private_dir
+from .derive.derivatives import DERIVATIVES
+from .derive.diff import Derivative
 from .errors import ShapeError
 from .progress import Reporter
-from .render import Source, render
-from .runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
-from .kinds import kernel_spec
-from .sources import cached_source, source_key, store_source
-from .simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, KINDS, Program, count_operations, simplify
-from .toolchain import compiler_works
-from .trace import Traced, trace
+from .emit.render import Source, render
+from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
+from .derive.kinds import kernel_spec
+from .build.sources import cached_source, source_key, store_source
+from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, KINDS, Program, count_operations, simplify
+from .build.toolchain import compiler_works
+from .front.trace import Traced, trace
 
 __all__ = ["Generated", "as_traced", "generate", "gradient", "hessian", "jacobian", "jvp", "resolve_wrt", "vjp"]
 

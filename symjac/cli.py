@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .backends import BACKENDS
+from .emit.backends import BACKENDS
 from .errors import BuildError, SymjacError
-from .names import check_identifier
+from .front.names import check_identifier
 from .progress import Reporter
-from .spec import ATTRIBUTE, Spec
+from .front.spec import ATTRIBUTE, Spec
 
 __all__ = ["main"]
 
@@ -135,7 +135,7 @@ def codegen(args) -> int:
 
 def parse_kinds(text: str) -> list[str]:
     """``"hessian,gradient"`` -> ``["hessian", "gradient"]``, checked against the derivatives symjac has."""
-    from .derivatives import DERIVATIVES
+    from .derive.derivatives import DERIVATIVES
 
     kinds = [kind.strip() for kind in (text or "jacobian").split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in DERIVATIVES]
@@ -145,7 +145,7 @@ def parse_kinds(text: str) -> list[str]:
 
 
 def cache(args) -> int:
-    from . import build
+    from .build import builder as build
 
     root = build.cache_dir()
     entries = build.cache_entries(root)

@@ -16,13 +16,13 @@ import tempfile
 from pathlib import Path
 
 from .api import Generated, generate
-from .backends import get_backend
-from .build import BuildOptions
+from .emit.backends import get_backend
+from .build.builder import BuildOptions
 from .errors import BuildError
-from .names import check_identifier
+from .front.names import check_identifier
 from .progress import Reporter
-from .simplify import KINDS
-from .toolchain import compile_module, extension_suffix
+from .emit.simplify import KINDS
+from .build.toolchain import compile_module, extension_suffix
 
 __all__ = ["write_module", "build_in_place"]
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, cache, toolchain
+from symjac.build import builder as build
+from symjac.build import cache
+from symjac.build import toolchain
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +36,7 @@ def test_second_process_loads_from_cache_without_compiling(tmp_path):
         """
         import json, sys
         import numpy as np, symjac
-        from symjac import toolchain
+        from symjac.build import toolchain
         calls = []
         if sys.argv[1] == "forbid":
             def refuse(*args, **kwargs):
@@ -72,8 +74,8 @@ def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
     cache = tmp_path / "cache"
     monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
     derivative, _ = symjac.api.build_derivative(lorenz, (3, 3), {}, None)
-    programs = (symjac.simplify.simplify(derivative),)
-    source = symjac.render.render(derivative, programs, "cython")
+    programs = (symjac.emit.simplify.simplify(derivative),)
+    source = symjac.emit.render.render(derivative, programs, "cython")
     build._loaded.clear()  # forget modules loaded by other tests: use this cache
     build.load(source)
     (entry,) = _entries(cache)
@@ -94,14 +96,14 @@ def test_damaged_entry_is_rebuilt_not_loaded(tmp_path, monkeypatch, damage):
         (entry / "manifest.json").write_text("{not json")
     else:
         extension.unlink()
-    assert symjac.cache.verified_extension(entry) is None
+    assert symjac.build.cache.verified_extension(entry) is None
     build._loaded.clear()  # forget the in-process module so the cache is consulted
     compiled = []
     original = toolchain.compile_extension
     monkeypatch.setattr(toolchain, "compile_extension", lambda *a: (compiled.append(a), original(*a)))
     module = build.load(source)
     assert len(compiled) == 1
-    assert symjac.cache.verified_extension(entry) is not None
+    assert symjac.build.cache.verified_extension(entry) is not None
     assert "jacobian" in module.KERNELS
 
 
@@ -116,11 +118,11 @@ def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch):
 
 def test_key_changes_with_flags_and_source(tmp_path):
     derivative, _ = symjac.api.build_derivative(lorenz, (3, 3), {}, None)
-    source = symjac.render.render(derivative, (symjac.simplify.simplify(derivative),), "cython")
+    source = symjac.emit.render.render(derivative, (symjac.emit.simplify.simplify(derivative),), "cython")
     keys = {
         build.cache_key(source, build.BuildOptions()),
         build.cache_key(source, build.BuildOptions(flags=("-O2",))),
-        build.cache_key(symjac.render.render(derivative, (symjac.simplify.simplify(derivative),), "numpy"), build.BuildOptions()),
+        build.cache_key(symjac.emit.render.render(derivative, (symjac.emit.simplify.simplify(derivative),), "numpy"), build.BuildOptions()),
     }
     assert len(keys) == 3
 

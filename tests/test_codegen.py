@@ -24,7 +24,7 @@ from symjac.codegen import build_in_place, write_module
 from symjac.examples import models
 from symjac.examples.mlp import N_HIDDEN, N_IN, N_OUT, random_weights
 from symjac.examples.rober import K_DEFAULT
-from symjac.spec import ATTRIBUTE
+from symjac.front.spec import ATTRIBUTE
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "generated"

@@ -23,9 +23,9 @@ import pytest
 import sympy
 
 from oracles import central_difference_jacobian, complex_step_jacobian
-from symjac.diff import Block, Derivative, differentiate
-from symjac.functions import cbrt
-from symjac.trace import Traced, trace
+from symjac.derive.diff import Block, Derivative, differentiate
+from symjac.front.functions import cbrt
+from symjac.front.trace import Traced, trace
 
 SEED = 20240611
 _LAMBDIFY_MODULES = [{"cbrt": np.cbrt}, "numpy"]  # symjac's real cube root, numerically

@@ -16,7 +16,7 @@ import sympy
 
 import symjac
 from oracles import complex_step_jacobian
-from symjac.einsum import einsum
+from symjac.front.einsum import einsum
 
 # One traced function per operand count: tracing needs named parameters.
 _CALLERS = {

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, render
+from symjac.build import builder as build
+from symjac.emit import render
 
 RNG = np.random.default_rng(12)
 
@@ -142,12 +143,12 @@ def test_kernels_refuse_bad_buffers(jacobians, hessians):
 
 
 def test_the_runtime_refuses_what_is_not_a_kernel_library(tmp_path):
-    runtime = build.kernel_runtime(symjac.cache.private_dir(symjac.cache.cache_dir()))
+    runtime = build.kernel_runtime(symjac.build.cache.private_dir(symjac.build.cache.cache_dir()))
     with pytest.raises(ImportError, match="cannot load the kernel library"):
         runtime.Model(str(tmp_path / "missing.so"))
     c_file, library = tmp_path / "other.c", tmp_path / "other.so"
     c_file.write_text("int not_a_model = 1;\n")
-    symjac.toolchain.compile_extension([c_file], library, ("-O0",))
+    symjac.build.toolchain.compile_extension([c_file], library, ("-O0",))
     with pytest.raises(ImportError, match="not a symjac kernel library"):
         runtime.Model(str(library))
     assert runtime.ABI == 1
@@ -155,7 +156,7 @@ def test_the_runtime_refuses_what_is_not_a_kernel_library(tmp_path):
 
 def test_standalone_sources_stay_full_cython_modules():
     derivative, _ = symjac.api.build_derivative(model, (), {"x": 3, "k": 3}, None)
-    programs = (symjac.simplify.simplify(derivative),)
+    programs = (symjac.emit.simplify.simplify(derivative),)
     standalone = render.render(derivative, programs, "cython", standalone=True)
     library = render.render(derivative, programs, "cython")
     assert not standalone.is_library and standalone.suffix == ".pyx" and "cdef class _Entry" in standalone.text

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, render, toolchain
-from symjac.build import BuildOptions
+from symjac.build import builder as build
+from symjac.emit import render
+from symjac.build import toolchain
+from symjac.build.builder import BuildOptions
 
 from oracles import central_difference_jacobian
 
@@ -196,7 +198,7 @@ def test_codegen_builds_portable_unless_asked(tmp_path, monkeypatch):
 def test_the_lane_decision_counts_libm_calls():
     import sympy
 
-    from symjac.simplify import Buffer, Program
+    from symjac.emit.simplify import Buffer, Program
 
     x = sympy.symbols("x0:4")
 
@@ -209,7 +211,7 @@ def test_the_lane_decision_counts_libm_calls():
 
 
 def test_chunked_kernels_run_in_lanes_too(monkeypatch):
-    from symjac import simplify
+    from symjac.emit import simplify
 
     monkeypatch.setattr(simplify, "CHUNK_THRESHOLD", 10)
     monkeypatch.setattr(simplify, "CHUNK_STATEMENTS", 8)

@@ -11,9 +11,9 @@ import sympy
 
 import symjac
 from symjac.api import build_derivative
-from symjac.printing import CPrinter, NumpyPrinter
-from symjac.render import render
-from symjac.simplify import simplify
+from symjac.emit.printing import CPrinter, NumpyPrinter
+from symjac.emit.render import render
+from symjac.emit.simplify import simplify
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +95,8 @@ def test_piecewise_prints_as_ternary_and_where():
 RENDER_SCRIPT = """
 import numpy as np, hashlib
 from symjac.api import build_derivative
-from symjac.render import render
-from symjac.simplify import simplify, KINDS
+from symjac.emit.render import render
+from symjac.emit.simplify import simplify, KINDS
 from symjac.examples.brusselator import make_brusselator
 from symjac.examples.mlp import mlp
 for f, shapes in [(make_brusselator(4), (8, 3)), (mlp, (3, (4, 3), 4, (2, 4), 2))]:

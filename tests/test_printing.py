@@ -16,8 +16,8 @@ import pytest
 import sympy
 from sympy.codegen import cfunctions
 
-from symjac.functions import cbrt
-from symjac.printing import CPrinter, NumpyPrinter
+from symjac.front.functions import cbrt
+from symjac.emit.printing import CPrinter, NumpyPrinter
 
 x = sympy.Symbol("x", real=True)
 y = sympy.Symbol("y", real=True)

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 import symjac
 from symjac.api import build_derivative, generate
-from symjac.render import render
-from symjac.simplify import KINDS, simplify
+from symjac.emit.render import render
+from symjac.emit.simplify import KINDS, simplify
 
 from oracles import complex_step_jacobian
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from sympy.codegen.cfunctions import exp2, expm1, hypot, log1p, log2, log10
 
 import symjac
-from symjac.functions import cbrt
-from symjac.reverse import vjp_expressions
-import symjac.simplify
-from symjac.simplify import count_operations, eliminate_common_subexpressions
+from symjac.front.functions import cbrt
+from symjac.derive.reverse import vjp_expressions
+import symjac.emit.simplify
+from symjac.emit.simplify import count_operations, eliminate_common_subexpressions
 
 from oracles import central_difference_jacobian, complex_step_jacobian
 

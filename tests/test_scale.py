@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, render, simplify, toolchain
+from symjac.build import builder as build
+from symjac.emit import render
+from symjac.emit import simplify
+from symjac.build import toolchain
 from symjac.api import generate
 from symjac.progress import Reporter
 from symjac.examples.brusselator import P_DEFAULT, initial_value, jacobian_brusselator, make_brusselator

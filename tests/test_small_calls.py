@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import _calling
+from symjac.run import calling as _calling
 
 from oracles import complex_step_jacobian
 

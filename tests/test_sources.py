@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import symjac
-from symjac import build, simplify, sources
+from symjac.build import builder as build
+from symjac.emit import simplify
+from symjac.build import sources
 from symjac.api import resolve_wrt
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +107,7 @@ def test_shared_subexpressions_hash_in_linear_time():
 
 
 def test_a_hit_returns_the_stored_source_and_damage_is_a_miss(tmp_path):
-    root = symjac.cache.private_dir(tmp_path / "cache")
+    root = symjac.build.cache.private_dir(tmp_path / "cache")
     generated = symjac.api.generate(body_a, (), {"x": 2}, wrt=None, backend="cython")
     key = _key(body_a, x=2)
     assert sources.cached_source(root, key) is None
@@ -126,7 +128,7 @@ def test_a_hit_returns_the_stored_source_and_damage_is_a_miss(tmp_path):
 
 
 def test_an_entry_others_can_write_is_refused(tmp_path):
-    root = symjac.cache.private_dir(tmp_path / "cache")
+    root = symjac.build.cache.private_dir(tmp_path / "cache")
     key = _key(body_a, x=2)
     sources.store_source(root, key, symjac.api.generate(body_a, (), {"x": 2}, wrt=None, backend="cython").source)
     (entry,) = [path for path in root.iterdir() if path.name.startswith("source-")]
@@ -148,7 +150,8 @@ _WARM_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import numpy as np, symjac
-    from symjac import api, toolchain
+    from symjac import api
+    from symjac.build import toolchain
     generate = api._generate_traced
     if sys.argv[1] == "warm":
         def refuse(*args, **kwargs):

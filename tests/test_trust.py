@@ -34,7 +34,9 @@ import pytest
 
 import symjac
 import symjac.codegen
-from symjac import build, cache, toolchain
+from symjac.build import builder as build
+from symjac.build import cache
+from symjac.build import toolchain
 from symjac.api import generate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -663,7 +665,9 @@ _BUILD_SCRIPT = textwrap.dedent(
     """
     import json
     import numpy as np, symjac
-    from symjac import build, cache, toolchain
+    from symjac.build import builder as build
+    from symjac.build import cache
+    from symjac.build import toolchain
     compiled = []
     original = toolchain.compile_extension
     toolchain.compile_extension = lambda *a: (compiled.append(1), original(*a))
@@ -697,7 +701,7 @@ def test_four_processes_building_at_once_share_one_entry(tmp_path):
     np.testing.assert_allclose(results[0]["J"], lorenz_exact(U0, P0), rtol=1e-15)
     entries = _entries(cache)
     assert len(entries) == 1, entries
-    assert symjac.cache.verified_extension(cache / entries[0]) is not None
+    assert symjac.build.cache.verified_extension(cache / entries[0]) is not None
     assert all(Path(result["file"]).parent == cache / entries[0] for result in results), results
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700
     leftovers = [path.name for path in cache.iterdir() if path.name.startswith(".")]
@@ -739,7 +743,7 @@ def test_killed_build_leaves_nothing_that_loads(tmp_path):
     np.testing.assert_allclose(result["J"], lorenz_exact(U0, P0), rtol=1e-15)
     entries = _entries(cache)
     assert len(entries) == 1
-    assert symjac.cache.verified_extension(cache / entries[0]) is not None
+    assert symjac.build.cache.verified_extension(cache / entries[0]) is not None
 
 
 def test_cache_directory_is_created_private_even_with_a_permissive_umask(tmp_path, monkeypatch, jac_cython):
@@ -791,7 +795,7 @@ def test_entry_that_others_can_write_is_refused_not_loaded(tmp_path, monkeypatch
     entry = cache / key[:32]
     shutil.copytree(shared_entry, entry)
     extension = entry / Path(jac_cython._module.__file__).name
-    assert symjac.cache.verified_extension(entry) == extension  # a good copy verifies
+    assert symjac.build.cache.verified_extension(entry) == extension  # a good copy verifies
     extension.chmod(0o666)
     monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
     monkeypatch.setattr(build, "_loaded", {})

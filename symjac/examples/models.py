@@ -9,7 +9,7 @@ README) and compared byte for byte by ``tests/test_codegen.py``.
 
 from __future__ import annotations
 
-from symjac.spec import spec
+from symjac.front.spec import spec
 
 from symjac.examples.brusselator import make_brusselator
 from symjac.examples.lorenz import lorenz

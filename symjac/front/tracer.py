@@ -21,11 +21,11 @@ import threading
 import numpy as np
 import sympy
 
-from .errors import ShapeError, TracingError
+from ..errors import ShapeError, TracingError
 
 __all__ = ["RULES", "TracerArray", "TracingContext", "as_values", "constant", "contains_tracer", "scalar_array", "unsupported", "wrap"]
 
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # symjac/
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
 
 

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import BuildError, CacheError
+from ..errors import BuildError, CacheError
 
 __all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "extension_for", "private_dir", "verified_extension"]
 

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import BuildError
+from ..errors import BuildError
 
 __all__ = ["compile_kernels", "compile_module", "compile_runtime", "compiler_command", "compiler_identity", "compiler_works", "cython_version",
            "extension_suffix", "openmp_works"]

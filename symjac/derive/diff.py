@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from .trace import Traced
+from ..front.trace import Traced
 
 __all__ = ["Block", "Derivative", "differentiate", "nest_numbers", "second_derivative"]
 

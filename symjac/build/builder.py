@@ -36,10 +36,11 @@ import types
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, cache, toolchain
+from .. import __version__
+from . import cache, toolchain
 from .cache import cache_dir, cache_entries, clear_cache, verified_extension  # noqa: F401 - re-exported
-from .errors import BuildError
-from .render import Source, runtime_source
+from ..errors import BuildError
+from ..emit.render import Source, runtime_source
 from .toolchain import compiler_works  # noqa: F401 - re-exported
 
 __all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_works", "load"]
@@ -264,6 +265,6 @@ def execute(source: Source, options: BuildOptions | None = None) -> types.Module
 
 def load(source: Source, options: BuildOptions | None = None) -> types.ModuleType:
     """Return the module for ``source``, built the way its backend says."""
-    from .backends import BACKENDS
+    from ..emit.backends import BACKENDS
 
     return BACKENDS[source.backend].load(source, options or BuildOptions())

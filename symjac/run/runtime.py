@@ -23,10 +23,11 @@ from functools import cached_property, partial
 
 import numpy as np
 
-from . import _calling, dask
-from .build import BuildOptions, load
-from .errors import BuildError
-from .render import Source
+from . import calling as _calling
+from ..adapters import dask
+from ..build.builder import BuildOptions, load
+from ..errors import BuildError
+from ..emit.render import Source
 
 __all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
 
@@ -228,7 +229,7 @@ class Jacobian(_Packed, Compiled):
         ``matvec`` is J v and ``rmatvec`` uᵀJ, by the generated J v and uᵀJ
         kernels (built on first use with this Jacobian's backend and flags);
         J is never formed. Needs one output and one ``wrt`` argument."""
-        from .linear import linear_operator
+        from ..adapters.linear import linear_operator
 
         return linear_operator(self, args)
 

@@ -28,7 +28,7 @@ import string
 import numpy as np
 import sympy
 
-from .errors import ShapeError, TracingError
+from ..errors import ShapeError, TracingError
 
 __all__ = ["einsum", "einsum_arguments"]
 

@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy
 import sympy
 
-from . import __version__, cache
-from .render import Source, template_dir
-from .trace import Traced
+from .. import __version__
+from . import cache
+from ..emit.render import Source, template_dir
+from ..front.trace import Traced
 
 __all__ = ["cached_source", "source_key", "store_source"]
 
@@ -47,17 +48,19 @@ def code_fingerprint() -> str:
     """SHA-256 over symjac's modules and templates: a development checkout
     changes generated code without changing the version."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for path in sorted(package.glob("*.py")) + sorted(template_dir().glob("*")):
+    package = Path(__file__).resolve().parent.parent
+    modules = [path for path in package.rglob("*.py") if "examples" not in path.relative_to(package).parts]
+    for path in sorted(modules) + sorted(template_dir().glob("*")):
         if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+            name = path.relative_to(package).as_posix() if path.suffix == ".py" else path.name
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
 def _settings() -> dict:
     """Module-level thresholds that change the generated code (tests and
     users may change them at run time, so they are read at each call)."""
-    from . import render, simplify
+    from ..emit import render, simplify
 
     return {name: getattr(simplify, name) for name in (
         "FULL_CSE_NODES", "CHUNK_THRESHOLD", "CHUNK_THRESHOLD_OPERATIONS", "CHUNK_STATEMENTS",

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from .diff import Derivative
-from .kinds import FIRST_ORDER_KINDS, KernelSpec, Packing, kernel_spec
+from ..derive.diff import Derivative
+from ..derive.kinds import FIRST_ORDER_KINDS, KernelSpec, Packing, kernel_spec
 from .printing import MAX_PRODUCT_POWER
 
 __all__ = ["Buffer", "Chunks", "KINDS", "Program", "chunk", "count_operations", "needs_chunks", "simplify", "simplify_spec"]

@@ -33,7 +33,7 @@ import numpy as np
 import sympy
 
 from . import ops  # noqa: F401 - registers the numpy rules with the tracer
-from .errors import ShapeError, TracingError
+from ..errors import ShapeError, TracingError
 from .names import check_identifier
 from .tracer import TracerArray, TracingContext, as_values
 

@@ -34,11 +34,11 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from . import __version__
+from .. import __version__
 from .backends import BACKENDS, Backend, get_backend
-from .diff import Derivative
-from .kinds import KINDS
-from .names import InvalidNameError, check_identifier
+from ..derive.diff import Derivative
+from ..derive.kinds import KINDS
+from ..front.names import InvalidNameError, check_identifier
 from .printing import symbol_names
 from .simplify import Program, chunk, count_operations, needs_chunks
 
@@ -224,7 +224,7 @@ class ModuleContext:
 
 def template_dir() -> Path:
     """The Jinja templates: inside the installed package, or the source checkout's."""
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent
     for candidate in (here / "templates", here.parent / "templates"):
         if (candidate / "_header.j2").is_file():
             return candidate
@@ -451,7 +451,7 @@ def _metadata(derivative: Derivative, content_hash: str, parallel_min_points: in
 def _runtime_text() -> str:
     """``_calling.py`` without its module docstring and imports, for embedding
     (the generated module imports what it needs once, at its top)."""
-    text = Path(__file__).with_name("_calling.py").read_text()
+    text = (Path(__file__).resolve().parent.parent / "run" / "calling.py").read_text()
     body = ast.parse(text).body
     first = next(node for node in body[1:] if not isinstance(node, (ast.Import, ast.ImportFrom)))
     return "\n".join(text.splitlines()[first.lineno - 1:]).strip("\n")

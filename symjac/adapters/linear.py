@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ShapeError
+from ..errors import ShapeError
 
 __all__ = ["linear_operator"]
 
@@ -20,7 +20,7 @@ def _products(jacobian):
     """(jvp, vjp) of the function behind ``jacobian``, built on first use."""
     products = jacobian.__dict__.get("_products")
     if products is None:
-        from . import api
+        from .. import api
 
         derivative = jacobian._symbolic()
         traced, wrt = derivative.traced, derivative.wrt[0]

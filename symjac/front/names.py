@@ -14,7 +14,7 @@ from __future__ import annotations
 import keyword
 import re
 
-from .errors import InvalidNameError
+from ..errors import InvalidNameError
 
 MAX_LENGTH = 64
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")

@@ -20,7 +20,7 @@ import sympy
 from sympy.codegen import cfunctions
 
 from .einsum import einsum as _einsum_values, einsum_arguments
-from .errors import ShapeError, TracingError
+from ..errors import ShapeError, TracingError
 from .functions import cbrt
 from .tracer import RULES, TracerArray, as_values, constant, scalar_array, unsupported, wrap
 

@@ -28,9 +28,9 @@ import numpy as np
 import sympy
 
 from .diff import Derivative, _Differentiator, differentiate, second_derivative
-from .errors import ShapeError
+from ..errors import ShapeError
 from .reverse import vjp_expressions
-from .trace import Argument, Traced, make_symbols
+from ..front.trace import Argument, Traced, make_symbols
 
 __all__ = ["DERIVATIVES", "function", "gradient", "hessian", "jacobian", "jvp", "vjp"]
 

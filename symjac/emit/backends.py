@@ -46,7 +46,7 @@ class Backend:
     lanes: bool = False  # batch loops run point bodies across SIMD lanes (render.runs_in_lanes)
 
     def load(self, source, options):
-        from . import build
+        from ..build import builder as build
 
         return getattr(build, self.kernel_loader if source.is_library else self.loader)(source, options)
 

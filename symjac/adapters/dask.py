@@ -1,0 +1,267 @@
+"""symjac on Dask arrays: every compiled derivative called on a ``dask.array.Array``.
+
+An adapter on top of stage 6 (``runtime.py``): ``Compiled._call`` sends any
+call that has a Dask array among its arguments here (checked with
+``hasattr(arg, "__dask_graph__")``, so nothing imports Dask until a Dask
+array shows up). Every kernel kind works the same way — ``jac(...)``,
+``values``, ``function``, ``function_and_jacobian``, Hessians, gradients,
+J v and uᵀJ — and the result is lazy, nested exactly like the numpy call's::
+
+    import dask.array as da
+    Y = da.from_zarr("states.zarr")             # (10**9, 3), chunked along the points
+    J = jac(Y, k)                               # lazy (10**9, 3, 3); chunks follow Y's
+    da.linalg.norm(J, axis=(-2, -1)).to_zarr("norms.zarr")
+
+How the graph is built (``dask.array.apply_gufunc``, ``vectorize=False``):
+
+- The gufunc signature comes from the object's ``signature`` with a unique
+  name per core axis, and ``meta`` is given, so Dask never calls the kernel
+  on fake data to guess dtypes or shapes.
+- Batch (loop) dimensions keep their chunks; where arguments are chunked
+  differently along the same batch dimension the chunks are unified. Core
+  dimensions are rechunked into one chunk.
+- A numpy argument without batch dimensions (a parameter vector) becomes one
+  graph key that every task depends on: it is stored once in the graph and
+  sent once per worker, never copied into each task. A numpy argument with
+  batch dimensions is split along the Dask arguments' chunks.
+- The compiled object itself is one more graph key (:class:`Kernel`). It
+  pickles by its generated source and build options; a worker process loads
+  it once — from its own build cache, or building it there once — on first
+  use, not when a scheduler merely unpickles the graph.
+- Inside a task the kernel runs with ``num_threads=1``: Dask already runs one
+  task per worker thread, and OpenMP threads on top would oversubscribe the
+  cores. ``jac(Y, k, num_threads=n)`` overrides it (for example with one
+  worker thread per machine and ``n`` cores). The kernels release the GIL, so
+  the threaded scheduler runs tasks in parallel.
+- ``out=`` is refused: store a lazy result with ``dask.array.store`` or
+  ``to_zarr`` instead.
+
+Chunk sizes: Dask's guidance is about 100 ms of work per task (much smaller
+tasks spend their time in the scheduler, much larger ones leave cores idle
+and use memory). :func:`chunk_points` measures the kernel's cost per point
+on a sample and returns the number of points per chunk for a target time.
+
+Dask (``dask[array]``, and ``distributed`` for clusters) is the optional
+extra ``symjac[dask]``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from ..run import calling as _calling
+
+__all__ = ["Kernel", "call", "chunk_points", "is_dask_array"]
+
+TARGET_SECONDS = 0.1  # Dask's rule of thumb for the work in one task
+TASK_THREADS = 1  # kernel threads inside a task unless the call says otherwise
+
+
+def is_dask_array(value) -> bool:
+    """True for Dask collections (detected without importing Dask)."""
+    return hasattr(value, "__dask_graph__")
+
+
+# --------------------------------------------------------------------------
+# the compiled object as a graph key
+
+_restored: dict = {}
+_restored_lock = threading.Lock()
+
+
+class Kernel:
+    """What each task calls: a compiled object and the kernel kind to run.
+
+    Pickles as the compiled object's own pickle state (its class, generated
+    source and build options) and loads the module lazily, on the first
+    block a process computes, once per process and key. Unpickling alone
+    (for instance on a scheduler that holds the graph) never builds anything.
+    """
+
+    def __init__(self, compiled, kind: str, num_threads: int) -> None:
+        self._compiled = compiled
+        self._state = compiled.__reduce__()[1]  # (public class, Source, BuildOptions)
+        self.kind = kind
+        self.num_threads = num_threads
+
+    def __reduce__(self):
+        return _kernel_from_state, (self._state, self.kind, self.num_threads)
+
+    def __dask_tokenize__(self):
+        cls, source, options = self._state
+        return ("symjac.Kernel", cls.__name__, source.content_hash, repr(options), self.kind, self.num_threads)
+
+    def compiled(self):
+        if self._compiled is None:
+            cls, source, options = self._state
+            key = (cls, source.content_hash, source.backend, options)
+            with _restored_lock:
+                found = _restored.get(key)
+                if found is None:
+                    from ..run.runtime import _restore
+
+                    found = _restored[key] = _restore(cls, source, options)
+            self._compiled = found
+        return self._compiled
+
+    def __call__(self, *blocks):
+        compiled = self.compiled()
+        result = _calling.call(compiled._kernel(self.kind), compiled.signature, self.kind, blocks, None,
+                               self.num_threads)
+        flat = compiled.signature.flatten(self.kind, result)
+        return tuple(flat) if len(flat) > 1 else flat[0]
+
+    def __repr__(self) -> str:
+        return f"<symjac.dask.Kernel {self.kind} of {self._state[1].content_hash[:12]}>"
+
+
+def _kernel_from_state(state, kind, num_threads):
+    kernel = Kernel.__new__(Kernel)
+    kernel._compiled = None
+    kernel._state = state
+    kernel.kind = kind
+    kernel.num_threads = num_threads
+    return kernel
+
+
+def _run_block(*blocks, kernel):
+    return kernel(*blocks)
+
+
+# --------------------------------------------------------------------------
+# building the lazy call
+
+
+def _check_argument(value, name, shape):
+    """Dask arrays stay lazy; anything else becomes a float64 numpy array.
+    Wrong dtypes and core shapes raise the same errors as a numpy call."""
+    if is_dask_array(value):
+        if not hasattr(value, "chunks"):
+            raise TypeError(f"argument {name!r} is a {type(value).__name__}; symjac takes dask arrays "
+                            "(dask.array.Array), not other Dask collections")
+        _calling._as_float_array(np.empty(0, dtype=value.dtype), name)  # the dtype errors of a numpy call
+        array = value
+    else:
+        array = _calling._as_float_array(value, name)
+    core = len(shape)
+    core_shape = tuple(array.shape[array.ndim - core:]) if array.ndim >= core else None
+    if core_shape != shape:
+        raise ValueError(
+            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+            % (name, shape, array.shape))
+    return array
+
+
+def call(compiled, kind, args, out=None, num_threads=None):
+    """``compiled``'s ``kind`` kernel over Dask arrays: a lazy result nested like the numpy call's."""
+    import dask
+    import dask.array as da
+    from dask.array.core import unify_chunks
+
+    if out is not None:
+        raise TypeError("out= cannot be used with dask arrays: the result is lazy; write it with "
+                        "dask.array.store(result, target) or result.to_zarr(...)")
+    if num_threads is not None:
+        _calling.thread_count(compiled.signature, 0, num_threads)  # validates it
+    compiled._kernel(kind)  # a missing kernel fails now, not in a task
+    signature = compiled.signature
+    if len(args) != len(signature.names):
+        raise TypeError("expected %d arguments (%s), got %d"
+                        % (len(signature.names), ", ".join(signature.names), len(args)))
+    arrays = [_check_argument(value, name, shape)
+              for value, name, shape in zip(args, signature.names, signature.shapes)]
+    loops = [array.ndim - len(shape) for array, shape in zip(arrays, signature.shapes)]
+    n_loop = max(loops)
+    try:
+        np.broadcast_shapes(*(array.shape[:loop] for array, loop in zip(arrays, loops)))
+    except ValueError:
+        shown = ", ".join("%s %s" % (name, array.shape[:loop]) for name, array, loop in
+                          zip(signature.names, arrays, loops))
+        raise ValueError("batch dimensions of the arguments do not broadcast together: %s" % shown) from None
+
+    # Chunks along each batch dimension (counted from the right), from the dask arguments.
+    loop_chunks = {}
+    for array, loop in zip(arrays, loops):
+        if is_dask_array(array):
+            for axis in range(loop):
+                position = n_loop - loop + axis
+                if array.shape[axis] != 1:
+                    loop_chunks.setdefault(position, array.chunks[axis])
+
+    operands, indices, core_names = [], [], []
+    for number, (array, loop, shape) in enumerate(zip(arrays, loops, signature.shapes)):
+        cores = tuple(f"a{number}_{axis}" for axis in range(len(shape)))
+        core_names.append(cores)
+        if is_dask_array(array):
+            if any(len(array.chunks[axis]) > 1 for axis in range(loop, array.ndim)):
+                array = array.rechunk({axis: -1 for axis in range(loop, array.ndim)})
+            if array.dtype != np.float64:
+                array = array.astype(np.float64)
+        elif any(extent != 1 for extent in array.shape[:loop]):
+            chunks = tuple(loop_chunks.get(n_loop - loop + axis, -1) if array.shape[axis] != 1 else 1
+                           for axis in range(loop)) + (-1,) * len(shape)
+            array = da.from_array(array, chunks=chunks)
+        else:  # a parameter: one graph key, read with stride 0 by every block
+            array = da.from_array(array, chunks=array.shape or -1)
+        operands.append(array)
+        indices.append(tuple(f"l{n_loop - loop + axis}" for axis in range(loop)) + cores)
+    _, operands = unify_chunks(*[x for pair in zip(operands, indices) for x in pair])
+
+    shapes = signature.buffer_shapes(kind)
+    out_names = [tuple(f"o{number}_{axis}" for axis in range(len(shape))) for number, shape in enumerate(shapes)]
+    output_sizes = {name: extent for names, shape in zip(out_names, shapes) for name, extent in zip(names, shape)}
+
+    def dims(names):
+        return "(" + ",".join(names) + ")"
+
+    gufunc_signature = ",".join(map(dims, core_names)) + "->" + ",".join(map(dims, out_names))
+    metas = tuple(np.empty((0,) * (n_loop + len(shape)), dtype=np.float64) for shape in shapes)
+    kernel = Kernel(compiled, kind, TASK_THREADS if num_threads is None else int(num_threads))
+    kernel_key = dask.delayed(kernel, pure=True, traverse=False)
+    results = da.apply_gufunc(_run_block, gufunc_signature, *operands, output_sizes=output_sizes,
+                              meta=metas if len(shapes) > 1 else metas[0], vectorize=False,
+                              allow_rechunk=False, kernel=kernel_key)
+    return signature.nest(kind, list(results) if len(shapes) > 1 else [results])
+
+
+# --------------------------------------------------------------------------
+# chunk sizes
+
+
+def chunk_points(compiled, *args, kind=None, target_seconds=TARGET_SECONDS, max_bytes=128 * 2**20,
+                 sample_points=1000, num_threads=1):
+    """Points per chunk so that one task takes about ``target_seconds``.
+
+    ``args`` are the call's arguments at one point (or a batch: its first
+    point is used), numpy arrays; ``kind`` the kernel (default: the call's).
+    The kernel is timed on ``sample_points`` copies of that point with
+    ``num_threads`` (1: as inside a Dask task) until at least 20 ms have
+    passed; the cost per point sets the chunk, capped so that the inputs and
+    outputs of one task stay under ``max_bytes`` (Dask's default
+    ``array.chunk-size`` is 128 MiB). Work you do on each block afterwards
+    (a reduction, an SVD) adds to the time per point: include it by timing
+    it yourself and passing a smaller ``target_seconds``, or choose the
+    chunk from the whole pipeline's time per point.
+    """
+    kind = kind or compiled.KIND
+    signature = compiled.signature
+    point = []
+    for value, shape in zip(args, signature.shapes):
+        array = np.asarray(value, dtype=np.float64)
+        array = array.reshape((-1,) + shape)[0] if array.ndim > len(shape) else array
+        point.append(np.broadcast_to(array, (sample_points,) + shape))
+    kernel = compiled._kernel(kind)
+    batch = [np.ascontiguousarray(array) for array in point]
+    elapsed, calls = 0.0, 0
+    while elapsed < 0.02:
+        start = time.perf_counter()
+        _calling.call(kernel, signature, kind, batch, None, num_threads)
+        elapsed += time.perf_counter() - start
+        calls += 1
+    seconds_per_point = elapsed / (calls * sample_points)
+    bytes_per_point = 8 * (sum(signature.sizes) + sum(_calling._size(shape) for shape in signature.buffer_shapes(kind)))
+    points = int(target_seconds / max(seconds_per_point, 1e-12))
+    return max(1, min(points, max_bytes // bytes_per_point))

@@ -1,0 +1,352 @@
+"""symjac.torch: compiled functions and exact derivatives as torch operators.
+
+An adapter over the runtime (``runtime.py``): it reads only the public
+attributes of a compiled object (``signature``, ``argument_names``,
+``content_hash``, ``traced()``) and never the generated code. Each compiled
+kernel becomes one ``torch.library.custom_op`` (CPU), with
+
+- a fake implementation (output shapes from the broadcast batch dimensions),
+  so ``torch.compile(fullgraph=True)`` traces through it;
+- a vmap rule: the kernels already broadcast leading batch dimensions, so the
+  vmapped dimension is moved in front and the kernel runs once;
+- an autograd formula whose backward is itself a symjac operator: the
+  vector-Jacobian product of whatever the forward computes, with respect to
+  every argument, generated and compiled like any derivative (for the
+  Jacobian operator: the incoming gradient contracted with dJ/d(every
+  argument), one kernel call for the whole batch). That operator has a
+  backward of its own, built on first use, so double backward works too.
+
+    forward op  = kernel K of a compiled object, computing T(args)
+    backward op = symjac.vjp(T, wrt=all arguments)(args, grads)   (built eagerly)
+    its backward = symjac.vjp(of that, wrt=all)                   (built on first use)
+
+Calls take torch tensors on the CPU, all float32 or all float64 (computed in
+float64; results have the input dtype); leading batch dimensions broadcast as
+in symjac. float64 inputs and results are shared with numpy without copies
+(``Tensor.numpy()``, ``torch.from_numpy``). Kernels run on
+``torch.get_num_threads()`` threads.
+
+    import symjac.torch
+    jac = symjac.torch.jacobian(decoder, h=8, W1=(16, 8), b1=16, W2=(8, 16), b2=8, wrt="h")
+    J = jac(h, W1, b1, W2, b2)              # (N, 8, 8), differentiable in h and the weights
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+
+import numpy as np
+import torch
+
+from ..api import _compile, as_traced, resolve_wrt, vjp as _symjac_vjp
+from ..run.runtime import Compiled, Jacobian
+from ..front.trace import Traced
+
+__all__ = ["TorchFunction", "function", "function_and_jacobian", "jacobian"]
+
+_NAMESPACE = "symjac"
+_OP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_FLOATS = (torch.float32, torch.float64)
+_OPS: dict[str, "_Op"] = {}  # op name -> operator, one per compiled kernel in this process
+_LOCK = threading.RLock()
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor (no copy for float64)."""
+    return tensor.detach().resolve_conj().resolve_neg().numpy()
+
+
+def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    result = torch.from_numpy(array)
+    return result if dtype == torch.float64 else result.to(dtype)
+
+
+def _broadcast(batches, names, what):
+    """The broadcast of the arguments' batch shapes (plain ints; SymInts in fake mode use torch's)."""
+    result = []
+    for batch in batches:
+        if len(batch) > len(result):
+            result = [1] * (len(batch) - len(result)) + result
+        for position, extent in enumerate(batch, len(result) - len(batch)):
+            if extent != 1 and result[position] not in (1, extent):
+                shown = ", ".join(f"{name} {b}" for name, b in zip(names, batches))
+                raise ValueError(f"batch dimensions of the arguments of {what} do not broadcast together: {shown}")
+            if extent != 1:
+                result[position] = extent
+    return tuple(result)
+
+
+def _check_tensors(args, names, shapes, what):
+    """Validate call arguments; returns their common dtype and batch shapes. Errors name the argument."""
+    if len(args) != len(names):
+        raise TypeError(f"{what} takes {len(names)} arguments ({', '.join(names)}), got {len(args)}")
+    dtype = first = None
+    batches = []
+    for value, name, shape in zip(args, names, shapes):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"argument {name!r} of {what} must be a torch.Tensor, got {type(value).__name__} "
+                            "(use torch.as_tensor or torch.from_numpy)")
+        if value.device.type != "cpu":
+            raise ValueError(f"argument {name!r} of {what} is on device {value.device}; symjac.torch computes on "
+                             "the CPU only and copies nothing to another device: move it with .cpu()")
+        if value.dtype not in _FLOATS:
+            kind = "complex" if value.dtype.is_complex else ("integer" if not value.dtype.is_floating_point
+                                                               else "unsupported floating")
+            raise TypeError(f"argument {name!r} of {what} has {kind} dtype {value.dtype}; symjac.torch takes "
+                            "real float32 or float64 tensors")
+        if dtype is None:
+            dtype, first = value.dtype, name
+        elif value.dtype != dtype:
+            raise TypeError(f"argument {name!r} of {what} is {value.dtype} but {first!r} is {dtype}: mixed float32 "
+                            "and float64 arguments; convert them to one dtype")
+        core, ndim = len(shape), value.dim()
+        if ndim < core or tuple(value.shape[ndim - core:]) != shape:
+            raise ValueError(f"argument {name!r} of {what} must have trailing shape {shape} (leading "
+                             f"dimensions are batch dimensions), got shape {tuple(value.shape)}")
+        batches.append(tuple(value.shape[:ndim - core]))
+    return dtype, batches
+
+
+class _Op:
+    """One compiled kernel as a registered torch operator (flat tensors in and out).
+
+    ``compiled`` computes ``traced`` (a :class:`~symjac.trace.Traced`) with
+    kernel ``kind``; its backward is the symjac vector-Jacobian product of
+    ``traced`` with respect to every argument, built by :meth:`backward_op`.
+    """
+
+    def __init__(self, compiled: Compiled, kind: str, traced: Traced, name: str, build_options: dict,
+                 order: int) -> None:
+        self.compiled = compiled
+        self.kind = kind
+        self.traced = traced
+        self.name = name
+        self.order = order  # 0: the function's own kernel; n: an n-th derivative of it
+        self.build_options = build_options
+        self.names = compiled.signature.names
+        self.shapes = compiled.signature.shapes
+        self.buffer_shapes = compiled.signature.buffer_shapes(kind)
+        self.qualname = f"{_NAMESPACE}::{name}"
+        self._backward = None
+        self._run = compiled if kind == compiled.KIND else getattr(compiled, kind)
+        self._register()
+
+    def _register(self):
+        arguments = ", ".join(f"Tensor a{number}" for number in range(len(self.names)))
+        outputs = len(self.buffer_shapes)
+        returns = "Tensor" if outputs == 1 else "(" + ", ".join(["Tensor"] * outputs) + ")"
+        self.op = torch.library.custom_op(self.qualname, self._impl, mutates_args=(), device_types="cpu",
+                                          schema=f"({arguments}) -> {returns}")
+        self.op.register_fake(self._fake)
+        self.op.register_autograd(self._backward_formula, setup_context=self._setup_context)
+        self.op.register_vmap(self._vmap)
+
+    def _impl(self, *args):
+        # TorchFunction checked the arguments; a direct call of the op is checked by
+        # the dispatcher (CPU only) and symjac's call convention (shapes, real dtypes)
+        dtype = args[0].dtype
+        results = self._run(*map(_numpy, args), num_threads=torch.get_num_threads())
+        flat = self.compiled.signature.flatten(self.kind, results)
+        tensors = tuple(_tensor(array, dtype) for array in flat)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def _fake(self, *args):
+        dtype, batches = _check_tensors(args, self.names, self.shapes, self.qualname)
+        batch = tuple(torch.broadcast_shapes(*batches))  # SymInts under torch.compile(dynamic=True)
+        tensors = tuple(args[0].new_empty(batch + shape, dtype=dtype) for shape in self.buffer_shapes)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def _vmap(self, info, in_dims, *args):
+        # The kernel broadcasts leading batch dimensions: put the vmapped
+        # dimension first, with singleton dimensions so that every argument's
+        # own batch dimensions still line up, and call the kernel once.
+        depth = max(arg.dim() - (dim is not None) - len(shape) for arg, dim, shape in zip(args, in_dims, self.shapes))
+        moved = []
+        for arg, dim, shape in zip(args, in_dims, self.shapes):
+            if dim is not None:
+                arg = arg.movedim(dim, 0)
+                own = arg.dim() - 1 - len(shape)
+                arg = arg.reshape((arg.shape[0],) + (1,) * (depth - own) + tuple(arg.shape[1:]))
+            moved.append(arg)
+        if all(dim is None for dim in in_dims):
+            result = self.op(*moved)
+            return result, (None if len(self.buffer_shapes) == 1 else (None,) * len(self.buffer_shapes))
+        result = self.op(*moved)
+        # an unbatched output cannot happen: some argument carries the vmapped dimension in front
+        return result, (0 if len(self.buffer_shapes) == 1 else (0,) * len(self.buffer_shapes))
+
+    def _setup_context(self, ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def _backward_formula(self, ctx, *grads):
+        inputs = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if not any(needs):
+            return (None,) * len(inputs)
+        dtype = inputs[0].dtype
+        cotangents = []
+        for grad, shape, output in zip(grads, self.buffer_shapes, range(len(self.buffer_shapes))):
+            if grad is None:
+                batch = torch.broadcast_shapes(*(x.shape[:x.dim() - len(s)] for x, s in zip(inputs, self.shapes)))
+                grad = inputs[0].new_zeros(tuple(batch) + shape)
+            elif grad.dtype != dtype:
+                grad = grad.to(dtype)
+            cotangents.append(grad)
+        backward = self.backward_op()
+        results = backward.op(*inputs, *cotangents)
+        if not isinstance(results, (tuple, list)):
+            results = (results,)
+        # a broadcast argument's gradient is summed over the batch dimensions it was broadcast along
+        return tuple((result if result.shape == x.shape else result.sum_to_size(x.shape)) if need else None
+                     for result, x, need in zip(results, inputs, needs))
+
+    def backward_op(self) -> "_Op":
+        """The operator computing this one's vector-Jacobian product (built once)."""
+        with _LOCK:
+            if self._backward is None:
+                names = ", ".join(self.names)
+                try:
+                    vjp = _symjac_vjp(self.traced, wrt=tuple(range(len(self.names))), **self.build_options)
+                except Exception as error:
+                    raise RuntimeError(f"symjac.torch could not build the backward of {self.qualname} (derivative "
+                                       f"of order {self.order + 1} with respect to {names}): {error}") from error
+                self._backward = operator(vjp, "function", vjp.traced(), self.build_options, self.order + 1)
+            return self._backward
+
+    def __call__(self, *args):
+        return self.op(*args)
+
+
+def _op_name(compiled: Compiled, kind: str, build_options: dict) -> str:
+    key = repr((compiled.content_hash, kind, sorted(build_options.items())))
+    name = f"{kind}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
+    if not _OP_NAME.match(name):  # kinds are identifiers; this guards the registry against a bad new one
+        raise ValueError(f"symjac.torch: {name!r} is not a valid torch operator name")
+    return name
+
+
+def operator(compiled: Compiled, kind: str, traced: Traced, build_options: dict, order: int) -> _Op:
+    """The torch operator of ``compiled``'s kernel ``kind`` (registered once per process)."""
+    name = _op_name(compiled, kind, build_options)
+    with _LOCK:
+        op = _OPS.get(name)
+        if op is None:
+            op = _OPS[name] = _Op(compiled, kind, traced, name, build_options, order)
+        return op
+
+
+class TorchFunction:
+    """A symjac kernel as a callable on torch tensors: ``obj(*tensors)``.
+
+    Results are nested like symjac's (a tuple for a tuple of outputs or of
+    ``wrt``; ``(value, jacobian)`` for ``function_and_jacobian``) and are
+    differentiable with respect to every argument that requires grad.
+    ``compiled`` is the underlying symjac object, ``op`` the registered torch
+    operator (``torch.ops.symjac.<name>``), ``backward`` the symjac object
+    of its backward (a vector-Jacobian product with respect to every argument).
+    """
+
+    def __init__(self, op: _Op, title: str) -> None:
+        self._op = op
+        self.compiled = op.compiled
+        self.kind = op.kind
+        self.signature = op.compiled.signature
+        self.argument_names = self.signature.names
+        self.wrt = op.compiled.wrt
+        self.op = op.op
+        self.op_name = op.qualname  # "symjac::<kind>_<hash>": torch.ops.symjac.<kind>_<hash>
+        self.title = title
+        self.__doc__ = f"{title} of {op.traced.function_name} as a torch operator ({op.qualname})."
+
+    @property
+    def backward(self) -> Compiled:
+        return self._op.backward_op().compiled
+
+    def __call__(self, *args):
+        what = f"symjac.torch.{self.title}"
+        _broadcast(_check_tensors(args, self._op.names, self._op.shapes, what)[1], self._op.names, what)
+        try:
+            result = self._op(*args)
+        except RuntimeError as error:
+            if "functorch transforms" not in str(error):
+                raise
+            raise RuntimeError(
+                f"symjac.torch.{self.title}: torch.func.grad, jacrev, jacfwd, jvp and vjp cannot differentiate "
+                "torch custom operators (torch.func.vmap works). Differentiate with torch.autograd instead "
+                "(loss.backward(), torch.autograd.grad, torch.autograd.functional), or let symjac build the "
+                "derivative (symjac.torch.jacobian)") from error
+        flat = list(result) if isinstance(result, (tuple, list)) else [result]
+        return self.signature.nest(self.kind, flat)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
+        return f"<symjac.torch.{self.title} ({shapes}) wrt {', '.join(self.wrt)}: torch.ops.{self._op.qualname}>"
+
+
+def _options(backend, flags, native, vector_math, verbose):
+    return {"backend": backend, "flags": None if flags is None else tuple(flags), "native": bool(native),
+            "vector_math": bool(vector_math), "verbose": bool(verbose)}
+
+
+def _build(kind, function, shapes, named_shapes, wrt, options, title):
+    build = dict(options)
+    if kind == "function":
+        traced = as_traced(function, shapes, named_shapes)
+        resolve_wrt(traced, wrt)
+        compiled = _compile(Compiled, "function", traced, (), None, wrt=wrt, kinds=None, **build)
+        target = traced
+    else:
+        # only the kernel asked for (symjac.jacobian would add the Jacobian kernel to function_and_jacobian)
+        compiled = _compile(Jacobian, "jacobian", function, shapes, named_shapes, wrt=wrt, kinds=(kind,), **build)
+        jac = compiled.traced()
+        if kind == "function_and_jacobian":
+            value = compiled.derivative.traced
+            target = Traced(f"{value.function_name}_and_{jac.function_name}", value.arguments,
+                            value.outputs + jac.outputs, True)
+        else:
+            target = jac
+    # the backward is what training needs: build it now, not in the middle of a backward pass
+    build.pop("verbose")
+    build["backend"] = compiled.backend
+    op = operator(compiled, kind, target, build, 0 if kind == "function" else 1)
+    op.backward_op()
+    return TorchFunction(op, title)
+
+
+_DOCS = """
+    Arguments as for ``symjac.jacobian``: shapes by position or by name,
+    ``wrt``, ``backend``, ``flags``, ``native``, ``vector_math``, ``verbose``. Calls take CPU
+    tensors, all float32 or all float64, with leading batch dimensions that
+    broadcast; results have the input dtype and are differentiable with
+    respect to every argument that requires grad. The backward kernel (a
+    vector-Jacobian product with respect to every argument) is built here.
+"""
+
+
+def jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
+             verbose=False, **named_shapes) -> TorchFunction:
+    """The Jacobian d function / d wrt as a differentiable torch operator
+    (symjac's layout: output shape + wrt shape, nested for tuples)."""
+    return _build("jacobian", function, shapes, named_shapes, wrt,
+                  _options(backend, flags, native, vector_math, verbose), "jacobian")
+
+
+def function(function, *shapes, backend=None, flags=None, native=True, vector_math=True,
+             verbose=False, **named_shapes) -> TorchFunction:
+    """The function itself as a torch operator whose backward is the generated
+    vector-Jacobian product (uᵀJ with respect to every argument)."""
+    return _build("function", function, shapes, named_shapes, None,
+                  _options(backend, flags, native, vector_math, verbose), "function")
+
+
+def function_and_jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
+                          verbose=False, **named_shapes) -> TorchFunction:
+    """``(value, jacobian)`` in one kernel sharing subexpressions, both differentiable."""
+    return _build("function_and_jacobian", function, shapes, named_shapes, wrt,
+                  _options(backend, flags, native, vector_math, verbose), "function_and_jacobian")
+
+
+for _entry in (jacobian, function, function_and_jacobian):
+    _entry.__doc__ += _DOCS
