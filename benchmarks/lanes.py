@@ -5,7 +5,7 @@
 
 Run by hand, never by the test suite. For each model it builds the same
 kernels twice in this process: with lanes (the default) and with the
-scalar point loop (``render.LANE_OPERATIONS_PER_ELEMENT`` raised so no kernel
+scalar point loop (``c_backend.LANE_OPERATIONS_PER_ELEMENT`` raised so no kernel
 runs in lanes), both native, one thread. It then times the bare kernel call
 (``module.KERNELS[kind](args, outs, n, 1)``: buffers prepared once, no
 Python-level checks), alternating the variants repetition by repetition so
@@ -16,7 +16,7 @@ one), and, for reference, the time to write the output once (``out.fill``)
 in the same run. ``--flags`` adds a third variant, lanes built with those
 flags instead of the defaults (e.g. ``"-O3"`` without ``-fno-math-errno``),
 and its time as a ratio to the default lanes build. It also prints each kernel's operations per element it reads or stores,
-the quantity ``render.runs_in_lanes`` decides by.
+the quantity ``c_backend.runs_in_lanes`` decides by.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import symjac  # noqa: E402
 
 MAX_BYTES = 4e9  # outputs of one size, both variants
-from symjac import render  # noqa: E402
+from symjac.emit import c_backend  # noqa: E402
 
 
 def models():
@@ -58,13 +58,13 @@ def models():
 
 def build(entry, lanes: bool, flags=None):
     make, function, shapes, wrt = entry
-    saved = render.LANE_OPERATIONS_PER_ELEMENT
+    saved = c_backend.LANE_OPERATIONS_PER_ELEMENT
     if not lanes:
-        render.LANE_OPERATIONS_PER_ELEMENT = float("inf")
+        c_backend.LANE_OPERATIONS_PER_ELEMENT = float("inf")
     try:
         return make(function, wrt=wrt, flags=flags, **shapes)
     finally:
-        render.LANE_OPERATIONS_PER_ELEMENT = saved
+        c_backend.LANE_OPERATIONS_PER_ELEMENT = saved
 
 
 def main(argv=None) -> int:

@@ -382,7 +382,7 @@ def openmp_flags(opts):
 def parallel_min_points(operations):
     """The batch size from which symjac runs its OpenMP loop, for a kernel of ``operations``."""
     try:  # symjac starts its loop at this many operations per call
-        from symjac.emit.render import PARALLEL_MIN_OPERATIONS as per_call
+        from symjac.emit.backend import PARALLEL_MIN_OPERATIONS as per_call
     except ImportError:
         per_call = 50_000
     return max(2, -(-per_call // max(operations, 1)))

@@ -29,7 +29,8 @@ from .derive.derivatives import DERIVATIVES
 from .derive.diff import Derivative
 from .errors import ShapeError
 from .progress import Reporter
-from .emit.render import Source, render
+from .emit.render import render
+from .emit.source import Source
 from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
 from .derive.kinds import kernel_spec
 from .build.sources import cached_source, source_key, store_source

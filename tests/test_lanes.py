@@ -1,4 +1,4 @@
-"""The SIMD lane path of the batch loop (render.runs_in_lanes, templates/_kernels.c.j2).
+"""The SIMD lane path of the batch loop (c_backend.runs_in_lanes, templates/_kernels.c.j2).
 
 Compute-bound kernels run SYMJAC_LANES points at once; the last, partial
 block repeats its last point in the spare lanes. These tests hold the lane
@@ -15,7 +15,7 @@ import pytest
 
 import symjac
 from symjac.build import builder as build
-from symjac.emit import render
+from symjac.emit import c_backend, render
 from symjac.build import toolchain
 from symjac.build.builder import BuildOptions
 
@@ -206,8 +206,8 @@ def test_the_lane_decision_counts_libm_calls():
         return Program("function", (Buffer("_f0", (len(exprs),), tuple(range(len(exprs)))),), (),
                        tuple((0, i, e) for i, e in enumerate(exprs)), 0, None)
 
-    assert not render.runs_in_lanes(program([x[0] * x[1] + x[2]]), argument_elements=4)
-    assert render.runs_in_lanes(program([sympy.tanh(x[0]) * sympy.exp(x[1])]), argument_elements=4)
+    assert not c_backend.runs_in_lanes(program([x[0] * x[1] + x[2]]), argument_elements=4)
+    assert c_backend.runs_in_lanes(program([sympy.tanh(x[0]) * sympy.exp(x[1])]), argument_elements=4)
 
 
 def test_chunked_kernels_run_in_lanes_too(monkeypatch):

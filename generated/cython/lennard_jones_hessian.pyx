@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 11587c9bf9e4bf914b14c46cd26ce5589446ebb430b7ac5a50ece6e786c9c659
+symjac-content-hash: 2f8a2dde90514318f71733a0e9d5d15ac7e3487e4a6578783ff983cbcca9c675
 """
 
 import os
@@ -571,7 +571,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '11587c9bf9e4bf914b14c46cd26ce5589446ebb430b7ac5a50ece6e786c9c659'
+CONTENT_HASH = '2f8a2dde90514318f71733a0e9d5d15ac7e3487e4a6578783ff983cbcca9c675'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -592,10 +592,31 @@ SPARSE_SHAPES = {'hessian_values': ((9, 9),)}
 # for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

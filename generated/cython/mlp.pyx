@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: a3e765cdd6da1c54cd748bf1ff979f3600db890a087105060f840d1f8c2c62c9
+symjac-content-hash: ba24f7345ef6e271af4ca438a199f0451ed8a4f6a24e352c594b6765f1d585f1
 """
 
 import os
@@ -740,7 +740,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'a3e765cdd6da1c54cd748bf1ff979f3600db890a087105060f840d1f8c2c62c9'
+CONTENT_HASH = 'ba24f7345ef6e271af4ca438a199f0451ed8a4f6a24e352c594b6765f1d585f1'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
@@ -761,10 +761,31 @@ SPARSE_SHAPES = {'jacobian_values': ((2, 3),)}
 # for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

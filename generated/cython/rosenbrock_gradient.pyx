@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: d58eef855f4f24505645c48d4360e5dde837d6681751832ee20644682cdc6470
+symjac-content-hash: c08437533f900fb573f42a2bc19ead97ca52843170a85671a7c3772ce4cfa076
 """
 
 import os
@@ -279,7 +279,7 @@ def _nonzero_tables():
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ("function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'd58eef855f4f24505645c48d4360e5dde837d6681751832ee20644682cdc6470'
+CONTENT_HASH = 'c08437533f900fb573f42a2bc19ead97ca52843170a85671a7c3772ce4cfa076'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -300,10 +300,31 @@ SPARSE_SHAPES = {}
 # for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...
 NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

@@ -10,7 +10,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: f7797291125dc84ff1f5ae3bd8791ae57cb08a2fe2d79dfc6613688974fbd10b
+symjac-content-hash: b5a34695a68108d03aaf7305454f0ceeac1a3df36873a7c8d5a6ce5dccd13d00
 """
 
 import os
@@ -266,7 +266,7 @@ _IDENTITY = range(81)  # the position table of packed values in their own order
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'f7797291125dc84ff1f5ae3bd8791ae57cb08a2fe2d79dfc6613688974fbd10b'
+CONTENT_HASH = 'b5a34695a68108d03aaf7305454f0ceeac1a3df36873a7c8d5a6ce5dccd13d00'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -293,10 +293,31 @@ NONZEROS = {
     ),
 }
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

@@ -16,7 +16,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 24b73eb598d3c1b284d83438313c11d6a5fb46a5cf207f19b04d728ee7397cd3
+symjac-content-hash: edaa84ded6dbda9d1c6c90fad6b7b9753483538470c4042eefb1482647825c70
 """
 
 import os
@@ -200,7 +200,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '24b73eb598d3c1b284d83438313c11d6a5fb46a5cf207f19b04d728ee7397cd3'
+CONTENT_HASH = 'edaa84ded6dbda9d1c6c90fad6b7b9753483538470c4042eefb1482647825c70'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
@@ -225,10 +225,31 @@ NONZEROS = {
     ),
 }
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

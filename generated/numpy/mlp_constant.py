@@ -12,7 +12,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: b7f699de0365d1cd7fe3b7b21e4e71ea0a85cbba63ad1f4606d6c29caa7f206d
+symjac-content-hash: af331e63782eb2e9eb14abcd103baf7b4293ff3416b1bb1eada89aaf75d15f66
 """
 
 import os
@@ -158,7 +158,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'b7f699de0365d1cd7fe3b7b21e4e71ea0a85cbba63ad1f4606d6c29caa7f206d'
+CONTENT_HASH = 'af331e63782eb2e9eb14abcd103baf7b4293ff3416b1bb1eada89aaf75d15f66'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)
@@ -183,10 +183,31 @@ NONZEROS = {
     ),
 }
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

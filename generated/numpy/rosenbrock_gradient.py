@@ -8,7 +8,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 751b0ece1998fbf55448c10d4bc871896b88c0475c7fbc3883c6a4b8b9172106
+symjac-content-hash: cf6cf6ac582d4941b67107967290e62aaf9bd3bb3eaa5b98e13d1c28d6188e1a
 """
 
 import os
@@ -55,7 +55,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '751b0ece1998fbf55448c10d4bc871896b88c0475c7fbc3883c6a4b8b9172106'
+CONTENT_HASH = 'cf6cf6ac582d4941b67107967290e62aaf9bd3bb3eaa5b98e13d1c28d6188e1a'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -77,10 +77,31 @@ SPARSE_SHAPES = {}
 NONZEROS = {
 }
 # ---------------------------------------------------------------------------
-# Call convention: symjac/_calling.py, embedded verbatim so that this module
+# Call convention: symjac/run/calling.py, embedded verbatim so that this module
 # needs only numpy. It validates arguments, broadcasts batch dimensions,
 # allocates (or checks out=) results and calls the kernels above.
 # ---------------------------------------------------------------------------
+"""Runtime call convention shared by every generated module (numpy only).
+
+Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+verbatim into the standalone modules that ``symjac codegen`` writes, so the
+Python API and generated modules validate, broadcast and lay out results in
+exactly the same way. It imports only numpy and the standard library (scipy
+lazily, for sparse results).
+
+A kernel is called as ``kernel(args, outs, n, num_threads)``: ``args`` holds
+one float64 array of shape ``(1 or n, size)`` per argument, with unit stride
+along its second axis (a first-axis stride of 0 broadcasts it over the
+batch); ``outs`` holds one C-contiguous float64 array of shape
+``(n, size)`` per output buffer. Kernels fill their buffers completely,
+structural zeros included, except the very sparse blocks listed in the
+module's CALLER_ZEROES, which must arrive zeroed.
+"""
+
+import os
+
+import numpy
+
 _FLOAT = numpy.dtype(numpy.float64)
 
 

@@ -40,7 +40,7 @@ from .. import __version__
 from . import cache, toolchain
 from .cache import cache_dir, cache_entries, clear_cache, verified_extension  # noqa: F401 - re-exported
 from ..errors import BuildError
-from ..emit.render import Source, runtime_source
+from ..emit.source import Source, runtime_source
 from .toolchain import compiler_works  # noqa: F401 - re-exported
 
 __all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_works", "load"]
@@ -264,7 +264,8 @@ def execute(source: Source, options: BuildOptions | None = None) -> types.Module
 
 
 def load(source: Source, options: BuildOptions | None = None) -> types.ModuleType:
-    """Return the module for ``source``, built the way its backend says."""
-    from ..emit.backends import BACKENDS
-
-    return BACKENDS[source.backend].load(source, options or BuildOptions())
+    """Return the module for ``source``, loaded the way its text needs:
+    a kernel library with the kernel runtime, a Cython module compiled, a
+    Python module executed."""
+    loader = {".c": load_kernels, ".pyx": load_compiled, ".py": execute}[source.suffix]
+    return loader(source, options or BuildOptions())

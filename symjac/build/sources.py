@@ -33,7 +33,7 @@ import sympy
 
 from .. import __version__
 from . import cache
-from ..emit.render import Source, template_dir
+from ..emit.source import Source, template_dir
 from ..front.trace import Traced
 
 __all__ = ["cached_source", "source_key", "store_source"]
@@ -60,13 +60,14 @@ def code_fingerprint() -> str:
 def _settings() -> dict:
     """Module-level thresholds that change the generated code (tests and
     users may change them at run time, so they are read at each call)."""
-    from ..emit import render, simplify
+    from ..emit import backend, c_backend, simplify
 
     return {name: getattr(simplify, name) for name in (
         "FULL_CSE_NODES", "CHUNK_THRESHOLD", "CHUNK_THRESHOLD_OPERATIONS", "CHUNK_STATEMENTS",
         "CHUNK_OPERATIONS", "CHUNKS_PER_FILE")} | {
-        name: getattr(render, name) for name in ("INLINE_OPERATIONS", "LANE_OPERATIONS_PER_ELEMENT", "LIBM_CALL_COST",
-                                               "PARALLEL_MIN_OPERATIONS")}
+        name: getattr(c_backend, name) for name in ("INLINE_OPERATIONS", "LANE_OPERATIONS_PER_ELEMENT",
+                                                  "LIBM_CALL_COST")} | {
+        "PARALLEL_MIN_OPERATIONS": backend.PARALLEL_MIN_OPERATIONS}
 
 
 def _leaf(node) -> str:

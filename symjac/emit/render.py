@@ -24,70 +24,22 @@ empty hash field (the one line golden tests may mask).
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
-import jinja2
 import numpy as np
 
 from .. import __version__
-from .backends import BACKENDS, Backend, get_backend
 from ..derive.diff import Derivative
 from ..derive.kinds import KINDS
 from ..front.names import InvalidNameError, check_identifier
+from .backends import Backend, get_backend
 from .printing import symbol_names
-from .simplify import Program, chunk, count_operations, needs_chunks
+from .simplify import Program, chunk
+from .source import Source, environment, number_rows
 
-__all__ = ["BACKENDS", "ModuleContext", "Source", "render", "runtime_source", "template_dir"]
-
-# Bodies with more operations than this are compiled once, not inlined into
-# each driver: compile time matters more than an indirect store there.
-INLINE_OPERATIONS = 4000
-# libm functions with vector versions in glibc's libmvec on x86-64:
-# name -> (arity, added in glibc 2.35); the others came with 2.22.
-VECTOR_LIBM = {
-    **{name: (1, False) for name in ("exp", "log", "sin", "cos")}, "pow": (2, False),
-    **{name: (1, True) for name in ("tan", "tanh", "sinh", "cosh", "asin", "acos", "atan", "asinh", "acosh",
-                                    "atanh", "exp2", "expm1", "log2", "log10", "log1p", "cbrt", "erf", "erfc")},
-    "atan2": (2, True), "hypot": (2, True),
-}
-_CALL = re.compile(r"\b([a-z][a-z0-9]*)\(")
-# Kernels computing at least this many operations per element they read or store run
-# their batch loop in SIMD lanes (see runs_in_lanes).
-LANE_OPERATIONS_PER_ELEMENT = 4
-LIBM_CALL_COST = 20  # a scalar exp or tanh takes about as long as 20 multiplications
-# A batch is split across threads only when it holds at least this many
-# operations in total (about 20-40 us of work per thread).
-PARALLEL_MIN_OPERATIONS = 50_000
-
-
-@dataclass(frozen=True)
-class Source:
-    """Generated module text for one backend (plus C files for big kernels)."""
-
-    backend: str
-    text: str
-    content_hash: str
-    kinds: tuple[str, ...]
-    parts: tuple[tuple[str, str], ...] = ()  # extra C files: (name suffix, text)
-    # A kernel library (C text, loaded by the shared kernel runtime) carries
-    # its module metadata here, as Python text; a full module has it inline.
-    metadata: str = ""
-
-    @property
-    def is_library(self) -> bool:
-        return bool(self.metadata)
-
-    @property
-    def suffix(self) -> str:
-        return ".c" if self.is_library else get_backend(self.backend).suffix
-
-    def __str__(self) -> str:
-        return self.text
+__all__ = ["ModuleContext", "render"]
 
 
 # --------------------------------------------------------------------------
@@ -218,38 +170,6 @@ class ModuleContext:
         return tuple(driver for kernel in self.kernels for driver in kernel.drivers)
 
 
-# --------------------------------------------------------------------------
-# templates
-
-
-def template_dir() -> Path:
-    """The Jinja templates: inside the installed package, or the source checkout's."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "_header.j2").is_file():
-            return candidate
-    raise FileNotFoundError("symjac's templates/ directory was not found next to the package")
-
-
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-
-
-def number_rows(numbers, indent: str, per_row: int = 16) -> str:
-    """Integers as comma-separated rows, for array initialisers."""
-    numbers = [str(int(number)) for number in numbers]
-    rows = [", ".join(numbers[start:start + per_row]) for start in range(0, len(numbers), per_row)]
-    return (",\n" + indent).join(rows)
-
-
 def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat, shape)) + "]" if shape else "[]"
 
@@ -258,22 +178,23 @@ def _multi_index(flat: int, shape: tuple[int, ...]) -> str:
 # building the context
 
 
-def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict, spell) -> ChunkContext:
+def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict, lanes: bool) -> ChunkContext:
     chunks = chunk(program)
-    # shared temporaries print as scratch slots; the templates spell the statements
-    printer = printer_type({**symbols, **{symbol: f"_t[{k}]" for symbol, k in chunks.slots.items()}})
+    # shared temporaries print as scratch slots, one per lane in a lane body
+    lane = "[_l]" if lanes else ""
+    printer = printer_type({**symbols, **{symbol: f"_t[{k}]{lane}" for symbol, k in chunks.slots.items()}})
     functions = []
     for number, run in enumerate(chunks.runs):
         statements = []
         for statement in run:
             if statement[0] == "temporary":
                 _, symbol, expr = statement
-                statements.append(StatementContext(spell(printer.doprint(expr)), name=symbol.name,
+                statements.append(StatementContext(printer.doprint(expr), name=symbol.name,
                                                    slot=chunks.slots.get(symbol)))
             else:
                 _, b, flat, expr = statement
                 buffer = program.buffers[b]
-                statements.append(StatementContext(spell(printer.doprint(expr)), buffer=buffer.name,
+                statements.append(StatementContext(printer.doprint(expr), buffer=buffer.name,
                                                    entry=entry_of[(b, flat)], comment=_multi_index(flat, buffer.shape)))
         functions.append((f"_symjac_{program.kind}_chunk{number}", tuple(statements)))
     return ChunkContext(tuple(functions), tuple(tuple(r) for r in chunks.files), len(chunks.slots))
@@ -318,71 +239,29 @@ def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
     return driver, tables
 
 
-def _vector_functions(kernels) -> tuple[tuple[str, int, bool], ...]:
-    """(name, arity, needs glibc 2.35) of each libm function the lane
-    bodies call that glibc's libmvec has in vector form."""
-    called = set()
-    for kernel in kernels:
-        if kernel.lanes:
-            texts = [text for _, text in kernel.temporaries] + [result[3] for result in kernel.results]
-            if kernel.chunks:
-                texts += [line.text for _, statements in kernel.chunks.functions for line in statements]
-            for text in texts:
-                called.update(_CALL.findall(text))
-    return tuple((name, *VECTOR_LIBM[name]) for name in sorted(called & VECTOR_LIBM.keys()))
-
-
-def lane_spelling(names):
-    """Respell a C point body's argument elements for lane ``_l`` of a lane
-    body: ``W[1][0]`` -> ``W[1][0][_l]`` (and, for chunks, scratch slots
-    ``_t[3]`` -> ``_t[3][_l]``). User names are validated identifiers
-    starting with a letter and symjac's own start with ``_``, so such a name
-    followed by ``[digits]`` is always an element."""
-    if not names:
-        return lambda text: text
-    pattern = re.compile(r"(?<![A-Za-z0-9_])(?:%s)(?:\[\d+\])+" % "|".join(map(re.escape, names)))
-    return lambda text: pattern.sub(lambda match: match.group(0) + "[_l]", text)
-
-
-def runs_in_lanes(program: Program, argument_elements: int) -> bool:
-    """Whether the batch loop of ``program`` runs across SIMD lanes: when it
-    computes enough per element it moves. A lane block transposes each
-    point's arguments in and its values out (about a load and a store per
-    element), which a cheap body does not win back: Robertson's Jacobian does
-    about one operation per element and is bound by memory either way,
-    a tanh MLP's does dozens. A libm call counts as ``LIBM_CALL_COST``
-    operations (see benchmarks/lanes.py)."""
-    stored = sum(len(buffer.positions) for buffer in program.buffers)
-    exprs = [expr for _, expr in program.temporaries] + [expr for _, _, expr in program.results]
-    cost = count_operations(exprs, call_cost=LIBM_CALL_COST)
-    return cost >= LANE_OPERATIONS_PER_ELEMENT * (stored + argument_elements)
-
-
-def _kernel_context(program: Program, backend: Backend, symbols: dict, printer, arguments) -> KernelContext:
+def _kernel_context(program: Program, backend: Backend, arguments) -> KernelContext:
     c_name = f"_symjac_{program.kind}"
     entry_of = {(b, flat): e for b, buffer in enumerate(program.buffers) for e, flat in enumerate(buffer.positions)}
     operations = program.operations
-    lanes = backend.lanes and runs_in_lanes(program, sum(argument.size for argument in arguments))
-    names = [argument.name for argument in arguments]
-    spell = lane_spelling(names) if lanes else (lambda text: text)
-    chunks = _chunk_context(program, entry_of, backend.printer, symbols,
-                            lane_spelling([*names, "_t"]) if lanes else spell) \
-        if backend.chunks and needs_chunks(program) else None
+    lanes = backend.lanes(program, sum(argument.size for argument in arguments))
+    # A lane body reads every argument element of its lane: a printer setting.
+    symbols = symbol_names(arguments, backend.lane_element if lanes else backend.element)
+    printer = backend.printer(symbols)
+    chunks = _chunk_context(program, entry_of, backend.printer, symbols, lanes) if backend.chunked(program) else None
     drivers, tables = [_dense_driver(program, c_name)], []
     if program.packing is not None:
         packed, tables = _packed_driver(program, c_name)
         drivers.append(packed)
     return KernelContext(
         kind=program.kind, c_name=c_name, docs=KINDS[program.kind].docs,
-        inline=operations <= INLINE_OPERATIONS and chunks is None, operations=operations,
+        inline=backend.inline(operations) and chunks is None, operations=operations,
         buffers=tuple(BufferContext(buffer.name, buffer.size, len(buffer.positions),
                                     number_rows(buffer.positions, " " * 8))
                       for buffer in program.buffers),
-        temporaries=() if chunks else tuple((printer.doprint(s), spell(printer.doprint(e)))
-                                            for s, e in program.temporaries),
+        temporaries=() if chunks else tuple((printer.doprint(s), printer.doprint(e)) for s, e in program.temporaries),
         results=() if chunks else tuple(
             (program.buffers[b].name, entry_of[(b, flat)], _multi_index(flat, program.buffers[b].shape),
-             spell(printer.doprint(expr)))
+             printer.doprint(expr))
             for b, flat, expr in program.results),
         chunks=chunks, drivers=tuple(drivers), tables=tuple(tables), lanes=lanes,
     )
@@ -410,51 +289,27 @@ def _layouts(programs) -> tuple[dict, dict, dict, dict]:
     return layouts, nonzeros, full_shapes, sparse_shapes
 
 
-def _metadata(derivative: Derivative, content_hash: str, parallel_min_points: int, backend: Backend,
+def _metadata(derivative: Derivative, content_hash: str, parallel_min_points: int, c_tables: bool,
               programs, drivers) -> str:
+    """The module's metadata as Python text (``templates/_metadata.py.j2``)."""
     traced = derivative.traced
     layouts, nonzeros, full_shapes, sparse_shapes = _layouts(programs)
-    lines = [
-        f"SYMJAC_VERSION = {__version__!r}",
-        f"CONTENT_HASH = {content_hash!r}",
-        f"FUNCTION_NAME = {_safe_function_name(traced.function_name)!r}",
-        f"ARGUMENT_NAMES = {tuple(argument.name for argument in traced.arguments)!r}",
-        f"ARGUMENT_SHAPES = {tuple(argument.shape for argument in traced.arguments)!r}",
-        f"WRT = {derivative.wrt!r}",
-        f"OUTPUT_SHAPES = {traced.output_shapes!r}",
-        f"OUTPUT_IS_TUPLE = {traced.output_is_tuple!r}",
-        f"WRT_IS_TUPLE = {derivative.wrt_is_tuple!r}",
-        "# Batches smaller than this run on one thread (threads cost more than they save).",
-        f"PARALLEL_MIN_POINTS = {parallel_min_points}",
-        "# Per kernel, the output buffers the caller must zero (very sparse dense blocks).",
-        "CALLER_ZEROES = {" + ", ".join(f"{d.kind!r}: {d.caller_zeroes!r}" for d in drivers) + "}",
-        "# Per kernel: the core shape of each buffer it writes, and how results nest them.",
-        "LAYOUTS = {" + ", ".join(f"{kind!r}: {layout!r}" for kind, layout in layouts.items()) + "}",
-        "# Per packed kernel: the full array each buffer's values come from, and its (rows, cols) as a matrix.",
-        "FULL_SHAPES = {" + ", ".join(f"{kind!r}: {shapes!r}" for kind, shapes in full_shapes.items()) + "}",
-        "SPARSE_SHAPES = {" + ", ".join(f"{kind!r}: {shapes!r}" for kind, shapes in sparse_shapes.items()) + "}",
-        "# Per packed kernel: the flat (C-order) index of each packed value in its full array;",
-        "# for a Jacobian, blocks ordered output 0 / WRT[0], output 0 / WRT[1], ...",
-    ]
-    if backend.compiled:  # big literals are slow for Cython and the C compiler: read the C tables
-        lines.append("NONZEROS = _nonzero_tables()")
-    else:
-        lines.append("NONZEROS = {")
-        for kind, tables in nonzeros.items():
-            lines.append(f"    {kind!r}: (")
-            lines += [f"        ({number_rows(indices, ' ' * 12)}{',' if len(indices) == 1 else ''})," for indices in tables]
-            lines.append("    ),")
-        lines.append("}")
-    return "\n".join(lines)
+    return environment().get_template("_metadata.py.j2").render(
+        version=__version__, content_hash=content_hash, function=_safe_function_name(traced.function_name),
+        names=tuple(argument.name for argument in traced.arguments),
+        shapes=tuple(argument.shape for argument in traced.arguments),
+        wrt=derivative.wrt, output_shapes=traced.output_shapes, output_is_tuple=traced.output_is_tuple,
+        wrt_is_tuple=derivative.wrt_is_tuple, parallel_min_points=parallel_min_points,
+        caller_zeroes={driver.kind: driver.caller_zeroes for driver in drivers}, layouts=layouts,
+        full_shapes=full_shapes, sparse_shapes=sparse_shapes,
+        nonzeros=None if c_tables else {kind: [number_rows(indices, " " * 12) + ("," if len(indices) == 1 else "")
+                                              for indices in tables] for kind, tables in nonzeros.items()},
+    ).rstrip("\n")
 
 
 def _runtime_text() -> str:
-    """``_calling.py`` without its module docstring and imports, for embedding
-    (the generated module imports what it needs once, at its top)."""
-    text = (Path(__file__).resolve().parent.parent / "run" / "calling.py").read_text()
-    body = ast.parse(text).body
-    first = next(node for node in body[1:] if not isinstance(node, (ast.Import, ast.ImportFrom)))
-    return "\n".join(text.splitlines()[first.lineno - 1:]).strip("\n")
+    """The call convention (``run/calling.py``), embedded verbatim in standalone modules."""
+    return (Path(__file__).resolve().parent.parent / "run" / "calling.py").read_text().strip("\n")
 
 
 def _packed_tables(programs) -> tuple[tuple[str, str, int, str], ...]:
@@ -475,21 +330,19 @@ def render(
     title: str = "Jacobian",
     alias: str | None = None,
 ) -> Source:
-    """Render the module of ``programs`` for ``backend`` (see ``backends.py``).
+    """Render the module of ``programs`` for a scalar-form ``backend`` (see ``backends.py``).
 
-    ``standalone`` embeds the call convention (``_calling.py``) and a public
-    interface, so that the module works without symjac installed. ``title``
-    names what the module computes in its docstring ("Jacobian", "Hessian" ...);
-    ``alias`` is a second public name of a standalone module's ``function``
-    ("gradient", "jvp", "vjp": it computes that derivative).
+    ``standalone`` embeds the call convention (``run/calling.py``) and a
+    public interface, so that the module works without symjac installed.
+    ``title`` names what the module computes in its docstring ("Jacobian",
+    "Hessian" ...); ``alias`` is a second public name of a standalone
+    module's ``function`` ("gradient", "jvp", "vjp": it computes that derivative).
     """
     chosen = get_backend(backend)
     arguments = derivative.traced.arguments
-    symbols = symbol_names(arguments, chosen.element)
-    printer = chosen.printer(symbols)
-    kernels = tuple(_kernel_context(program, chosen, symbols, printer, arguments) for program in programs)
+    kernels = tuple(_kernel_context(program, chosen, arguments) for program in programs)
     main_operations = max(kernel.operations for kernel in kernels) if kernels else 1
-    parallel_min_points = max(1, -(-PARALLEL_MIN_OPERATIONS // max(main_operations, 1)))
+    parallel_min_points = chosen.parallel_min_points(main_operations)
     drivers = tuple(driver for kernel in kernels for driver in kernel.drivers)
     header = HeaderContext(
         title=title,
@@ -500,10 +353,9 @@ def render(
         version=__version__, backend=backend, standalone=standalone, alias=alias,
     )
     max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
-    vector_functions = _vector_functions(kernels)
-    library = not standalone and chosen.kernel_template is not None
-    template = _environment().get_template(chosen.kernel_template if library else chosen.template)
-    index_type = "ptrdiff_t" if library else "Py_ssize_t"
+    vector_functions = chosen.vector_functions(kernels)
+    library = not standalone and chosen.library_template is not None
+    template = environment().get_template(chosen.library_template if library else chosen.template)
 
     def context(content_hash: str) -> ModuleContext:
         return ModuleContext(
@@ -513,7 +365,7 @@ def render(
             max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
             max_entries=max_entries,
             identity=number_rows(range(max_entries), " " * 4),
-            metadata=_metadata(derivative, content_hash, parallel_min_points, chosen, programs, drivers),
+            metadata=_metadata(derivative, content_hash, parallel_min_points, chosen.c_tables, programs, drivers),
             packed_tables=_packed_tables(programs),
             runtime=_runtime_text() if standalone else None,
             vector_functions=vector_functions,
@@ -522,13 +374,11 @@ def render(
     def text_with(content_hash: str) -> str:
         return template.render(module=context(content_hash))
 
-    chunk_template = _environment().get_template("c_chunks.c.j2")
     unhashed = context("")
     parts = tuple(
-        (f"_{kernel.kind}_{number}.c", chunk_template.render(
-            header=header, kernel=kernel, arguments=unhashed.arguments, idx=index_type,
-            vector_functions=vector_functions,
-            functions=[kernel.chunks.functions[f] for f in functions]))
+        (f"_{kernel.kind}_{number}.c", environment().get_template("c_chunks.c.j2").render(
+            header=header, kernel=kernel, arguments=unhashed.arguments, library=library,
+            vector_functions=vector_functions, functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)
     )
@@ -540,9 +390,3 @@ def render(
     content_hash = digest.hexdigest()
     return Source(backend, text_with(content_hash), content_hash, header.kinds, parts,
                   context(content_hash).metadata if library else "")
-
-
-@lru_cache(maxsize=1)
-def runtime_source() -> str:
-    """The Cython text of the kernel runtime (the same for every model)."""
-    return _environment().get_template("kernel_runtime.pyx.j2").render()

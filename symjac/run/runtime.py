@@ -27,7 +27,7 @@ from . import calling as _calling
 from ..adapters import dask
 from ..build.builder import BuildOptions, load
 from ..errors import BuildError
-from ..emit.render import Source
+from ..emit.source import Source
 
 __all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
 
