@@ -5,20 +5,23 @@
     >>> jac(np.array([0.0, 1.0])).shape
     (2, 2)
 
-The pipeline, one module per stage: trace (tracer, ops) -> diff
-(derivatives, reverse) -> simplify (kinds) -> render (backends, printing,
-templates/) -> build (toolchain, cache) -> runtime (_calling); ``api`` ties
-them together.
+The pipeline, one folder per stage (each imports only the stages before it):
+``front`` (trace) -> ``derive`` (differentiate) -> ``emit`` (simplify,
+render) -> ``build`` (compile, cache) -> ``run`` (the objects users call);
+``api`` ties them together, ``adapters`` give torch, Dask and scipy their
+views of a compiled derivative.
 """
 
 __version__ = "0.1.0"
 
-from .api import gradient, hessian, jacobian, jvp, vjp  # noqa: E402
+from .adapters import dask as _dask  # noqa: E402, F401 - calls on Dask arrays go through it
+from .api import function, gradient, hessian, jacobian, jvp, vjp  # noqa: E402
 from .errors import BuildError, CacheError, InvalidNameError, ShapeError, SymjacError, TracingError  # noqa: E402
-from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian  # noqa: E402
 from .front.spec import spec  # noqa: E402
 from .front.trace import Traced, trace  # noqa: E402
 from .front.tracer import TracerArray  # noqa: E402
+from .options import Options  # noqa: E402
+from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian  # noqa: E402
 
 __all__ = sorted([
     "BuildError",
@@ -29,6 +32,7 @@ __all__ = sorted([
     "InvalidNameError",
     "JVP",
     "Jacobian",
+    "Options",
     "ShapeError",
     "SymjacError",
     "Traced",
@@ -36,6 +40,7 @@ __all__ = sorted([
     "TracingError",
     "VJP",
     "__version__",
+    "function",
     "gradient",
     "hessian",
     "jacobian",

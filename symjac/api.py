@@ -31,14 +31,16 @@ from .errors import ShapeError
 from .progress import Reporter
 from .emit.render import render
 from .emit.source import Source
-from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian
+from .options import Options
+from .run.runtime import RESULTS, Compiled
 from .derive.kinds import kernel_spec
 from .build.sources import cached_source, source_key, store_source
-from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, KINDS, Program, count_operations, simplify
+from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, Program, count_operations, simplify
 from .build.toolchain import compiler_works
 from .front.trace import Traced, trace
 
-__all__ = ["Generated", "as_traced", "generate", "gradient", "hessian", "jacobian", "jvp", "resolve_wrt", "vjp"]
+__all__ = ["ENTRY_POINTS", "Generated", "as_traced", "compile_derivative", "function", "generate", "gradient", "hessian",
+           "jacobian", "jvp", "resolve_wrt", "vjp"]
 
 
 def as_traced(function, shapes=(), named_shapes=None) -> Traced:
@@ -79,7 +81,7 @@ def build_derivative(function, shapes, named_shapes, wrt, what="jacobian") -> tu
     """Trace and differentiate: the symbolic half of the pipeline."""
     traced = as_traced(function, shapes, named_shapes)
     indices, wrt_is_tuple = resolve_wrt(traced, wrt)
-    return DERIVATIVES[what][0](traced, indices, wrt_is_tuple), wrt_is_tuple
+    return DERIVATIVES[what].transform(traced, indices, wrt_is_tuple), wrt_is_tuple
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,10 +117,10 @@ def _trace_stage(function, shapes, named_shapes, wrt, reporter):
 
 def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
     """The stages after tracing: differentiate, simplify, render."""
-    transform, default_kinds, title = DERIVATIVES[what]
+    kind = DERIVATIVES[what]
     outputs = sum(output.size for output in traced.outputs)
     with reporter.stage("differentiated") as report:
-        derivative = transform(traced, indices, wrt_is_tuple)
+        derivative = kind.transform(traced, indices, wrt_is_tuple)
         columns = sum(traced.arguments[j].size for j in indices)
         if derivative.order:
             report.append(f"{derivative.nonzeros} non-zeros of {outputs} x {columns}"
@@ -126,8 +128,8 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
         else:
             report.append(f"{what}: {sum(o.size for o in derivative.traced.outputs)} outputs")
     with reporter.stage("simplified") as report:
-        kinds = tuple(kinds or default_kinds)
-        programs = tuple(simplify(derivative, kind) for kind in kinds)
+        kinds = tuple(kinds or kind.kernels)
+        programs = tuple(simplify(derivative, kernel) for kernel in kinds)
         if reporter.enabled:
             for program in programs:
                 before = count_operations(expr for output in kernel_spec(derivative, program.kind).outputs
@@ -135,7 +137,7 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
                 report.append(f"{program.kind}: {before} -> {program.operations} operations, "
                               f"{len(program.temporaries)} temporaries")
     with reporter.stage("rendered") as report:
-        source = render(derivative, programs, backend, standalone=standalone, title=title,
+        source = render(derivative, programs, backend, standalone=standalone, title=kind.title,
                         alias=what if derivative.order == 0 else None)
         report.append(f"{source.text.count(chr(10))} lines of {backend}")
         if source.parts:
@@ -156,15 +158,29 @@ def _choose_backend(backend):
     return backend
 
 
-def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, flags, native, vector_math,
-             verbose) -> Compiled:
-    backend = _choose_backend(backend)
-    reporter = Reporter(enabled=bool(verbose))
-    options = BuildOptions(flags=tuple(flags) if flags is not None else BuildOptions.flags, native=bool(native),
-                           vector_math=bool(vector_math))
-    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes, wrt, reporter)
-    transform, default_kinds, _ = DERIVATIVES[what]
-    kinds = tuple(kinds or default_kinds)
+def _check_kernels(kind, kernels) -> tuple[str, ...] | None:
+    """A caller's ``kernels=``: the derivative's own plus any of its optional ones."""
+    if kernels is None:
+        return None
+    kernels = tuple(kernels)
+    if not set(kind.kernels) <= set(kernels) or not set(kernels) <= set(kind.all_kernels):
+        raise ValueError(f"kernels must include {kind.kernels!r} and be taken from {kind.all_kernels!r}, "
+                         f"got {kernels!r}")
+    return kernels
+
+
+def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
+                       options: Options = Options()) -> Compiled:
+    """Build derivative ``what`` (a :data:`~symjac.derive.derivatives.DERIVATIVES`
+    name) of ``function`` with ``options``: what every entry point and adapter
+    calls. ``kernels``: the kernel kinds to compile (default: the derivative's)."""
+    kind = DERIVATIVES[what]
+    backend = _choose_backend(options.backend)
+    options = options.with_(backend=backend)
+    reporter = Reporter(enabled=options.verbose)
+    build_options = options.build_options()
+    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes or {}, wrt, reporter)
+    kinds = tuple(kernels or kind.kernels)
     # Compiled backends keep the rendered source of each traced program in
     # the build cache (sources.py): a hit skips differentiate, simplify and
     # render; the derivative is then computed only if someone asks for it.
@@ -172,7 +188,7 @@ def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, 
     source = derivative = key = root = None
     if remembered:
         with reporter.stage("looked up") as report:
-            root = private_dir(options.cache_dir or cache_dir())
+            root = private_dir(build_options.cache_dir or cache_dir())
             key = source_key(traced, indices, wrt_is_tuple, what, kinds, backend)
             source = cached_source(root, key)
             report.append("rendered source found in the cache" if source else "not built before")
@@ -180,12 +196,18 @@ def _compile(cls, what, function, shapes, named_shapes, *, wrt, backend, kinds, 
         generated = _generate_traced(traced, indices, wrt_is_tuple, backend=backend, kinds=kinds, what=what,
                                      reporter=reporter, standalone=False)
         source, derivative = generated.source, generated.derivative
-    with reporter.stage("compiled" if BACKENDS[backend].compiled else "loaded"):
-        module = load(source, options)
+    with reporter.stage("compiled" if remembered else "loaded"):
+        module = load(source, build_options)
     if remembered and derivative is not None:
         store_source(root, key, source)
-    derive = None if derivative is not None else (lambda: transform(traced, indices, wrt_is_tuple))
-    return cls(module, source, options, derivative, derive=derive)
+    derive = None if derivative is not None else (lambda: kind.transform(traced, indices, wrt_is_tuple))
+    return RESULTS[what](module, source, options, derivative, derive=derive, rebuild=_rebuild)
+
+
+def _rebuild(what: str, compiled: Compiled, wrt) -> Compiled:
+    """Derivative ``what`` of what ``compiled`` computes, with its options
+    (handed to every compiled object, so that ``run`` builds without importing ``api``)."""
+    return compile_derivative(what, compiled._symbolic().traced, wrt=wrt, options=compiled.options)
 
 
 _COMMON_DOCS = """
@@ -193,66 +215,45 @@ _COMMON_DOCS = """
     ``n`` means ``(n,)``, a tuple is a shape, ``()`` a scalar; none when
     ``function`` is a traced function or a derivative built by symjac. ``wrt``
     is an argument name, index, or a tuple of them (default: the first
-    argument); the other arguments are runtime parameters. ``backend`` is
-    "cython", "numpy" or None (Cython where a C compiler works, else numpy
-    with a warning). ``flags`` replaces the default C compiler flags
-    (``("-O3", "-fno-math-errno", "-ffp-contract=off")``). ``native=True`` (the default) builds
-    for this machine's CPU and its widest SIMD lanes (``-march=native``; the
-    cache key names the CPU); ``native=False`` builds portable code.
+    argument); the other arguments are runtime parameters. The build options
+    (``symjac.Options``): ``backend`` is "cython", "numpy" or None (Cython
+    where a C compiler works, else numpy with a warning). ``flags`` replaces
+    the default C compiler flags (``("-O3", "-fno-math-errno",
+    "-ffp-contract=off")``). ``native=True`` (the default) builds for this
+    machine's CPU and its widest SIMD lanes (``-march=native``; the cache key
+    names the CPU); ``native=False`` builds portable code.
     ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm
     (glibc's vector libm differs by up to 4 ulp). All are part of the cache
-    key. ``verbose=True`` reports each stage on stderr. Calls take the
-    function's arguments; leading batch dimensions broadcast like a gufunc,
-    ``out=`` takes preallocated results, ``num_threads=`` limits threads.
+    key. ``verbose=True`` reports each stage on stderr. The result keeps them
+    as ``.options``, and derivatives built from it inherit them. Calls take
+    the function's arguments; leading batch dimensions broadcast like a
+    gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
 """
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, kernels=("jacobian",), flags=None, native=True,
-             vector_math=True, verbose=False, **named_shapes) -> Jacobian:
-    """Compile the exact Jacobian of a numpy-style ``function``.
+def _entry_point(kind):
+    """The public entry point ``symjac.<kind.name>`` of a derivative description."""
+    def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
+              verbose=False, **named_shapes):
+        kernels = _check_kernels(kind, named_shapes.pop("kernels", None) if kind.optional_kernels else None)
+        options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
+                          verbose=verbose)
+        return compile_derivative(kind.name, function, shapes, named_shapes, wrt=wrt, kernels=kernels,
+                                  options=options)
 
-    ``kernels`` lists the kernels to compile: "jacobian" and any of
-    "function", "function_and_jacobian" (then ``jac.function(...)`` and
-    ``jac.function_and_jacobian(...)`` work).
-    """
-    kinds = tuple(kernels)
-    if not kinds or any(kind not in KINDS for kind in kinds) or "jacobian" not in kinds:
-        raise ValueError(f"kernels must include 'jacobian' and be taken from {KINDS}, got {kernels!r}")
-    return _compile(Jacobian, "jacobian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=kinds,
-                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
-
-
-def hessian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
-            **named_shapes) -> Hessian:
-    """Compile the exact, symmetric Hessian of ``function``: output shape +
-    x.shape + x.shape; nested blocks ``H[i][j]`` for a tuple ``wrt``."""
-    return _compile(Hessian, "hessian", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
+    entry.__name__ = entry.__qualname__ = kind.name
+    entry.__module__ = "symjac"
+    kernels_doc = (f"\n\n    ``kernels`` lists the kernels to compile: {kind.kernels!r} plus any of "
+                   f"{kind.optional_kernels!r}.\n") if kind.optional_kernels else "\n"
+    entry.__doc__ = f"Compile the {kind.title.lower()} of a numpy-style ``function``: {kind.summary}" \
+        + kernels_doc + _COMMON_DOCS
+    return entry
 
 
-def gradient(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
-             **named_shapes) -> Gradient:
-    """Compile the gradient of a scalar ``function`` by reverse mode: shaped
-    like ``wrt`` (a tuple of arrays for a tuple ``wrt``)."""
-    return _compile(Gradient, "gradient", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
-
-
-def jvp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
-        **named_shapes) -> JVP:
-    """Compile J v: ``jvp(*args, v)`` with ``v`` shaped like ``wrt`` (one
-    tangent per argument for a tuple ``wrt``), shaped like the output."""
-    return _compile(JVP, "jvp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
-
-
-def vjp(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True, verbose=False,
-        **named_shapes) -> VJP:
-    """Compile uᵀJ by reverse mode: ``vjp(*args, u)`` with ``u`` shaped like
-    the output (one per output for a tuple of outputs), shaped like ``wrt``."""
-    return _compile(VJP, "vjp", function, shapes, named_shapes, wrt=wrt, backend=backend, kinds=None,
-                    flags=flags, native=native, vector_math=vector_math, verbose=verbose)
-
-
-for _entry in (jacobian, hessian, gradient, jvp, vjp):
-    _entry.__doc__ += _COMMON_DOCS
+ENTRY_POINTS = {name: _entry_point(kind) for name, kind in DERIVATIVES.items()}
+function = ENTRY_POINTS["function"]
+jacobian = ENTRY_POINTS["jacobian"]
+hessian = ENTRY_POINTS["hessian"]
+gradient = ENTRY_POINTS["gradient"]
+jvp = ENTRY_POINTS["jvp"]
+vjp = ENTRY_POINTS["vjp"]

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .derive.derivatives import DERIVATIVES
 from .emit.backends import BACKENDS
 from .errors import BuildError, SymjacError
 from .front.names import check_identifier
@@ -135,8 +136,6 @@ def codegen(args) -> int:
 
 def parse_kinds(text: str) -> list[str]:
     """``"hessian,gradient"`` -> ``["hessian", "gradient"]``, checked against the derivatives symjac has."""
-    from .derive.derivatives import DERIVATIVES
-
     kinds = [kind.strip() for kind in (text or "jacobian").split(",") if kind.strip()]
     unknown = [kind for kind in kinds if kind not in DERIVATIVES]
     if unknown or not kinds:
@@ -175,7 +174,7 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--arg", action="append", metavar="NAME=SHAPE", help="shape of an argument: 3, 2x3 or (); repeat per argument")
     gen.add_argument("--wrt", metavar="NAME[,NAME...]", help="arguments to differentiate (default: the first)")
     gen.add_argument("--kind", metavar="KIND[,KIND...]",
-                     help="derivatives to generate, one module each: jacobian, hessian, gradient, jvp, vjp, function "
+                     help=f"derivatives to generate, one module each: {', '.join(DERIVATIVES)} "
                      "(default: as declared with @symjac.spec, else jacobian)")
     gen.add_argument("--backend", choices=tuple(BACKENDS), default="cython", help="module kind (default: cython)")
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")

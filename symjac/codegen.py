@@ -16,12 +16,11 @@ import tempfile
 from pathlib import Path
 
 from .api import Generated, generate
-from .emit.backends import get_backend
 from .build.builder import BuildOptions
 from .errors import BuildError
 from .front.names import check_identifier
 from .progress import Reporter
-from .emit.simplify import KINDS
+from .derive.derivatives import DERIVATIVES
 from .build.toolchain import compile_module, extension_suffix
 
 __all__ = ["write_module", "build_in_place"]
@@ -84,7 +83,7 @@ def write_module(
     name = check_identifier(name if name is not None else getattr(function, "__name__", ""), "module name")
     generated = generate(
         function, shapes, named_shapes or {}, wrt=wrt, backend=backend,
-        kinds=KINDS if what == "jacobian" else None, what=what, reporter=reporter, standalone=True
+        kinds=DERIVATIVES[what].all_kernels, what=what, reporter=reporter, standalone=True
     )
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,7 +91,7 @@ def write_module(
     _atomic_write(path, generated.source.text)
     for suffix, text in generated.source.parts:  # C files of large kernels
         _atomic_write(directory / f"{name}{suffix}", text)
-    if get_backend(backend).compiled and build:
+    if generated.source.suffix == ".pyx" and build:  # a Cython extension module
         with reporter.stage("compiled") as report:
             extension = build_in_place(path, name, flags, generated.source.parts, native)
             report.append(str(extension))

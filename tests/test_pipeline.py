@@ -96,7 +96,10 @@ RENDER_SCRIPT = """
 import numpy as np, hashlib
 from symjac.api import build_derivative
 from symjac.emit.render import render
-from symjac.emit.simplify import simplify, KINDS
+from symjac.derive.derivatives import DERIVATIVES
+from symjac.emit.simplify import simplify
+
+KINDS = DERIVATIVES["jacobian"].all_kernels
 from symjac.examples.brusselator import make_brusselator
 from symjac.examples.mlp import mlp
 for f, shapes in [(make_brusselator(4), (8, 3)), (mlp, (3, (4, 3), 4, (2, 4), 2))]:

@@ -285,7 +285,7 @@ def test_mixed_float32_and_float64():
 def test_wrong_trailing_shape():
     args = weights(requires_grad=False)
     args[1] = torch.ones(M, K + 1, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"'W1'.*trailing shape \(5, 3\).*got shape \(5, 4\)"):
+    with pytest.raises(ValueError, match=r"'W1'.*must have shape \(5, 3\).*leading batch dimensions.*got shape \(5, 4\)"):
         decoder_jacobian()(*args)
 
 

@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2f8a2dde90514318f71733a0e9d5d15ac7e3487e4a6578783ff983cbcca9c675
+symjac-content-hash: 85c588f76c7e2313ef39a41cf546c114dede8a2317d789e049d12eacc28eb3f1
 """
 
 import os
@@ -571,7 +571,7 @@ def _nonzero_tables():
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ("hessian", "hessian_values", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2f8a2dde90514318f71733a0e9d5d15ac7e3487e4a6578783ff983cbcca9c675'
+CONTENT_HASH = '85c588f76c7e2313ef39a41cf546c114dede8a2317d789e049d12eacc28eb3f1'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -708,14 +708,35 @@ class Signature:
         return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
-def _as_float_array(value, name):
+def check_dtype(dtype, name):
+    """Refuse argument ``name`` of numpy ``dtype`` unless it holds real
+    numbers: the errors every call and adapter gives."""
+    if dtype.kind not in "biuf":
+        if dtype.kind == "c":
+            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
+        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, dtype))
+
+
+def batch_dimensions(array_shape, name, shape):
+    """The leading (batch) dimensions of an argument ``name`` of shape
+    ``array_shape`` declared with core ``shape``; a wrong core is a ValueError."""
+    core = len(shape)
+    if len(array_shape) < core or tuple(array_shape[len(array_shape) - core:]) != shape:
+        raise ValueError(
+            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+            % (name, shape, tuple(array_shape))
+        )
+    return tuple(array_shape[:len(array_shape) - core])
+
+
+def as_float_array(value, name):
+    """Argument ``name`` as a float64 array (no copy when it is one)."""
     if type(value) is numpy.ndarray and value.dtype == _FLOAT:
         return value
+    if value is None:
+        raise TypeError("argument %r is None: pass an array of real numbers" % name)
     array = numpy.asarray(value)
-    if array.dtype.kind not in "biuf":
-        if array.dtype.kind == "c":
-            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
-        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, array.dtype))
+    check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
 
 
@@ -731,15 +752,9 @@ def prepare_arguments(signature, args):
         )
     arrays, batches = [], []
     for value, name, shape in zip(args, signature.names, signature.shapes):
-        array = _as_float_array(value, name)
-        core = len(shape)
-        if array.ndim < core or tuple(array.shape[array.ndim - core:]) != shape:
-            raise ValueError(
-                "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
-                % (name, shape, array.shape)
-            )
+        array = as_float_array(value, name)
+        batches.append(batch_dimensions(array.shape, name, shape))
         arrays.append(array)
-        batches.append(array.shape[:array.ndim - core])
     distinct = set(batches)
     distinct.discard(())
     try:

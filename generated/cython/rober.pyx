@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1c6a0bc9d32727c169d50cf6cbfaa125575434c06607fde034ed3cf9a4d1026a
+symjac-content-hash: b5f27a880a69011798b861013bbde64dd67150eb2458a3b5bf31e999c78db933
 """
 
 import os
@@ -480,7 +480,7 @@ def _nonzero_tables():
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1c6a0bc9d32727c169d50cf6cbfaa125575434c06607fde034ed3cf9a4d1026a'
+CONTENT_HASH = 'b5f27a880a69011798b861013bbde64dd67150eb2458a3b5bf31e999c78db933'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -617,14 +617,35 @@ class Signature:
         return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
-def _as_float_array(value, name):
+def check_dtype(dtype, name):
+    """Refuse argument ``name`` of numpy ``dtype`` unless it holds real
+    numbers: the errors every call and adapter gives."""
+    if dtype.kind not in "biuf":
+        if dtype.kind == "c":
+            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
+        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, dtype))
+
+
+def batch_dimensions(array_shape, name, shape):
+    """The leading (batch) dimensions of an argument ``name`` of shape
+    ``array_shape`` declared with core ``shape``; a wrong core is a ValueError."""
+    core = len(shape)
+    if len(array_shape) < core or tuple(array_shape[len(array_shape) - core:]) != shape:
+        raise ValueError(
+            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+            % (name, shape, tuple(array_shape))
+        )
+    return tuple(array_shape[:len(array_shape) - core])
+
+
+def as_float_array(value, name):
+    """Argument ``name`` as a float64 array (no copy when it is one)."""
     if type(value) is numpy.ndarray and value.dtype == _FLOAT:
         return value
+    if value is None:
+        raise TypeError("argument %r is None: pass an array of real numbers" % name)
     array = numpy.asarray(value)
-    if array.dtype.kind not in "biuf":
-        if array.dtype.kind == "c":
-            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
-        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, array.dtype))
+    check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
 
 
@@ -640,15 +661,9 @@ def prepare_arguments(signature, args):
         )
     arrays, batches = [], []
     for value, name, shape in zip(args, signature.names, signature.shapes):
-        array = _as_float_array(value, name)
-        core = len(shape)
-        if array.ndim < core or tuple(array.shape[array.ndim - core:]) != shape:
-            raise ValueError(
-                "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
-                % (name, shape, array.shape)
-            )
+        array = as_float_array(value, name)
+        batches.append(batch_dimensions(array.shape, name, shape))
         arrays.append(array)
-        batches.append(array.shape[:array.ndim - core])
     distinct = set(batches)
     distinct.discard(())
     try:

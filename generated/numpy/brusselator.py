@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 254554c45af96af3adc4d499580233900cb62415c507ec89af150461f6502205
+symjac-content-hash: 6b03c5d1d10aca44d6af573cd0a167b888cc2740697283301047c2d8e7bc93a9
 """
 
 import os
@@ -245,7 +245,7 @@ _IDENTITY = range(36)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '254554c45af96af3adc4d499580233900cb62415c507ec89af150461f6502205'
+CONTENT_HASH = '6b03c5d1d10aca44d6af573cd0a167b888cc2740697283301047c2d8e7bc93a9'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
@@ -388,14 +388,35 @@ class Signature:
         return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
-def _as_float_array(value, name):
+def check_dtype(dtype, name):
+    """Refuse argument ``name`` of numpy ``dtype`` unless it holds real
+    numbers: the errors every call and adapter gives."""
+    if dtype.kind not in "biuf":
+        if dtype.kind == "c":
+            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
+        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, dtype))
+
+
+def batch_dimensions(array_shape, name, shape):
+    """The leading (batch) dimensions of an argument ``name`` of shape
+    ``array_shape`` declared with core ``shape``; a wrong core is a ValueError."""
+    core = len(shape)
+    if len(array_shape) < core or tuple(array_shape[len(array_shape) - core:]) != shape:
+        raise ValueError(
+            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+            % (name, shape, tuple(array_shape))
+        )
+    return tuple(array_shape[:len(array_shape) - core])
+
+
+def as_float_array(value, name):
+    """Argument ``name`` as a float64 array (no copy when it is one)."""
     if type(value) is numpy.ndarray and value.dtype == _FLOAT:
         return value
+    if value is None:
+        raise TypeError("argument %r is None: pass an array of real numbers" % name)
     array = numpy.asarray(value)
-    if array.dtype.kind not in "biuf":
-        if array.dtype.kind == "c":
-            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
-        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, array.dtype))
+    check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
 
 
@@ -411,15 +432,9 @@ def prepare_arguments(signature, args):
         )
     arrays, batches = [], []
     for value, name, shape in zip(args, signature.names, signature.shapes):
-        array = _as_float_array(value, name)
-        core = len(shape)
-        if array.ndim < core or tuple(array.shape[array.ndim - core:]) != shape:
-            raise ValueError(
-                "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
-                % (name, shape, array.shape)
-            )
+        array = as_float_array(value, name)
+        batches.append(batch_dimensions(array.shape, name, shape))
         arrays.append(array)
-        batches.append(array.shape[:array.ndim - core])
     distinct = set(batches)
     distinct.discard(())
     try:

@@ -8,7 +8,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: cf6cf6ac582d4941b67107967290e62aaf9bd3bb3eaa5b98e13d1c28d6188e1a
+symjac-content-hash: 85fde6a75b2b77d2ef6caa1309700337b6a7c26dac7391a007ec5151e6483649
 """
 
 import os
@@ -55,7 +55,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'cf6cf6ac582d4941b67107967290e62aaf9bd3bb3eaa5b98e13d1c28d6188e1a'
+CONTENT_HASH = '85fde6a75b2b77d2ef6caa1309700337b6a7c26dac7391a007ec5151e6483649'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -193,14 +193,35 @@ class Signature:
         return [found[number] for number in range(len(self.buffer_shapes(kind)))]
 
 
-def _as_float_array(value, name):
+def check_dtype(dtype, name):
+    """Refuse argument ``name`` of numpy ``dtype`` unless it holds real
+    numbers: the errors every call and adapter gives."""
+    if dtype.kind not in "biuf":
+        if dtype.kind == "c":
+            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
+        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, dtype))
+
+
+def batch_dimensions(array_shape, name, shape):
+    """The leading (batch) dimensions of an argument ``name`` of shape
+    ``array_shape`` declared with core ``shape``; a wrong core is a ValueError."""
+    core = len(shape)
+    if len(array_shape) < core or tuple(array_shape[len(array_shape) - core:]) != shape:
+        raise ValueError(
+            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
+            % (name, shape, tuple(array_shape))
+        )
+    return tuple(array_shape[:len(array_shape) - core])
+
+
+def as_float_array(value, name):
+    """Argument ``name`` as a float64 array (no copy when it is one)."""
     if type(value) is numpy.ndarray and value.dtype == _FLOAT:
         return value
+    if value is None:
+        raise TypeError("argument %r is None: pass an array of real numbers" % name)
     array = numpy.asarray(value)
-    if array.dtype.kind not in "biuf":
-        if array.dtype.kind == "c":
-            raise TypeError("argument %r is complex; symjac evaluates real Jacobians only" % name)
-        raise TypeError("argument %r must hold real numbers, got dtype %s" % (name, array.dtype))
+    check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
 
 
@@ -216,15 +237,9 @@ def prepare_arguments(signature, args):
         )
     arrays, batches = [], []
     for value, name, shape in zip(args, signature.names, signature.shapes):
-        array = _as_float_array(value, name)
-        core = len(shape)
-        if array.ndim < core or tuple(array.shape[array.ndim - core:]) != shape:
-            raise ValueError(
-                "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
-                % (name, shape, array.shape)
-            )
+        array = as_float_array(value, name)
+        batches.append(batch_dimensions(array.shape, name, shape))
         arrays.append(array)
-        batches.append(array.shape[:array.ndim - core])
     distinct = set(batches)
     distinct.discard(())
     try:

@@ -1,7 +1,8 @@
 """symjac on Dask arrays: every compiled derivative called on a ``dask.array.Array``.
 
-An adapter on top of stage 6 (``runtime.py``): ``Compiled._call`` sends any
-call that has a Dask array among its arguments here (checked with
+An adapter on top of the run stage: this module adds itself to
+``run.runtime.LAZY_CALLS`` (symjac imports it), so any call that has a Dask
+array among its arguments comes here (checked with
 ``hasattr(arg, "__dask_graph__")``, so nothing imports Dask until a Dask
 array shows up). Every kernel kind works the same way — ``jac(...)``,
 ``values``, ``function``, ``function_and_jacobian``, Hessians, gradients,
@@ -53,6 +54,7 @@ import time
 import numpy as np
 
 from ..run import calling as _calling
+from ..run.runtime import LAZY_CALLS
 
 __all__ = ["Kernel", "call", "chunk_points", "is_dask_array"]
 
@@ -83,45 +85,43 @@ class Kernel:
 
     def __init__(self, compiled, kind: str, num_threads: int) -> None:
         self._compiled = compiled
-        self._state = compiled.__reduce__()[1]  # (public class, Source, BuildOptions)
+        self._reduced = compiled.__reduce__()  # (restore, (public class, Source, Options)): pickle's protocol
         self.kind = kind
         self.num_threads = num_threads
 
     def __reduce__(self):
-        return _kernel_from_state, (self._state, self.kind, self.num_threads)
+        return _kernel_from_state, (self._reduced, self.kind, self.num_threads)
 
     def __dask_tokenize__(self):
-        cls, source, options = self._state
+        cls, source, options = self._reduced[1]
         return ("symjac.Kernel", cls.__name__, source.content_hash, repr(options), self.kind, self.num_threads)
 
     def compiled(self):
         if self._compiled is None:
-            cls, source, options = self._state
+            restore, (cls, source, options) = self._reduced
             key = (cls, source.content_hash, source.backend, options)
             with _restored_lock:
                 found = _restored.get(key)
                 if found is None:
-                    from ..run.runtime import _restore
-
-                    found = _restored[key] = _restore(cls, source, options)
+                    found = _restored[key] = restore(cls, source, options)
             self._compiled = found
         return self._compiled
 
     def __call__(self, *blocks):
         compiled = self.compiled()
-        result = _calling.call(compiled._kernel(self.kind), compiled.signature, self.kind, blocks, None,
+        result = _calling.call(compiled.kernel(self.kind), compiled.signature, self.kind, blocks, None,
                                self.num_threads)
         flat = compiled.signature.flatten(self.kind, result)
         return tuple(flat) if len(flat) > 1 else flat[0]
 
     def __repr__(self) -> str:
-        return f"<symjac.dask.Kernel {self.kind} of {self._state[1].content_hash[:12]}>"
+        return f"<symjac.dask.Kernel {self.kind} of {self._reduced[1][1].content_hash[:12]}>"
 
 
 def _kernel_from_state(state, kind, num_threads):
     kernel = Kernel.__new__(Kernel)
     kernel._compiled = None
-    kernel._state = state
+    kernel._reduced = state
     kernel.kind = kind
     kernel.num_threads = num_threads
     return kernel
@@ -142,16 +142,11 @@ def _check_argument(value, name, shape):
         if not hasattr(value, "chunks"):
             raise TypeError(f"argument {name!r} is a {type(value).__name__}; symjac takes dask arrays "
                             "(dask.array.Array), not other Dask collections")
-        _calling._as_float_array(np.empty(0, dtype=value.dtype), name)  # the dtype errors of a numpy call
+        _calling.check_dtype(value.dtype, name)
         array = value
     else:
-        array = _calling._as_float_array(value, name)
-    core = len(shape)
-    core_shape = tuple(array.shape[array.ndim - core:]) if array.ndim >= core else None
-    if core_shape != shape:
-        raise ValueError(
-            "argument %r must have shape %s (optionally with leading batch dimensions), got shape %s"
-            % (name, shape, array.shape))
+        array = _calling.as_float_array(value, name)
+    _calling.batch_dimensions(array.shape, name, shape)
     return array
 
 
@@ -166,7 +161,7 @@ def call(compiled, kind, args, out=None, num_threads=None):
                         "dask.array.store(result, target) or result.to_zarr(...)")
     if num_threads is not None:
         _calling.thread_count(compiled.signature, 0, num_threads)  # validates it
-    compiled._kernel(kind)  # a missing kernel fails now, not in a task
+    compiled.kernel(kind)  # a missing kernel fails now, not in a task
     signature = compiled.signature
     if len(args) != len(signature.names):
         raise TypeError("expected %d arguments (%s), got %d"
@@ -253,7 +248,7 @@ def chunk_points(compiled, *args, kind=None, target_seconds=TARGET_SECONDS, max_
         array = np.asarray(value, dtype=np.float64)
         array = array.reshape((-1,) + shape)[0] if array.ndim > len(shape) else array
         point.append(np.broadcast_to(array, (sample_points,) + shape))
-    kernel = compiled._kernel(kind)
+    kernel = compiled.kernel(kind)
     batch = [np.ascontiguousarray(array) for array in point]
     elapsed, calls = 0.0, 0
     while elapsed < 0.02:
@@ -265,3 +260,6 @@ def chunk_points(compiled, *args, kind=None, target_seconds=TARGET_SECONDS, max_
     bytes_per_point = 8 * (sum(signature.sizes) + sum(_calling._size(shape) for shape in signature.buffer_shapes(kind)))
     points = int(target_seconds / max(seconds_per_point, 1e-12))
     return max(1, min(points, max_bytes // bytes_per_point))
+
+
+LAZY_CALLS.append((is_dask_array, call))  # calls on Dask arrays come here (see run/runtime.py)

@@ -40,8 +40,10 @@ import threading
 import numpy as np
 import torch
 
-from ..api import _compile, as_traced, resolve_wrt, vjp as _symjac_vjp
-from ..run.runtime import Compiled, Jacobian
+from ..api import as_traced, compile_derivative, resolve_wrt
+from ..options import Options
+from ..run import calling as _calling
+from ..run.runtime import Compiled
 from ..front.trace import Traced
 
 __all__ = ["TorchFunction", "function", "function_and_jacobian", "jacobian"]
@@ -64,18 +66,13 @@ def _tensor(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _broadcast(batches, names, what):
-    """The broadcast of the arguments' batch shapes (plain ints; SymInts in fake mode use torch's)."""
-    result = []
-    for batch in batches:
-        if len(batch) > len(result):
-            result = [1] * (len(batch) - len(result)) + result
-        for position, extent in enumerate(batch, len(result) - len(batch)):
-            if extent != 1 and result[position] not in (1, extent):
-                shown = ", ".join(f"{name} {b}" for name, b in zip(names, batches))
-                raise ValueError(f"batch dimensions of the arguments of {what} do not broadcast together: {shown}")
-            if extent != 1:
-                result[position] = extent
-    return tuple(result)
+    """The broadcast of the arguments' batch shapes, as numpy's call convention
+    reports it (plain ints; SymInts in fake mode use torch's)."""
+    try:
+        return tuple(torch.broadcast_shapes(*batches))
+    except RuntimeError:
+        shown = ", ".join(f"{name} {batch}" for name, batch in zip(names, batches))
+        raise ValueError(f"batch dimensions of the arguments of {what} do not broadcast together: {shown}") from None
 
 
 def _check_tensors(args, names, shapes, what):
@@ -101,11 +98,7 @@ def _check_tensors(args, names, shapes, what):
         elif value.dtype != dtype:
             raise TypeError(f"argument {name!r} of {what} is {value.dtype} but {first!r} is {dtype}: mixed float32 "
                             "and float64 arguments; convert them to one dtype")
-        core, ndim = len(shape), value.dim()
-        if ndim < core or tuple(value.shape[ndim - core:]) != shape:
-            raise ValueError(f"argument {name!r} of {what} must have trailing shape {shape} (leading "
-                             f"dimensions are batch dimensions), got shape {tuple(value.shape)}")
-        batches.append(tuple(value.shape[:ndim - core]))
+        batches.append(_calling.batch_dimensions(tuple(value.shape), name, shape))
     return dtype, batches
 
 
@@ -117,14 +110,12 @@ class _Op:
     ``traced`` with respect to every argument, built by :meth:`backward_op`.
     """
 
-    def __init__(self, compiled: Compiled, kind: str, traced: Traced, name: str, build_options: dict,
-                 order: int) -> None:
+    def __init__(self, compiled: Compiled, kind: str, traced: Traced, name: str, order: int) -> None:
         self.compiled = compiled
         self.kind = kind
         self.traced = traced
         self.name = name
         self.order = order  # 0: the function's own kernel; n: an n-th derivative of it
-        self.build_options = build_options
         self.names = compiled.signature.names
         self.shapes = compiled.signature.shapes
         self.buffer_shapes = compiled.signature.buffer_shapes(kind)
@@ -208,32 +199,34 @@ class _Op:
             if self._backward is None:
                 names = ", ".join(self.names)
                 try:
-                    vjp = _symjac_vjp(self.traced, wrt=tuple(range(len(self.names))), **self.build_options)
+                    vjp = compile_derivative("vjp", self.traced, wrt=tuple(range(len(self.names))),
+                                             options=self.compiled.options)
                 except Exception as error:
                     raise RuntimeError(f"symjac.torch could not build the backward of {self.qualname} (derivative "
                                        f"of order {self.order + 1} with respect to {names}): {error}") from error
-                self._backward = operator(vjp, "function", vjp.traced(), self.build_options, self.order + 1)
+                self._backward = operator(vjp, "function", vjp.traced(), self.order + 1)
             return self._backward
 
     def __call__(self, *args):
         return self.op(*args)
 
 
-def _op_name(compiled: Compiled, kind: str, build_options: dict) -> str:
-    key = repr((compiled.content_hash, kind, sorted(build_options.items())))
+def _op_name(compiled: Compiled, kind: str) -> str:
+    key = repr((compiled.content_hash, kind, compiled.options.with_(verbose=False)))
     name = f"{kind}_{hashlib.sha256(key.encode()).hexdigest()[:24]}"
     if not _OP_NAME.match(name):  # kinds are identifiers; this guards the registry against a bad new one
         raise ValueError(f"symjac.torch: {name!r} is not a valid torch operator name")
     return name
 
 
-def operator(compiled: Compiled, kind: str, traced: Traced, build_options: dict, order: int) -> _Op:
-    """The torch operator of ``compiled``'s kernel ``kind`` (registered once per process)."""
-    name = _op_name(compiled, kind, build_options)
+def operator(compiled: Compiled, kind: str, traced: Traced, order: int) -> _Op:
+    """The torch operator of ``compiled``'s kernel ``kind`` (registered once per
+    process); its backward is built with ``compiled.options``."""
+    name = _op_name(compiled, kind)
     with _LOCK:
         op = _OPS.get(name)
         if op is None:
-            op = _OPS[name] = _Op(compiled, kind, traced, name, build_options, order)
+            op = _OPS[name] = _Op(compiled, kind, traced, name, order)
         return op
 
 
@@ -285,68 +278,61 @@ class TorchFunction:
         return f"<symjac.torch.{self.title} ({shapes}) wrt {', '.join(self.wrt)}: torch.ops.{self._op.qualname}>"
 
 
-def _options(backend, flags, native, vector_math, verbose):
-    return {"backend": backend, "flags": None if flags is None else tuple(flags), "native": bool(native),
-            "vector_math": bool(vector_math), "verbose": bool(verbose)}
+def _function_of(compiled: Compiled, kernel: str) -> Traced:
+    """What ``compiled``'s kernel ``kernel`` computes, as a traced function: what its backward differentiates."""
+    if kernel == "function":
+        return compiled.traced()
+    jacobian = compiled.traced()  # the Jacobian as a function of the arguments
+    if kernel == "jacobian":
+        return jacobian
+    value = compiled.derivative.traced  # function_and_jacobian: both, as one function with a tuple of outputs
+    return Traced(f"{value.function_name}_and_{jacobian.function_name}", value.arguments,
+                  value.outputs + jacobian.outputs, True)
 
 
-def _build(kind, function, shapes, named_shapes, wrt, options, title):
-    build = dict(options)
-    if kind == "function":
-        traced = as_traced(function, shapes, named_shapes)
-        resolve_wrt(traced, wrt)
-        compiled = _compile(Compiled, "function", traced, (), None, wrt=wrt, kinds=None, **build)
-        target = traced
-    else:
-        # only the kernel asked for (symjac.jacobian would add the Jacobian kernel to function_and_jacobian)
-        compiled = _compile(Jacobian, "jacobian", function, shapes, named_shapes, wrt=wrt, kinds=(kind,), **build)
-        jac = compiled.traced()
-        if kind == "function_and_jacobian":
-            value = compiled.derivative.traced
-            target = Traced(f"{value.function_name}_and_{jac.function_name}", value.arguments,
-                            value.outputs + jac.outputs, True)
-        else:
-            target = jac
+def _build(kernel, function, shapes, named_shapes, wrt, options):
+    traced = as_traced(function, shapes, named_shapes)
+    resolve_wrt(traced, wrt)
+    # only the kernel asked for (symjac.jacobian would add the Jacobian kernel to function_and_jacobian)
+    what = "function" if kernel == "function" else "jacobian"
+    compiled = compile_derivative(what, traced, wrt=wrt, kernels=(kernel,), options=options)
+    op = operator(compiled, kernel, _function_of(compiled, kernel), 0 if kernel == "function" else 1)
     # the backward is what training needs: build it now, not in the middle of a backward pass
-    build.pop("verbose")
-    build["backend"] = compiled.backend
-    op = operator(compiled, kind, target, build, 0 if kind == "function" else 1)
     op.backward_op()
-    return TorchFunction(op, title)
+    return TorchFunction(op, kernel)
 
 
 _DOCS = """
     Arguments as for ``symjac.jacobian``: shapes by position or by name,
-    ``wrt``, ``backend``, ``flags``, ``native``, ``vector_math``, ``verbose``. Calls take CPU
-    tensors, all float32 or all float64, with leading batch dimensions that
-    broadcast; results have the input dtype and are differentiable with
-    respect to every argument that requires grad. The backward kernel (a
-    vector-Jacobian product with respect to every argument) is built here.
+    ``wrt``, and the build options (``backend``, ``form``, ``flags``,
+    ``native``, ``vector_math``, ``verbose``), which the backward inherits.
+    Calls take CPU tensors, all float32 or all float64, with leading batch
+    dimensions that broadcast; results have the input dtype and are
+    differentiable with respect to every argument that requires grad. The
+    backward kernel (a vector-Jacobian product with respect to every
+    argument) is built here.
 """
 
 
-def jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
-             verbose=False, **named_shapes) -> TorchFunction:
-    """The Jacobian d function / d wrt as a differentiable torch operator
-    (symjac's layout: output shape + wrt shape, nested for tuples)."""
-    return _build("jacobian", function, shapes, named_shapes, wrt,
-                  _options(backend, flags, native, vector_math, verbose), "jacobian")
+def _entry_point(kernel: str, summary: str, takes_wrt: bool = True):
+    """``symjac.torch.<kernel>``: the kernel ``kernel`` as a differentiable torch operator."""
+    def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
+              verbose=False, **named_shapes):
+        if wrt is not None and not takes_wrt:
+            raise TypeError(f"symjac.torch.{kernel} differentiates with respect to every argument: it takes no wrt")
+        options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
+                          verbose=verbose)
+        return _build(kernel, function, shapes, named_shapes, wrt, options)
+
+    entry.__name__ = entry.__qualname__ = kernel
+    entry.__module__ = "symjac.torch"
+    entry.__doc__ = summary + "\n" + _DOCS
+    return entry
 
 
-def function(function, *shapes, backend=None, flags=None, native=True, vector_math=True,
-             verbose=False, **named_shapes) -> TorchFunction:
-    """The function itself as a torch operator whose backward is the generated
-    vector-Jacobian product (uᵀJ with respect to every argument)."""
-    return _build("function", function, shapes, named_shapes, None,
-                  _options(backend, flags, native, vector_math, verbose), "function")
-
-
-def function_and_jacobian(function, *shapes, wrt=None, backend=None, flags=None, native=True, vector_math=True,
-                          verbose=False, **named_shapes) -> TorchFunction:
-    """``(value, jacobian)`` in one kernel sharing subexpressions, both differentiable."""
-    return _build("function_and_jacobian", function, shapes, named_shapes, wrt,
-                  _options(backend, flags, native, vector_math, verbose), "function_and_jacobian")
-
-
-for _entry in (jacobian, function, function_and_jacobian):
-    _entry.__doc__ += _DOCS
+jacobian = _entry_point("jacobian", """The Jacobian d function / d wrt as a differentiable torch operator
+    (symjac's layout: output shape + wrt shape, nested for tuples).""")
+function = _entry_point("function", """The function itself as a torch operator whose backward is the generated
+    vector-Jacobian product (uᵀJ with respect to every argument).""", takes_wrt=False)
+function_and_jacobian = _entry_point("function_and_jacobian", """``(value, jacobian)`` in one kernel sharing
+    subexpressions, both differentiable.""")

@@ -24,6 +24,9 @@ forward mode on one long sum is quadratic in its length.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import sympy
 
@@ -32,7 +35,7 @@ from ..errors import ShapeError
 from .reverse import vjp_expressions
 from ..front.trace import Argument, Traced, make_symbols
 
-__all__ = ["DERIVATIVES", "function", "gradient", "hessian", "jacobian", "jvp", "vjp"]
+__all__ = ["DERIVATIVES", "DerivativeKind", "function", "gradient", "hessian", "jacobian", "jvp", "vjp"]
 
 
 def _function_of(traced: Traced, wrt: tuple[int, ...], name: str, outputs, output_is_tuple: bool,
@@ -125,12 +128,41 @@ def vjp(traced: Traced, wrt, wrt_is_tuple: bool) -> Derivative:
                         tuple(cotangents))
 
 
-# what -> (transformation, kernel kinds it is compiled with, title)
-DERIVATIVES = {
-    "function": (function, ("function",), "Function"),
-    "jacobian": (jacobian, ("jacobian",), "Jacobian"),
-    "hessian": (hessian, ("hessian",), "Hessian"),
-    "gradient": (gradient, ("function",), "Gradient"),
-    "jvp": (jvp, ("function",), "Jacobian-vector product"),
-    "vjp": (vjp, ("function",), "Vector-Jacobian product"),
-}
+@dataclass(frozen=True)
+class DerivativeKind:
+    """One derivative symjac builds, described once.
+
+    The public entry point ``symjac.<name>``, the command line's ``--kind``,
+    the result class (the ``run`` stage's class whose ``DERIVATIVE`` is this
+    name) and the adapters are all derived from this entry: adding a
+    derivative is one :data:`DERIVATIVES` entry, its result class and its tests.
+    """
+
+    name: str  # the entry point, the CLI's --kind, the result class's DERIVATIVE
+    title: str  # what it computes, in docs, reprs and generated module docstrings
+    transform: Callable[[Traced, tuple, bool], Derivative]  # (traced, wrt indices, wrt is a tuple) -> Derivative
+    kernels: tuple[str, ...]  # the kernel kinds (kinds.py) compiled by default
+    summary: str  # one line: docstrings and --help
+    optional_kernels: tuple[str, ...] = ()  # kernel kinds a caller may add (``kernels=``)
+
+    @property
+    def all_kernels(self) -> tuple[str, ...]:
+        """Every kernel kind this derivative can be compiled with (standalone modules hold them all)."""
+        return self.kernels + self.optional_kernels
+
+
+DERIVATIVES: dict[str, DerivativeKind] = {kind.name: kind for kind in (
+    DerivativeKind("function", "Function", function, ("function",),
+                   "The function itself, compiled: batches without a Python loop."),
+    DerivativeKind("jacobian", "Jacobian", jacobian, ("jacobian",),
+                   "The exact Jacobian: output shape + wrt shape, sparse results from its structural non-zeros.",
+                   optional_kernels=("function", "function_and_jacobian")),
+    DerivativeKind("hessian", "Hessian", hessian, ("hessian",),
+                   "The exact, symmetric Hessian: output shape + x.shape + x.shape, lower-triangle values."),
+    DerivativeKind("gradient", "Gradient", gradient, ("function",),
+                   "The gradient of a scalar function by reverse mode, shaped like wrt."),
+    DerivativeKind("jvp", "Jacobian-vector product", jvp, ("function",),
+                   "J v for a tangent v shaped like wrt, without forming J."),
+    DerivativeKind("vjp", "Vector-Jacobian product", vjp, ("function",),
+                   "uᵀJ by reverse mode for a cotangent u shaped like the output, without forming J."),
+)}

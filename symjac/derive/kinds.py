@@ -28,7 +28,7 @@ import sympy
 
 from .diff import Derivative, nest_numbers
 
-__all__ = ["FIRST_ORDER_KINDS", "KINDS", "KernelKind", "KernelSpec", "Output", "Packing", "kernel_spec", "shift"]
+__all__ = ["KINDS", "KernelKind", "KernelSpec", "Output", "Packing", "kernel_spec", "shift"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,8 +177,6 @@ KINDS: dict[str, KernelKind] = {kind.name: kind for kind in (
     KernelKind("hessian", "Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.",
                _hessian, "Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order."),
 )}
-
-FIRST_ORDER_KINDS = ("jacobian", "function", "function_and_jacobian")
 
 
 def kernel_spec(derivative: Derivative, kind: str) -> KernelSpec:

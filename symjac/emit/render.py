@@ -144,6 +144,7 @@ class HeaderContext:
     version: str
     backend: str
     standalone: bool
+    packed: bool = False  # some driver writes packed (sparse) values
     alias: str | None = None
     content_hash: str = ""
 
@@ -351,6 +352,7 @@ def render(
         output_shapes=tuple(str(shape) for shape in derivative.traced.output_shapes),
         kinds=tuple(driver.kind for driver in drivers),
         version=__version__, backend=backend, standalone=standalone, alias=alias,
+        packed=any(driver.layout == "packed" for driver in drivers),
     )
     max_entries = max([buffer.nonzeros for kernel in kernels for buffer in kernel.buffers] + [1])
     vector_functions = chosen.vector_functions(kernels)

@@ -23,12 +23,11 @@ import numpy as np
 import sympy
 
 from ..derive.diff import Derivative
-from ..derive.kinds import FIRST_ORDER_KINDS, KernelSpec, Packing, kernel_spec
+from ..derive.kinds import KernelSpec, Packing, kernel_spec
 from .printing import MAX_PRODUCT_POWER
 
-__all__ = ["Buffer", "Chunks", "KINDS", "Program", "chunk", "count_operations", "needs_chunks", "simplify", "simplify_spec"]
+__all__ = ["Buffer", "Chunks", "Program", "chunk", "count_operations", "needs_chunks", "simplify", "simplify_spec"]
 
-KINDS = FIRST_ORDER_KINDS  # the kinds a Jacobian's module may hold
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,22 @@ receiving process's cache, or builds it there once (see ``build.py``).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import cached_property, partial
 
 import numpy as np
 
-from . import calling as _calling
-from ..adapters import dask
-from ..build.builder import BuildOptions, load
-from ..errors import BuildError
+from ..build.builder import load
+from ..derive.derivatives import DERIVATIVES
 from ..emit.source import Source
+from ..errors import BuildError
+from . import calling as _calling
 
-__all__ = ["Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
+__all__ = ["LAZY_CALLS", "RESULTS", "Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
+
+# Array types whose calls are built lazily by an adapter: (is such an array,
+# call(compiled, kind, args, out, num_threads)). symjac.adapters.dask adds
+# Dask's when symjac is imported, so this stage never imports an adapter.
+LAZY_CALLS: list = []
 
 
 def _restore(cls, source, options):
@@ -40,10 +44,10 @@ def _restore(cls, source, options):
     and log; a ``backend="numpy"`` object needs no compiler anywhere.
     """
     try:
-        module = load(source, options)
+        module = load(source, options.build_options())
     except BuildError as error:
         raise BuildError(
-            f"cannot build the unpickled {cls.TITLE.lower()} ({source.backend} backend, "
+            f"cannot build the unpickled {cls.title().lower()} ({source.backend} backend, "
             f"{source.content_hash[:12]}) in this process: {error.args[0].splitlines()[0]}. "
             "Install a C compiler and the Python headers where it is unpickled, ship a module "
             "built by 'symjac codegen', or build it with backend='numpy', which needs no compiler",
@@ -61,7 +65,7 @@ class _Entries(dict):
         self._compiled = compiled
 
     def __missing__(self, kind):
-        self._compiled._kernel(kind)  # AttributeError when not built
+        self._compiled.kernel(kind)  # AttributeError when not built
         entry = self[kind] = partial(self._compiled._call, kind)
         return entry
 
@@ -69,21 +73,25 @@ class _Entries(dict):
 class Compiled:
     """A compiled derivative: ``obj(*args, out=None, num_threads=None)``.
 
-    ``KIND`` is the kernel a call runs. Public attributes: ``signature``,
+    ``DERIVATIVE`` names its description (``derive/derivatives.py``),
+    ``KIND`` the kernel a call runs. Public attributes: ``signature``,
     ``source`` (generated text), ``backend``, ``content_hash``,
-    ``argument_names``, ``wrt`` (names of the differentiated arguments).
+    ``argument_names``, ``wrt`` (names of the differentiated arguments),
+    ``options`` (the :class:`~symjac.Options` it was built with, which every
+    derivative built from it inherits).
     """
 
+    DERIVATIVE = "function"
     KIND = "function"
-    TITLE = "Function"
 
-    def __init__(self, module, source: Source, options: BuildOptions, derivative=None, derive=None) -> None:
+    def __init__(self, module, source: Source, options, derivative=None, derive=None, rebuild=None) -> None:
         self._derivative = derivative
         self._derive = derive  # computes the derivative on first access when built from a cached source
+        self._rebuild = rebuild  # (what, self, wrt) -> a derivative of self with its options (from symjac.api)
         self._module = module
         self._kernels = module.KERNELS
         self._source = source
-        self._options = options
+        self.options = options
         self.signature = _calling.Signature.of_module(module)
         self.source = source.text
         self.backend = source.backend
@@ -91,7 +99,7 @@ class Compiled:
         self.argument_names = self.signature.names
         self.wrt = tuple(self.signature.names[j] for j in module.WRT)
         self._function_name = module.FUNCTION_NAME
-        self.__doc__ = f"{self.TITLE} of {self._function_name} with respect to {', '.join(self.wrt)}."
+        self.__doc__ = f"{self.title()} of {self._function_name} with respect to {', '.join(self.wrt)}."
         self._public_class = type(self)
         self._entries = _Entries(self)
         model = getattr(module, "MODEL", None)  # the kernel runtime's compiled calls (cython backend)
@@ -107,6 +115,11 @@ class Compiled:
                     # names the public class.
                     self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
                                                                             "__module__": __name__})
+
+    @classmethod
+    def title(cls) -> str:
+        """What this class computes: its description's title."""
+        return DERIVATIVES[cls.DERIVATIVE].title
 
     @property
     def derivative(self):
@@ -126,15 +139,17 @@ class Compiled:
 
     def _call(self, kind, args, out=None, num_threads=None):
         """The general call in Python: Dask arrays, then ``_calling.call``."""
-        if any(type(arg) is not np.ndarray and dask.is_dask_array(arg) for arg in args):  # a lazy call
-            return dask.call(self, kind, args, out, num_threads)
-        return _calling.call(self._kernel(kind), self.signature, kind, args, out, num_threads)
+        for is_lazy, lazy_call in LAZY_CALLS:
+            if any(type(arg) is not np.ndarray and is_lazy(arg) for arg in args):
+                return lazy_call(self, kind, args, out, num_threads)
+        return _calling.call(self.kernel(kind), self.signature, kind, args, out, num_threads)
 
-    def _kernel(self, kind):
+    def kernel(self, kind):
+        """The loaded kernel ``kind`` (called as ``run/calling.py`` says); AttributeError when not built."""
         try:
             return self._kernels[kind]
         except KeyError:
-            raise AttributeError(f"this {self.TITLE.lower()} was built without the {kind!r} kernel; "
+            raise AttributeError(f"this {self.title().lower()} was built without the {kind!r} kernel; "
                                  f"pass kernels=(..., {kind!r}) when building it") from None
 
     def traced(self):
@@ -145,19 +160,26 @@ class Compiled:
 
     def _symbolic(self):
         if self.derivative is None:
-            raise ValueError(f"this {self.TITLE.lower()} was unpickled or loaded without its symbolic form; "
+            raise ValueError(f"this {self.title().lower()} was unpickled or loaded without its symbolic form; "
                              "build it again from the function to differentiate or transform it")
         return self.derivative
+
+    def derive(self, what: str, wrt=None) -> "Compiled":
+        """Derivative ``what`` ("jacobian", "jvp", ...: a ``DERIVATIVES`` name)
+        of what this object computes, built with its ``options``."""
+        if self._rebuild is None:
+            raise ValueError(f"this {self.title().lower()} was unpickled or loaded: build it again from the "
+                             "function to differentiate it")
+        return self._rebuild(what, self, wrt)
 
     def __reduce__(self):
         # The cache directory is this process's business: the receiving
         # process uses its own (SYMJAC_CACHE_DIR or the user's cache).
-        options = replace(self._options, cache_dir=None)
-        return _restore, (self._public_class, self._source, options)
+        return _restore, (self._public_class, self._source, self.options)
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
-        return (f"<symjac.{self.TITLE.replace(' ', '')} of {self._function_name}({shapes}) "
+        return (f"<symjac.{self._public_class.__name__} of {self._function_name}({shapes}) "
                 f"wrt {', '.join(self.wrt)}, {self.backend}>")
 
 
@@ -191,9 +213,8 @@ class Jacobian(_Packed, Compiled):
     built with those kernels, and ``linear_operator``.
     """
 
-    KIND = "jacobian"
+    DERIVATIVE = KIND = "jacobian"
     PACKED = "jacobian_values"
-    TITLE = "Jacobian"
 
     def sparse(self, *args, format="csr"):
         """The Jacobian at one point as ``scipy.sparse`` arrays (csr, csc or coo).
@@ -229,7 +250,7 @@ class Jacobian(_Packed, Compiled):
         ``matvec`` is J v and ``rmatvec`` uᵀJ, by the generated J v and uᵀJ
         kernels (built on first use with this Jacobian's backend and flags);
         J is never formed. Needs one output and one ``wrt`` argument."""
-        from ..adapters.linear import linear_operator
+        from .linear import linear_operator
 
         return linear_operator(self, args)
 
@@ -243,9 +264,8 @@ class Hessian(_Packed, Compiled):
     symmetric matrix; ``sparsity`` the symmetric pattern nested like ``H``.
     """
 
-    KIND = "hessian"
+    DERIVATIVE = KIND = "hessian"
     PACKED = "hessian_values"
-    TITLE = "Hessian"
 
     def sparse(self, *args, format="csr"):
         """The full symmetric Hessian at one point, both triangles, per output
@@ -286,19 +306,21 @@ class Hessian(_Packed, Compiled):
 class Gradient(Compiled):
     """A compiled gradient of a scalar function, by reverse mode: shaped like ``wrt``."""
 
-    KIND = "function"
-    TITLE = "Gradient"
+    DERIVATIVE = "gradient"
 
 
 class JVP(Compiled):
     """Jacobian-vector products: ``jvp(*args, v)`` = J v, v shaped like ``wrt``."""
 
-    KIND = "function"
-    TITLE = "Jacobian-vector product"
+    DERIVATIVE = "jvp"
 
 
 class VJP(Compiled):
     """Vector-Jacobian products: ``vjp(*args, u)`` = uᵀJ, u shaped like the output."""
 
-    KIND = "function"
-    TITLE = "Vector-Jacobian product"
+    DERIVATIVE = "vjp"
+
+
+# The result class of each derivative description (tests/test_registries.py
+# checks that every description has exactly one).
+RESULTS = {cls.DERIVATIVE: cls for cls in (Compiled, Jacobian, Hessian, Gradient, JVP, VJP)}

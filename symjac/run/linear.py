@@ -1,8 +1,8 @@
 """Matrix-free Jacobians: ``Jacobian.linear_operator`` as a scipy LinearOperator.
 
-An adapter over the runtime: it builds the J v and uᵀJ kernels of the same
-function (``symjac.jvp`` / ``symjac.vjp``, with the Jacobian's backend and
-build options) once per Jacobian, then wraps them for one point. J is never
+It builds the J v and uᵀJ kernels of the same function once per Jacobian
+(``Compiled.derive``: with the Jacobian's options), then wraps them for one
+point. J is never
 formed: ``matvec`` and ``rmatvec`` are one kernel call each. scipy is
 imported here only.
 """
@@ -20,12 +20,8 @@ def _products(jacobian):
     """(jvp, vjp) of the function behind ``jacobian``, built on first use."""
     products = jacobian.__dict__.get("_products")
     if products is None:
-        from .. import api
-
-        derivative = jacobian._symbolic()
-        traced, wrt = derivative.traced, derivative.wrt[0]
-        options = dict(backend=jacobian.backend, flags=jacobian._options.flags, native=jacobian._options.native)
-        products = (api.jvp(traced, wrt=wrt, **options), api.vjp(traced, wrt=wrt, **options))
+        wrt = jacobian.wrt[0]
+        products = (jacobian.derive("jvp", wrt), jacobian.derive("vjp", wrt))
         jacobian.__dict__["_products"] = products
     return products
 
