@@ -10,6 +10,10 @@ and the compiled common call (make_entry; tests/test_small_calls.py has the
 rest), with out=, threads and the same refusals.
 """
 
+import ast
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -231,3 +235,14 @@ def test_one_runtime_source_for_the_kernel_runtime_and_standalone_modules():
     for text in (standalone.text, render.runtime_source()):
         for definition in ("cdef int _check_view(", "cdef class Kernel:", "cdef class _Entry:", "def make_entry("):
             assert text.count(definition) == 1, definition
+
+
+def test_the_runtime_and_the_embedded_call_convention_define_different_names():
+    """A standalone module holds both at module level: a name defined twice
+    would silently pick one definition in C and the other from Python."""
+    runtime = set(re.findall(r"^(?:cdef (?:class |[\w ]+?[ *]+)|def |class )(\w+)\s*[(:]", render.runtime_source(), re.M))
+    calling = Path(symjac.__file__).parent / "run" / "calling.py"
+    convention = {node.name for node in ast.parse(calling.read_text()).body
+                  if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert {"_check_view", "Kernel", "_Entry", "Model", "_locate"} <= runtime
+    assert not runtime & convention

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: d5f63f76380a1f8767ae42b26003544c160f16e830b934ec6a7089771ea736db
+symjac-content-hash: 63c1fddb8a9ba28c4e44ef11166211d5c738786343a7e1b53b755bfb8ce3f2b3
 """
 
 import os
@@ -613,10 +613,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -757,7 +757,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -897,7 +897,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'd5f63f76380a1f8767ae42b26003544c160f16e830b934ec6a7089771ea736db'
+CONTENT_HASH = '63c1fddb8a9ba28c4e44ef11166211d5c738786343a7e1b53b755bfb8ce3f2b3'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

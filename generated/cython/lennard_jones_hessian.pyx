@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 9402279e7ba30a60f1558af3638d74f389b5c8f92a8f8ceb7896315579d561e8
+symjac-content-hash: 7100c4b631f22b7885b0bff4cd6d4c6e3258fcb1302c26a5bff657e92855836b
 """
 
 import os
@@ -577,10 +577,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -721,7 +721,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -859,7 +859,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '9402279e7ba30a60f1558af3638d74f389b5c8f92a8f8ceb7896315579d561e8'
+CONTENT_HASH = '7100c4b631f22b7885b0bff4cd6d4c6e3258fcb1302c26a5bff657e92855836b'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: bc59b360a2a92d7d9e466750d27c2657c1b28211390ad774b83060817e951a14
+symjac-content-hash: 4d4a41c77dc226ecd6fd95979e81eae67ea83dcaa1f57ff6e3ad69a57b62008e
 """
 
 import os
@@ -456,10 +456,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -600,7 +600,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -740,7 +740,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'bc59b360a2a92d7d9e466750d27c2657c1b28211390ad774b83060817e951a14'
+CONTENT_HASH = '4d4a41c77dc226ecd6fd95979e81eae67ea83dcaa1f57ff6e3ad69a57b62008e'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

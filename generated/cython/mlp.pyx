@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: fe6d1d6c9e2faa005812e19b0f093bdb8d5b588d0bdacd78800837cd94f87cb6
+symjac-content-hash: 138e578027fa113f5d781fdf54cb9a9e046c1915b70b901bb7fb14bad5b683d5
 """
 
 import os
@@ -725,10 +725,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -869,7 +869,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -1009,7 +1009,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'fe6d1d6c9e2faa005812e19b0f093bdb8d5b588d0bdacd78800837cd94f87cb6'
+CONTENT_HASH = '138e578027fa113f5d781fdf54cb9a9e046c1915b70b901bb7fb14bad5b683d5'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

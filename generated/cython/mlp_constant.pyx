@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 05713df52d2c4f0c5a29f1a6ad833eac4e00722565a3490fc7124ffb53f0211f
+symjac-content-hash: d25326e5aec71769ee20340368f676bb4bca7304649ecc5058db937eb6c02b16
 """
 
 import os
@@ -573,10 +573,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -717,7 +717,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -857,7 +857,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '05713df52d2c4f0c5a29f1a6ad833eac4e00722565a3490fc7124ffb53f0211f'
+CONTENT_HASH = 'd25326e5aec71769ee20340368f676bb4bca7304649ecc5058db937eb6c02b16'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: fdb0aa2c2b39c478122c4d75ed8cdbe5ea5192ad31c3e3757ba8c21d5169e7eb
+symjac-content-hash: c6c0793a432b3c283d674a5b30e87e2f2b51bcaa07ce52c2ddeac163f57d03bd
 """
 
 import os
@@ -465,10 +465,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -609,7 +609,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -749,7 +749,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'fdb0aa2c2b39c478122c4d75ed8cdbe5ea5192ad31c3e3757ba8c21d5169e7eb'
+CONTENT_HASH = 'c6c0793a432b3c283d674a5b30e87e2f2b51bcaa07ce52c2ddeac163f57d03bd'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

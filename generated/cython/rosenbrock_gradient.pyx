@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 4523018d0699605929d50c5da36337414f836eebdb7fb537247ce9f9fc212bcb
+symjac-content-hash: 357a1feda2626c13fe7a8b5b32289ecf8f0fb8d7a0e96e9d6021a251d9cb9ebf
 """
 
 import os
@@ -302,10 +302,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -446,7 +446,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -583,7 +583,7 @@ POINT_KINDS = MODEL.point_kinds  # make_entry takes these
 make_entry = MODEL.make_entry
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '4523018d0699605929d50c5da36337414f836eebdb7fb537247ce9f9fc212bcb'
+CONTENT_HASH = '357a1feda2626c13fe7a8b5b32289ecf8f0fb8d7a0e96e9d6021a251d9cb9ebf'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: ae23144cd9fb3f65342bc304ce16b500ceac41fda584adf608a47a2bab948755
+symjac-content-hash: 72e5ab75e1fd6ece2803f286f8f831e06699393da2d8bd469582946d73a2aaa8
 """
 
 import os
@@ -444,10 +444,10 @@ cdef class Kernel:
         return "<symjac kernel %s>" % self.kind
 
 
-cdef object _nest(object structure, list items):
+cdef object _nest_results(object structure, list items):
     """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
     if type(structure) is tuple:
-        return tuple([_nest(inner, items) for inner in <tuple>structure])
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
     return items[structure]
 
 
@@ -588,7 +588,7 @@ cdef class _Entry:
             out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
             results.append(result)
         self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
-        return _nest(self.structure, results)
+        return _nest_results(self.structure, results)
 
     cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
                   int threads) except -1:
@@ -728,7 +728,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'ae23144cd9fb3f65342bc304ce16b500ceac41fda584adf608a47a2bab948755'
+CONTENT_HASH = '72e5ab75e1fd6ece2803f286f8f831e06699393da2d8bd469582946d73a2aaa8'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
