@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 7100c4b631f22b7885b0bff4cd6d4c6e3258fcb1302c26a5bff657e92855836b
+symjac-content-hash: fc4688f88bcb9a01614e0216d74fa1bf4a33b25e46401c629a6d29b53cb03ae3
 """
 
 import os
@@ -739,7 +739,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -859,7 +860,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '7100c4b631f22b7885b0bff4cd6d4c6e3258fcb1302c26a5bff657e92855836b'
+CONTENT_HASH = 'fc4688f88bcb9a01614e0216d74fa1bf4a33b25e46401c629a6d29b53cb03ae3'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 138e578027fa113f5d781fdf54cb9a9e046c1915b70b901bb7fb14bad5b683d5
+symjac-content-hash: f12627479ad140ad6b18fcb4c58662f2542bdc61989940a115385c95b4037162
 """
 
 import os
@@ -887,7 +887,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -1009,7 +1010,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '138e578027fa113f5d781fdf54cb9a9e046c1915b70b901bb7fb14bad5b683d5'
+CONTENT_HASH = 'f12627479ad140ad6b18fcb4c58662f2542bdc61989940a115385c95b4037162'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

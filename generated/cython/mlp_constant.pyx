@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: d25326e5aec71769ee20340368f676bb4bca7304649ecc5058db937eb6c02b16
+symjac-content-hash: 9c02b76145b576c23dc29f329d456768a2c65bf84eebd1138d1a310cad3ab3ba
 """
 
 import os
@@ -735,7 +735,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -857,7 +858,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'd25326e5aec71769ee20340368f676bb4bca7304649ecc5058db937eb6c02b16'
+CONTENT_HASH = '9c02b76145b576c23dc29f329d456768a2c65bf84eebd1138d1a310cad3ab3ba'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: c6c0793a432b3c283d674a5b30e87e2f2b51bcaa07ce52c2ddeac163f57d03bd
+symjac-content-hash: c9247b39de3fb0c69222f21901a557e7538999fa9644b407b09087c31510a675
 """
 
 import os
@@ -627,7 +627,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -749,7 +750,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'c6c0793a432b3c283d674a5b30e87e2f2b51bcaa07ce52c2ddeac163f57d03bd'
+CONTENT_HASH = 'c9247b39de3fb0c69222f21901a557e7538999fa9644b407b09087c31510a675'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

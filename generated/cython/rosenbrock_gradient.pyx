@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 357a1feda2626c13fe7a8b5b32289ecf8f0fb8d7a0e96e9d6021a251d9cb9ebf
+symjac-content-hash: 360754717cdcab3122df76b2a40fb036a9f6c24957bdc614bd22cd23dd624bc3
 """
 
 import os
@@ -464,7 +464,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -583,7 +584,7 @@ POINT_KINDS = MODEL.point_kinds  # make_entry takes these
 make_entry = MODEL.make_entry
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '357a1feda2626c13fe7a8b5b32289ecf8f0fb8d7a0e96e9d6021a251d9cb9ebf'
+CONTENT_HASH = '360754717cdcab3122df76b2a40fb036a9f6c24957bdc614bd22cd23dd624bc3'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)

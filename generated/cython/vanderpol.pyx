@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 72e5ab75e1fd6ece2803f286f8f831e06699393da2d8bd469582946d73a2aaa8
+symjac-content-hash: c04c36f0e20484f06bbdff3ac59f2016bbdd1c1a4587535d4257b10646e647f2
 """
 
 import os
@@ -606,7 +606,8 @@ cdef class _Entry:
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
-    """A loaded kernel library: ``kernels`` (kind -> :class:`Kernel`),
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
     ``point_kinds`` (kinds with one output buffer), ``nonzeros``
     (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
     cdef const symjac_model *model
@@ -728,7 +729,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '72e5ab75e1fd6ece2803f286f8f831e06699393da2d8bd469582946d73a2aaa8'
+CONTENT_HASH = 'c04c36f0e20484f06bbdff3ac59f2016bbdd1c1a4587535d4257b10646e647f2'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
