@@ -142,8 +142,20 @@ def test_default_backend_falls_back_to_numpy_with_warning(monkeypatch):
 
 
 def test_default_backend_is_cython_with_a_compiler():
-    assert build.compiler_works()
-    assert symjac.jacobian(lorenz, 3, 3).backend == "cython"
+    """With a working compiler and no backend named, the Jacobian is really
+    compiled: a verified kernel library in the build cache, run by the kernel
+    runtime's checked kernels, giving the exact numbers."""
+    assert build.compiler_works(), "the test machine must have a C compiler (this test must not pass vacuously)"
+    jac = symjac.jacobian(lorenz, 3, 3)
+    assert jac.backend == "cython"
+    library = Path(jac._module.__file__)
+    assert library.parent.parent.resolve() == cache.cache_dir().resolve()
+    assert cache.verified_extension(library.parent) == library
+    assert type(jac._kernels["jacobian"]).__name__ == "Kernel"
+    u, p = np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0])
+    expected = [[-10.0, 10.0, 0.0], [28.0 - 3.0, -1.0, -1.0], [2.0, 1.0, -8.0 / 3.0]]
+    np.testing.assert_array_equal(jac(u, p), expected)
+    np.testing.assert_array_equal(jac(np.tile(u, (3, 1)), p), [expected] * 3)  # a batch: the kernel's loop
 
 
 def test_missing_compiler_is_a_build_error(tmp_path, monkeypatch):

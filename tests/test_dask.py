@@ -128,7 +128,7 @@ def test_parameters_and_the_kernel_are_single_graph_keys():
     assert len(holding_k) == 1, holding_k
     kernels = [value for value in graph.values() if "symjac.dask.Kernel" in repr(value)]
     assert len(kernels) == 1
-    assert "num_threads=1" in repr(_kernel_of(J)) or _kernel_of(J).num_threads == 1
+    assert _kernel_of(J).num_threads == 1  # (its repr names no threads: a test of it could never hold)
     assert _kernel_of(jac(Y, k, num_threads=2)).num_threads == 2  # the override
 
 

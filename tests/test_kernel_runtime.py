@@ -3,15 +3,22 @@
 The Python API builds each model as one plain C file (templates/c_kernels.c.j2)
 compiled by the C compiler alone, and runs it through one Cython extension per
 toolchain (templates/kernel_runtime.pyx.j2). Every kernel kind must give the
-numbers of the numpy backend, through both the general path and the
-compiled common call (make_entry; tests/test_small_calls.py has the rest),
-with out=, threads and the same refusals.
+numbers of an independent oracle (the model evaluated by numpy and
+differentiated by complex step, tests/oracles.py: it shares nothing with
+symjac's pipeline) and of the numpy backend, through both the general path
+and the compiled common call (make_entry; tests/test_small_calls.py has the
+rest), with out=, threads and the same refusals.
 """
+
+import ast
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import symjac
+from oracles import central_difference_jacobian, complex_step_jacobian
 from symjac.build import builder as build
 from symjac.emit import render
 
@@ -66,6 +73,47 @@ def test_the_python_api_builds_a_kernel_library(jacobians):
     assert set(jac._module.POINT_KINDS) == {"jacobian", "jacobian_values", "function"}
 
 
+def _per_point(oracle, x, *rest):
+    """``oracle(point, *rest)`` for one point, stacked over the rows of a batch."""
+    return oracle(x, *rest) if x.ndim == 1 else np.stack([oracle(point, *rest) for point in x])
+
+
+def _jacobian_oracle(x, k):
+    return complex_step_jacobian(model, (x, k), 0)
+
+
+def _hessian_oracle(x, k):
+    """Central differences of the complex-step gradient: about 1e-10 off."""
+    return central_difference_jacobian(lambda y, q: complex_step_jacobian(scalar, (y, q), 0), (x, k), 0, h=1e-5)
+
+
+def _packed(full, compiled, x):
+    """The packed values of ``full`` (one buffer) in the compiled object's NONZEROS order."""
+    (indices,) = compiled.signature.nonzeros[compiled.PACKED]
+    return full.reshape(x.shape[:-1] + (-1,))[..., list(indices)]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_every_jacobian_kind_matches_an_independent_oracle(jacobians, batch):
+    jac = jacobians["cython"]
+    x = XB if batch else X
+    expected = _per_point(_jacobian_oracle, x, K)
+    function = _per_point(model, x, K)
+    _same(jac(x, K), expected)
+    _same(jac.values(x, K), _packed(expected, jac, x))
+    _same(jac.function(x, K), function)
+    _same(jac.function_and_jacobian(x, K), (function, expected))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_hessian_kinds_match_an_independent_oracle(hessians, batch):
+    hess = hessians["cython"]
+    x, k = (XB if batch else X), K[:2]
+    expected = _per_point(_hessian_oracle, x, k)
+    np.testing.assert_allclose(hess(x, k), expected, rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(hess.values(x, k), _packed(expected, hess, x), rtol=1e-7, atol=1e-8)
+
+
 @pytest.mark.parametrize("kind", ["__call__", "values", "function", "function_and_jacobian"])
 @pytest.mark.parametrize("batch", [False, True])
 def test_every_jacobian_kind_matches_the_numpy_backend(jacobians, kind, batch):
@@ -88,6 +136,11 @@ def test_tuple_outputs_and_tuple_wrt():
     for x in (X, XB):
         result = jacs["cython"](x, K[:2])
         assert isinstance(result, tuple) and isinstance(result[0], tuple)
+        for output in range(2):  # d output / d x and d output / d k, by complex step
+            for argument in range(2):
+                expected = (np.stack([complex_step_jacobian(pair, (point, K[:2]), argument)[output] for point in x])
+                            if x.ndim == 2 else complex_step_jacobian(pair, (x, K[:2]), argument)[output])
+                _same(result[output][argument], expected)
         _same(result, jacs["numpy"](x, K[:2]))
         _same(jacs["cython"].values(x, K[:2]), jacs["numpy"].values(x, K[:2]))
 
@@ -162,3 +215,34 @@ def test_standalone_sources_stay_full_cython_modules():
     assert not standalone.is_library and standalone.suffix == ".pyx" and "cdef class _Entry" in standalone.text
     assert library.is_library and library.suffix == ".c" and "ARGUMENT_NAMES" in library.metadata
     assert library.content_hash != standalone.content_hash
+
+
+def _runtime_code(text):
+    """The Cython runtime in ``text``: from its constants to the end of Model.make_entry."""
+    start = text.index("# Calls beyond these counts")
+    end = text.index("        return entry\n", start) + len("        return entry\n")
+    return text[start:end]
+
+
+def test_one_runtime_source_for_the_kernel_runtime_and_standalone_modules():
+    """The buffer checks, the checked batch call and the compiled common call
+    are one text (templates/_runtime.pyx.j2) in both shipped copies; each
+    copy adds only how it finds a model's descriptor."""
+    derivative, _ = symjac.api.build_derivative(model, (), {"x": 3, "k": 3}, None)
+    standalone = render.render(derivative, (symjac.emit.simplify.simplify(derivative),), "cython", standalone=True)
+    shared = _runtime_code(render.runtime_source())
+    assert _runtime_code(standalone.text) == shared
+    for text in (standalone.text, render.runtime_source()):
+        for definition in ("cdef int _check_view(", "cdef class Kernel:", "cdef class _Entry:", "def make_entry("):
+            assert text.count(definition) == 1, definition
+
+
+def test_the_runtime_and_the_embedded_call_convention_define_different_names():
+    """A standalone module holds both at module level: a name defined twice
+    would silently pick one definition in C and the other from Python."""
+    runtime = set(re.findall(r"^(?:cdef (?:class |[\w ]+?[ *]+)|def |class )(\w+)\s*[(:]", render.runtime_source(), re.M))
+    calling = Path(symjac.__file__).parent / "run" / "calling.py"
+    convention = {node.name for node in ast.parse(calling.read_text()).body
+                  if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+    assert {"_check_view", "Kernel", "_Entry", "Model", "_locate"} <= runtime
+    assert not runtime & convention

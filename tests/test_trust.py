@@ -335,17 +335,29 @@ def test_overlapping_out_buffers_of_a_tuple_result_are_refused():
 # ---------------------------------------------------------------------------
 # the compiled kernel, called directly with bad buffers (in a subprocess)
 
+# Both copies of the Cython runtime that ship (templates/_runtime.pyx.j2) get
+# the same cases: the shared kernel runtime running a kernel library (the
+# Python API) and a standalone module written by `symjac codegen`, which
+# holds its kernels. The script's first argument picks one: "runtime", or
+# the path of the standalone extension.
 _KERNEL_SCRIPT = textwrap.dedent(
     """
-    import json, sys
+    import importlib.util, json, sys
     import numpy as np, symjac
     """
 ) + LORENZ_SOURCE + textwrap.dedent(
     """
-    jac = symjac.jacobian(lorenz, u=3, p=3, backend="cython")
-    K = jac._kernels["jacobian"]
-    KV = jac._kernels["jacobian_values"]
-    E = jac._module.make_entry("jacobian", lambda args, out, threads: "fallback")
+    if sys.argv[1] == "runtime":
+        jac = symjac.jacobian(lorenz, u=3, p=3, backend="cython")
+        KERNELS, make_entry = jac._kernels, jac._module.make_entry
+    else:
+        spec = importlib.util.spec_from_file_location("lorenz_standalone", sys.argv[1])
+        standalone = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(standalone)
+        KERNELS, make_entry = standalone.KERNELS, standalone.make_entry
+    K = KERNELS["jacobian"]
+    KV = KERNELS["jacobian_values"]
+    E = make_entry("jacobian", lambda args, out, threads: "fallback")
 
     def fell_back(result):
         if not isinstance(result, str) or result != "fallback":
@@ -423,7 +435,7 @@ _KERNEL_SCRIPT = textwrap.dedent(
         "bytearray_out": lambda: run((U, p), (bytearray(8 * 9 * n),)),
         "str_out": lambda: run((U, p), ("x" * 9 * n,)),
         "packed_wrong_width": lambda: run((U, p), (np.zeros((n, 9)),), kernel=KV),
-        "entry_unknown_kind": lambda: jac._module.make_entry("nope", print),
+        "entry_unknown_kind": lambda: make_entry("nope", print),
         "entry_too_few_args": lambda: fell_back(E(U[0].copy())),
         "entry_wrong_shape": lambda: fell_back(E(U[:2].copy(), p[0].copy())),
         "entry_float32": lambda: fell_back(E(U[0].astype(np.float32), p[0].copy())),
@@ -446,10 +458,10 @@ _KERNEL_SCRIPT = textwrap.dedent(
         "ok_misaligned_out": case_misaligned_out,
     }
 
-    if sys.argv[1:] == ["--list"]:
+    if sys.argv[2:] == ["--list"]:
         print(json.dumps(sorted(CASES)))
         sys.exit(0)
-    for name in sys.argv[1:]:
+    for name in sys.argv[2:]:
         print("START " + name, flush=True)
         try:
             result = CASES[name]()
@@ -525,21 +537,33 @@ KERNEL_CASES = {
 }
 
 
+@pytest.fixture(scope="module", params=["runtime", "standalone"])
+def kernel_copy(request, jac_cython, tmp_path_factory):
+    """What the case script loads: "runtime" (the kernel runtime, through the
+    Python API) or the path of a standalone `symjac codegen` module."""
+    if request.param == "runtime":
+        return "runtime"
+    directory = tmp_path_factory.mktemp("standalone")
+    symjac.codegen.write_module(lorenz, (), {"u": 3, "p": 3}, backend="cython", name="lorenz_standalone",
+                                out_dir=directory)
+    return str(directory / f"lorenz_standalone{EXT}")
+
+
 @pytest.fixture(scope="module")
-def kernel_outcomes(jac_cython, tmp_path_factory):
+def kernel_outcomes(kernel_copy, tmp_path_factory):
     """Run every case in a subprocess; after a crash, restart with the cases left."""
     script = tmp_path_factory.mktemp("kernel") / "kernel_cases.py"
     script.write_text(_KERNEL_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    listed = subprocess.run([sys.executable, str(script), "--list"], capture_output=True, text=True, env=env,
-                            timeout=300)
+    listed = subprocess.run([sys.executable, str(script), kernel_copy, "--list"], capture_output=True, text=True,
+                            env=env, timeout=300)
     assert listed.returncode == 0, listed.stderr
     assert sorted(json.loads(listed.stdout)) == sorted(KERNEL_CASES)
     remaining = list(KERNEL_CASES)
     outcomes = {}
     while remaining:
-        done = subprocess.run([sys.executable, str(script), *remaining], capture_output=True, text=True, env=env,
-                              timeout=300)
+        done = subprocess.run([sys.executable, str(script), kernel_copy, *remaining], capture_output=True, text=True,
+                              env=env, timeout=300)
         started = None
         for line in done.stdout.splitlines():
             if line.startswith("START "):

@@ -13,13 +13,12 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1a543bb297ad530f5d37d15d04c1fba027901928325a94db4acc9070c47baab3
+symjac-content-hash: 0db58f769cc9d0db43bc679b03709230521e258ff6364549a6ced8aa0e5b0699
 """
 
 import os
 
 import numpy
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
 
 # The kernels are plain C, handed to the C compiler verbatim (Cython does not
 # parse them). A point body computes one point: it writes the k-th non-zero of
@@ -30,8 +29,43 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_
 # broadcasts a parameter) and each output buffer holds one row per point.
 # Dense drivers clear the structural zeros of their rows, except in very
 # sparse blocks, which the caller allocates zeroed (see CALLER_ZEROES).
+# The descriptor `symjac_exports` at the end lists them for the runtime below.
 cdef extern from *:
     """
+    /* The interface between a model's kernel library (c_kernels.c.j2) and the
+       kernel runtime (kernel_runtime.pyx.j2): one exported `symjac_exports` (a symjac_model)
+       describing the arguments, the drivers and the packed position tables.
+       Bump SYMJAC_ABI on any change: the runtime refuses other versions. */
+    #include <stddef.h>
+    #define SYMJAC_ABI 1
+    typedef int (*symjac_driver_fn)(ptrdiff_t, const double **, const ptrdiff_t *, double **, int);
+    typedef struct {
+        const char *kind;             /* "jacobian", "jacobian_values", ... */
+        symjac_driver_fn run;         /* (n, args, arg row strides, outs, threads) -> 0, or -1 if out of memory */
+        int n_outs;                   /* output buffers */
+        const ptrdiff_t *out_sizes;   /* doubles per point in each */
+        int out_ndim;                 /* shape of the single output of a fast-path kernel, else -1 */
+        const ptrdiff_t *out_dims;
+        int zeroed;                   /* that output must be handed over zeroed */
+    } symjac_driver;
+    typedef struct {
+        const char *kind;             /* packed kernel */
+        ptrdiff_t length;
+        const ptrdiff_t *values;      /* flat index of each packed value in its full array */
+    } symjac_table;
+    typedef struct {
+        int abi;                      /* SYMJAC_ABI */
+        int index_size;               /* sizeof(ptrdiff_t) */
+        int n_args;
+        const ptrdiff_t *arg_sizes;
+        const int *arg_ndims;
+        const ptrdiff_t **arg_shapes;
+        int n_drivers;
+        const symjac_driver *drivers;
+        int n_tables;
+        const symjac_table *tables;
+    } symjac_model;
+
     #include <math.h>
     #include <stdlib.h>
     #include <string.h>
@@ -405,23 +439,66 @@ cdef extern from *:
     static const Py_ssize_t _symjac_jacobian_values_nonzeros0[6] = {  /* NONZEROS of jacobian_values */
         0, 1, 2, 3, 4, 5
     };
+
+    static const symjac_driver _symjac_drivers[4] = {
+        {"jacobian", _symjac_jacobian, 1, _symjac_jacobian_out_sizes, 2, _symjac_jacobian_out_dims, 0},
+        {"jacobian_values", _symjac_jacobian_values, 1, _symjac_jacobian_values_out_sizes, 1, _symjac_jacobian_values_out_dims, 0},
+        {"function", _symjac_function, 1, _symjac_function_out_sizes, 1, _symjac_function_out_dims, 0},
+        {"function_and_jacobian", _symjac_function_and_jacobian, 2, _symjac_function_and_jacobian_out_sizes, -1, NULL, 0},
+    };
+    static const symjac_table _symjac_tables[1] = {
+        {"jacobian_values", 6, _symjac_jacobian_values_nonzeros0},
+    };
+
+    static const symjac_model symjac_exports = {
+        SYMJAC_ABI, (int)sizeof(Py_ssize_t), 1, _symjac_arg_sizes, _symjac_arg_ndims, _symjac_arg_shapes,
+        4, _symjac_drivers, 1, _symjac_tables
+    };
+
     """
-    ctypedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_arg_sizes[1]
-    const int _symjac_arg_ndims[1]
-    const Py_ssize_t *_symjac_arg_shapes[1]
-    const Py_ssize_t _symjac_jacobian_values_nonzeros0[]
-    const Py_ssize_t _symjac_jacobian_out_sizes[]
-    const Py_ssize_t _symjac_jacobian_out_dims[]
-    int _symjac_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_jacobian_values_out_sizes[]
-    const Py_ssize_t _symjac_jacobian_values_out_dims[]
-    int _symjac_jacobian_values(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_out_sizes[]
-    const Py_ssize_t _symjac_function_out_dims[]
-    int _symjac_function(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
-    const Py_ssize_t _symjac_function_and_jacobian_out_sizes[]
-    int _symjac_function_and_jacobian(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    int SYMJAC_ABI
+    ctypedef int (*symjac_driver_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int) noexcept nogil
+    ctypedef struct symjac_driver:
+        const char *kind
+        symjac_driver_fn run
+        int n_outs
+        const Py_ssize_t *out_sizes
+        int out_ndim
+        const Py_ssize_t *out_dims
+        int zeroed
+    ctypedef struct symjac_table:
+        const char *kind
+        Py_ssize_t length
+        const Py_ssize_t *values
+    ctypedef struct symjac_model:
+        int abi
+        int index_size
+        int n_args
+        const Py_ssize_t *arg_sizes
+        const int *arg_ndims
+        const Py_ssize_t **arg_shapes
+        int n_drivers
+        const symjac_driver *drivers
+        int n_tables
+        const symjac_table *tables
+
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+cimport cython
+cimport numpy as cnp
+
+cnp.import_array()
+
+# Calls beyond these counts of arguments, output buffers or result
+# dimensions skip the compiled common call (the fallback computes the same).
+cdef enum:
+    FAST_ARGS = 64
+    FAST_OUTS = 64
+    FAST_DIMS = 32
+    MAX_THREADS = 2147483647
+
+ABI = SYMJAC_ABI
 
 
 cdef int _check_view(Py_buffer *view, Py_ssize_t size, Py_ssize_t n, bint is_output, Py_ssize_t k) except -1:
@@ -440,155 +517,348 @@ cdef int _check_view(Py_buffer *view, Py_ssize_t size, Py_ssize_t n, bint is_out
     return 0
 
 
-cdef _run(_kernel_fn kernel, const Py_ssize_t *out_sizes, Py_ssize_t n_outs,
-          tuple args, tuple outs, Py_ssize_t n, int num_threads):
-    """Check every buffer, then run `kernel` over n points without the GIL."""
-    cdef Py_buffer views[1 + 2]
-    cdef const double *arg_ptrs[1]
-    cdef Py_ssize_t arg_strides[1]
-    cdef double *out_ptrs[2]
-    cdef Py_ssize_t k, acquired = 0
-    cdef int status
-    if len(args) != 1 or len(outs) != n_outs:
-        raise ValueError("expected 1 arguments and %d outputs" % n_outs)
-    if n < 0:
-        raise ValueError("n must be non-negative")
-    try:
-        for k in range(1):
-            PyObject_GetBuffer(args[k], &views[acquired], PyBUF_RECORDS_RO)
-            acquired += 1
-            _check_view(&views[k], _symjac_arg_sizes[k], n, False, k)
-            arg_ptrs[k] = <const double *>views[k].buf
-            arg_strides[k] = views[k].strides[0] // 8 if views[k].shape[0] > 1 else 0
-        for k in range(n_outs):
-            PyObject_GetBuffer(outs[k], &views[acquired], PyBUF_RECORDS)
-            acquired += 1
-            _check_view(&views[acquired - 1], out_sizes[k], n, True, k)
-            out_ptrs[k] = <double *>views[acquired - 1].buf
-        with nogil:
-            status = kernel(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
-        if status != 0:
-            raise MemoryError("the kernel could not allocate its scratch space")
-    finally:
-        for k in range(acquired):
-            PyBuffer_Release(&views[k])
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef class Kernel:
+    """One driver of a model: ``kernel(args, outs, n, num_threads=1)``, the
+    call convention of ``symjac/run/calling.py``. Every buffer is checked, then
+    the driver runs over ``n`` points without the GIL."""
+    cdef const symjac_model *model
+    cdef const symjac_driver *driver
+    cdef readonly object model_object  # keeps the library's Model alive
+    cdef readonly str kind
+
+    def __call__(self, tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
+        cdef Py_ssize_t n_args = self.model.n_args, n_outs = self.driver.n_outs
+        cdef Py_ssize_t k, acquired = 0
+        cdef int status
+        cdef Py_buffer *views
+        cdef const double **arg_ptrs
+        cdef Py_ssize_t *arg_strides
+        cdef double **out_ptrs
+        cdef char *memory
+        if len(args) != n_args or len(outs) != n_outs:
+            raise ValueError("expected %d arguments and %d outputs" % (n_args, n_outs))
+        if n < 0:
+            raise ValueError("n must be non-negative")
+        memory = <char *>PyMem_Malloc((n_args + n_outs) * (sizeof(Py_buffer) + 2 * sizeof(void *)) + 16)
+        if memory == NULL:
+            raise MemoryError()
+        views = <Py_buffer *>memory
+        arg_ptrs = <const double **>(memory + (n_args + n_outs) * sizeof(Py_buffer))
+        arg_strides = <Py_ssize_t *>(arg_ptrs + n_args)
+        out_ptrs = <double **>(arg_strides + n_args)
+        try:
+            for k in range(n_args):
+                PyObject_GetBuffer(args[k], &views[acquired], PyBUF_RECORDS_RO)
+                acquired += 1
+                _check_view(&views[k], self.model.arg_sizes[k], n, False, k)
+                arg_ptrs[k] = <const double *>views[k].buf
+                arg_strides[k] = views[k].strides[0] // 8 if views[k].shape[0] > 1 else 0
+            for k in range(n_outs):
+                PyObject_GetBuffer(outs[k], &views[acquired], PyBUF_RECORDS)
+                acquired += 1
+                _check_view(&views[acquired - 1], self.driver.out_sizes[k], n, True, k)
+                out_ptrs[k] = <double *>views[acquired - 1].buf
+            with nogil:
+                status = self.driver.run(n, arg_ptrs, arg_strides, out_ptrs, num_threads if num_threads > 0 else 1)
+            if status != 0:
+                raise MemoryError("the kernel could not allocate its scratch space")
+        finally:
+            for k in range(acquired):
+                PyBuffer_Release(&views[k])
+            PyMem_Free(memory)
+
+    def __repr__(self):
+        return "<symjac kernel %s>" % self.kind
 
 
-cimport numpy as cnp
-cnp.import_array()
+cdef object _nest_results(object structure, list items):
+    """Flat per-buffer results arranged like ``structure`` (see _calling.Signature.nest)."""
+    if type(structure) is tuple:
+        return tuple([_nest_results(inner, items) for inner in <tuple>structure])
+    return items[structure]
 
 
-cdef object _single_point(_kernel_fn kernel, int out_ndim, const Py_ssize_t *out_dims, bint zeroed, tuple args):
-    """Fast path for one point with one output buffer: every argument an
-    aligned, C-contiguous, native float64 ndarray of exactly its own shape,
-    checked through numpy's C API. Returns None when that does not hold, and
-    the caller takes the general path (_calling.call)."""
-    cdef const double *arg_ptrs[1]
-    cdef Py_ssize_t arg_strides[1]
-    cdef double *out_ptr
-    cdef cnp.ndarray array, result
-    cdef int k, d
-    if len(args) != 1:
-        return None
-    for k in range(1):
-        value = args[k]
-        if not cnp.PyArray_CheckExact(value):
-            return None
-        array = <cnp.ndarray>value
-        if (cnp.PyArray_TYPE(array) != cnp.NPY_DOUBLE or not cnp.PyArray_ISNOTSWAPPED(array)
-                or not cnp.PyArray_ISCARRAY_RO(array) or cnp.PyArray_NDIM(array) != _symjac_arg_ndims[k]):
-            return None
-        for d in range(_symjac_arg_ndims[k]):
-            if cnp.PyArray_DIMS(array)[d] != _symjac_arg_shapes[k][d]:
-                return None
-        arg_ptrs[k] = <const double *>cnp.PyArray_DATA(array)
-        arg_strides[k] = 0
-    if zeroed:
-        result = cnp.PyArray_ZEROS(out_ndim, <cnp.npy_intp *>out_dims, cnp.NPY_DOUBLE, 0)
-    else:
-        result = cnp.PyArray_EMPTY(out_ndim, <cnp.npy_intp *>out_dims, cnp.NPY_DOUBLE, 0)
-    out_ptr = <double *>cnp.PyArray_DATA(result)
-    if kernel(1, arg_ptrs, arg_strides, &out_ptr, 1) != 0:
-        raise MemoryError("the kernel could not allocate its scratch space")
-    return result
-
-
+@cython.final
+@cython.boundscheck(False)
+@cython.wraparound(False)
 cdef class _Entry:
-    """A kernel's callable: the single-point fast path, else ``fallback(args, out, num_threads)``."""
-    cdef _kernel_fn kernel
-    cdef int out_ndim
-    cdef const Py_ssize_t *out_dims
-    cdef bint zeroed
+    """A kernel's callable, ``entry(*args, out=None, num_threads=None)``: the
+    common call in compiled code, else ``fallback(args, out, num_threads)``
+    (the Python call convention of _calling.py, which also raises every error).
+
+    The common call: ``out`` is None, ``num_threads`` None or an int >= 1, and
+    every argument an aligned, C-contiguous, native float64 ndarray of its
+    core shape, possibly with leading batch dimensions; the arguments that
+    have batch dimensions all have the same ones (the others broadcast).
+    Anything else (lists, other dtypes or strides, broadcasting batch shapes
+    of different lengths or extents, empty batches, out=) takes the fallback,
+    which computes the same results the same way."""
+    cdef const symjac_model *model
+    cdef const symjac_driver *driver
+    cdef object model_object
     cdef object fallback
+    cdef object structure          # nesting of the buffers, as in Signature.layouts
+    cdef object thread_count       # (n, None) -> threads of a large batch; None: take the fallback
+    cdef Py_ssize_t min_points     # batches of fewer points run on one thread
+    cdef bint fast                 # the common call is possible at all
+    cdef int n_outs
+    cdef int max_out_ndim
+    cdef int *out_ndims
+    cdef cnp.npy_intp **out_dims
+    cdef char *zeroed              # per buffer: must it arrive zeroed?
+    cdef void *memory
+
+    def __dealloc__(self):
+        PyMem_Free(self.memory)
 
     def __call__(self, *args, out=None, num_threads=None):
-        if out is None and num_threads is None:
-            result = _single_point(self.kernel, self.out_ndim, self.out_dims, self.zeroed, args)
+        if out is None and num_threads is None and self.fast:
+            result = self._common(args, 0)
+            return result if result is not None else self.fallback(args, None, None)
+        return self._dispatch(args, out, num_threads)
+
+    def call(self, tuple args, out=None, num_threads=None):
+        """``entry(*args, out=out, num_threads=num_threads)``, for callers that hold the arguments as a tuple."""
+        return self._dispatch(args, out, num_threads)
+
+    cdef object _dispatch(self, tuple args, object out, object num_threads):
+        cdef int threads = 0
+        if out is None and self.fast:
+            if num_threads is not None:
+                if type(num_threads) is not int or not 1 <= num_threads <= MAX_THREADS:
+                    return self.fallback(args, out, num_threads)
+                threads = num_threads
+            result = self._common(args, threads)
             if result is not None:
                 return result
         return self.fallback(args, out, num_threads)
 
+    cdef object _common(self, tuple args, int threads):
+        """The common call (see the class), with ``threads`` 0 when not
+        given; None when the arguments are not of that form."""
+        cdef const double *arg_ptrs[FAST_ARGS]
+        cdef Py_ssize_t arg_strides[FAST_ARGS]
+        cdef double *out_ptrs[FAST_OUTS]
+        cdef cnp.npy_intp dims[FAST_DIMS]
+        cdef const cnp.npy_intp *batch = NULL
+        cdef const cnp.npy_intp *shape
+        cdef const symjac_model *model = self.model
+        cdef const Py_ssize_t *core_shape
+        cdef cnp.ndarray array, result
+        cdef list results
+        cdef object value
+        cdef int k, d, nd, core, batch_nd = 0
+        cdef Py_ssize_t n = 1
+        if len(args) != model.n_args:
+            return None
+        for k in range(model.n_args):
+            value = args[k]
+            if not cnp.PyArray_CheckExact(value):
+                return None
+            array = <cnp.ndarray>value
+            if (cnp.PyArray_TYPE(array) != cnp.NPY_DOUBLE or not cnp.PyArray_ISNOTSWAPPED(array)
+                    or not cnp.PyArray_ISCARRAY_RO(array)):
+                return None
+            nd = cnp.PyArray_NDIM(array)
+            core = model.arg_ndims[k]
+            if nd < core:
+                return None
+            shape = cnp.PyArray_DIMS(array)
+            core_shape = model.arg_shapes[k]
+            for d in range(core):
+                if shape[nd - core + d] != core_shape[d]:
+                    return None
+            arg_ptrs[k] = <const double *>cnp.PyArray_DATA(array)
+            if nd == core:
+                arg_strides[k] = 0  # broadcast over the batch
+                continue
+            if batch == NULL:
+                batch, batch_nd = shape, nd - core
+            else:
+                if nd - core != batch_nd:
+                    return None
+                for d in range(batch_nd):
+                    if shape[d] != batch[d]:
+                        return None
+            arg_strides[k] = model.arg_sizes[k]  # C-contiguous: one point after the other
+        if batch_nd + self.max_out_ndim > FAST_DIMS:
+            return None
+        for d in range(batch_nd):
+            n *= batch[d]
+            dims[d] = batch[d]
+        if n == 0:
+            return None
+        if n < self.min_points:
+            threads = 1
+        elif self.thread_count is None:
+            return None
+        elif threads == 0:
+            threads = self.thread_count(n, None)
+        if self.n_outs == 1 and type(self.structure) is not tuple:
+            for d in range(self.out_ndims[0]):
+                dims[batch_nd + d] = self.out_dims[0][d]
+            if self.zeroed[0]:
+                result = cnp.PyArray_ZEROS(batch_nd + self.out_ndims[0], dims, cnp.NPY_DOUBLE, 0)
+            else:
+                result = cnp.PyArray_EMPTY(batch_nd + self.out_ndims[0], dims, cnp.NPY_DOUBLE, 0)
+            out_ptrs[0] = <double *>cnp.PyArray_DATA(result)
+            self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
+            return result
+        results = []
+        for k in range(self.n_outs):
+            for d in range(self.out_ndims[k]):
+                dims[batch_nd + d] = self.out_dims[k][d]
+            if self.zeroed[k]:
+                result = cnp.PyArray_ZEROS(batch_nd + self.out_ndims[k], dims, cnp.NPY_DOUBLE, 0)
+            else:
+                result = cnp.PyArray_EMPTY(batch_nd + self.out_ndims[k], dims, cnp.NPY_DOUBLE, 0)
+            out_ptrs[k] = <double *>cnp.PyArray_DATA(result)
+            results.append(result)
+        self._run(n, arg_ptrs, arg_strides, out_ptrs, threads)
+        return _nest_results(self.structure, results)
 
-def make_entry(kind, fallback):
-    """The fast callable for ``kind`` (a kernel with one output buffer)."""
-    cdef _Entry entry = _Entry()
-    entry.fallback = fallback
-    if kind == "jacobian":
-        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_jacobian, 2, _symjac_jacobian_out_dims
-        entry.zeroed = False
+    cdef inline int _run(self, Py_ssize_t n, const double **arg_ptrs, const Py_ssize_t *arg_strides, double **out_ptrs,
+                  int threads) except -1:
+        cdef int status
+        if n > 1:  # a batch lets other Python threads run meanwhile; one point is over sooner than that
+            with nogil:
+                status = self.driver.run(n, arg_ptrs, arg_strides, out_ptrs, threads)
+        else:
+            status = self.driver.run(n, arg_ptrs, arg_strides, out_ptrs, threads)
+        if status != 0:
+            raise MemoryError("the kernel could not allocate its scratch space")
+        return 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef class Model:
+    """A model's kernels, found by ``_locate(path)`` (a kernel library, or a
+    standalone module's own): ``kernels`` (kind -> :class:`Kernel`),
+    ``point_kinds`` (kinds with one output buffer), ``nonzeros``
+    (packed kind -> flat indices per buffer) and :meth:`make_entry`."""
+    cdef const symjac_model *model
+    cdef readonly str path
+    cdef readonly dict kernels
+    cdef readonly tuple point_kinds
+    cdef readonly dict nonzeros
+
+    def __init__(self, str path):
+        cdef const symjac_model *model = _locate(path)
+        cdef Kernel kernel
+        cdef int k
+        cdef Py_ssize_t j
+        self.model = model
+        self.path = path
+        self.kernels = {}
+        points = []
+        for k in range(model.n_drivers):
+            kernel = Kernel.__new__(Kernel)
+            kernel.model, kernel.driver, kernel.model_object = model, &model.drivers[k], self
+            kernel.kind = (<bytes>model.drivers[k].kind).decode()
+            self.kernels[kernel.kind] = kernel
+            if model.drivers[k].out_ndim >= 0:
+                points.append(kernel.kind)
+        self.point_kinds = tuple(points)
+        tables = {}
+        for k in range(model.n_tables):
+            kind = (<bytes>model.tables[k].kind).decode()
+            tables.setdefault(kind, []).append(tuple([model.tables[k].values[j] for j in range(model.tables[k].length)]))
+        self.nonzeros = {kind: tuple(values) for kind, values in tables.items()}
+
+    def make_entry(self, kind, fallback, signature=None, thread_count=None):
+        """The compiled callable for ``kind`` (see :class:`_Entry`) with
+        ``fallback(args, out, num_threads)`` for every other call. With the
+        model's ``signature`` (a ``_calling.Signature``) and ``thread_count``
+        (``(n, None)`` -> threads for a large batch of ``n`` points) any kind;
+        without, only a kind in ``point_kinds``, and every batch of more than
+        one point takes the fallback."""
+        cdef _Entry entry
+        cdef const symjac_driver *driver = NULL
+        cdef int k, b, d
+        cdef Py_ssize_t total = 0
+        cdef char *place
+        for k in range(self.model.n_drivers):
+            if (<bytes>self.model.drivers[k].kind).decode() == kind:
+                driver = &self.model.drivers[k]
+        if driver == NULL or (signature is None and driver.out_ndim < 0):
+            raise KeyError("no %skernel %r" % ("single-buffer " if signature is None else "", kind))
+        if signature is None:
+            shapes = (tuple([driver.out_dims[d] for d in range(driver.out_ndim)]),)
+            structure, zeroed, min_points, thread_count = 0, (bool(driver.zeroed),), 2, None
+        else:
+            shapes, structure = signature.layouts[kind]
+            zeroed = signature.caller_zeroes.get(kind) or (False,) * len(shapes)
+            min_points = max(signature.parallel_min_points, 2)
+            if tuple(signature.sizes) != tuple([self.model.arg_sizes[k] for k in range(self.model.n_args)]):
+                raise ValueError("the signature's arguments do not match the kernel library's")
+        if len(shapes) != driver.n_outs or len(zeroed) != driver.n_outs:
+            raise ValueError("the %r kernel writes %d buffers, the signature has %d" % (kind, driver.n_outs, len(shapes)))
+        for b in range(driver.n_outs):
+            size = 1
+            for extent in shapes[b]:
+                size *= extent
+            if size != driver.out_sizes[b]:
+                raise ValueError("buffer %d of the %r kernel holds %d values, the signature %d"
+                                 % (b, kind, driver.out_sizes[b], size))
+            total += len(shapes[b])
+        entry = _Entry.__new__(_Entry)
+        entry.memory = PyMem_Malloc(driver.n_outs * (sizeof(cnp.npy_intp *) + sizeof(int) + 1)
+                                    + total * sizeof(cnp.npy_intp) + 1)
+        if entry.memory == NULL:
+            raise MemoryError()
+        place = <char *>entry.memory  # pointers, then extents, then ints, then flags: each aligned
+        entry.out_dims = <cnp.npy_intp **>place
+        place += driver.n_outs * sizeof(cnp.npy_intp *)
+        for b in range(driver.n_outs):
+            entry.out_dims[b] = <cnp.npy_intp *>place
+            for d in range(len(shapes[b])):
+                entry.out_dims[b][d] = shapes[b][d]
+            place += len(shapes[b]) * sizeof(cnp.npy_intp)
+        entry.out_ndims = <int *>place
+        place += driver.n_outs * sizeof(int)
+        entry.zeroed = place
+        entry.max_out_ndim = 0
+        for b in range(driver.n_outs):
+            entry.out_ndims[b] = len(shapes[b])
+            entry.zeroed[b] = 1 if zeroed[b] else 0
+            entry.max_out_ndim = max(entry.max_out_ndim, entry.out_ndims[b])
+        entry.model, entry.driver, entry.model_object, entry.fallback = self.model, driver, self, fallback
+        entry.structure, entry.thread_count, entry.min_points = structure, thread_count, min_points
+        entry.n_outs = driver.n_outs
+        entry.fast = (self.model.n_args <= FAST_ARGS and driver.n_outs <= FAST_OUTS
+                      and entry.max_out_ndim <= FAST_DIMS)
         return entry
-    if kind == "jacobian_values":
-        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_jacobian_values, 1, _symjac_jacobian_values_out_dims
-        entry.zeroed = False
-        return entry
-    if kind == "function":
-        entry.kernel, entry.out_ndim, entry.out_dims = _symjac_function, 1, _symjac_function_out_dims
-        entry.zeroed = False
-        return entry
-    raise KeyError("no single-buffer kernel %r" % (kind,))
 
 
-def _kernel_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
-    """Jacobian: writes the non-zero entries of every block d output / d argument."""
-    _run(_symjac_jacobian, _symjac_jacobian_out_sizes, 1, args, outs, n, num_threads)
+cdef extern from *:
+    const symjac_model symjac_exports
 
 
+cdef const symjac_model *_locate(str path) except NULL:
+    """This module's own kernels (``path`` only names them)."""
+    return &symjac_exports
 
 
-def _kernel_jacobian_values(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
-    """Packed Jacobian: the non-zero values of every block, in NONZEROS order."""
-    _run(_symjac_jacobian_values, _symjac_jacobian_values_out_sizes, 1, args, outs, n, num_threads)
-
-
-
-
-def _kernel_function(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
-    """Function: writes the non-zero entries of every output."""
-    _run(_symjac_function, _symjac_function_out_sizes, 1, args, outs, n, num_threads)
-
-
-
-
-def _kernel_function_and_jacobian(tuple args, tuple outs, Py_ssize_t n, int num_threads=1):
-    """Function and Jacobian in one pass, sharing subexpressions."""
-    _run(_symjac_function_and_jacobian, _symjac_function_and_jacobian_out_sizes, 2, args, outs, n, num_threads)
-
-
+MODEL = Model(__name__)
 
 
 def _nonzero_tables():
     """NONZEROS: per packed kernel, each buffer's flat indices, read from the C tables."""
-    return {
-        "jacobian_values": (
-            tuple([_symjac_jacobian_values_nonzeros0[k] for k in range(6)]),
-        ),
-    }
+    return MODEL.nonzeros
 
 
-KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
-POINT_KINDS = ("jacobian", "jacobian_values", "function", )  # make_entry takes these
+KERNELS = MODEL.kernels
+POINT_KINDS = MODEL.point_kinds  # make_entry takes these
+make_entry = MODEL.make_entry
+_kernel_jacobian = KERNELS["jacobian"]  # Jacobian: writes the non-zero entries of every block d output / d argument.
+_kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non-zero values of every block, in NONZEROS order.
+_kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
+_kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1a543bb297ad530f5d37d15d04c1fba027901928325a94db4acc9070c47baab3'
+CONTENT_HASH = '0db58f769cc9d0db43bc679b03709230521e258ff6364549a6ced8aa0e5b0699'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)

@@ -33,6 +33,7 @@ import sys
 import sysconfig
 import threading
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ from ..errors import BuildError
 from ..emit.source import Source, runtime_source
 from .toolchain import compiler_works  # noqa: F401 - re-exported
 
-__all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_works", "load"]
+__all__ = ["DEFAULT_FLAGS", "BuildOptions", "cache_dir", "cache_key", "compiler_works", "load", "toolchain_fingerprint"]
 
 log = logging.getLogger("symjac.build")
 
@@ -102,9 +103,25 @@ class BuildOptions:
         return ("-lmvec",) if self.vector_math and toolchain.vector_math_works() else ()
 
 
+def toolchain_fingerprint() -> dict:
+    """Everything outside the source that can change a built file: the
+    compiler command and version, Python and its ABI, the platform, and the
+    Cython, numpy and symjac versions. Part of every key of a built file."""
+    command = toolchain.compiler_command()
+    return {
+        "compiler": command,
+        "compiler_version": toolchain.compiler_identity(tuple(command)),
+        "python": sys.version,
+        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
+        "platform": sysconfig.get_platform(),
+        "cython": toolchain.cython_version(),
+        "numpy": importlib.metadata.version("numpy"),
+        "symjac": __version__,
+    }
+
+
 def cache_key(source: Source, options: BuildOptions) -> str:
     """The key of the extension built from ``source`` with ``options``."""
-    command = toolchain.compiler_command()
     return cache.cache_key({
         "source": source.text,
         "parts": [list(part) for part in source.parts],
@@ -115,15 +132,21 @@ def cache_key(source: Source, options: BuildOptions) -> str:
         "openmp": options.openmp,
         "vector_math": options.vector_math,
         "recipe": [*SIMD_FLAGS, *VECTOR_MATH_FLAGS],  # flags added to options.flags
-        "compiler": command,
-        "compiler_version": toolchain.compiler_identity(tuple(command)),
-        "python": sys.version,
-        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
-        "platform": sysconfig.get_platform(),
-        "cython": toolchain.cython_version(),
-        "numpy": importlib.metadata.version("numpy"),
-        "symjac": __version__,
+        **toolchain_fingerprint(),
     })
+
+
+def _load_once(key: str, load: Callable[[], types.ModuleType]) -> types.ModuleType:
+    """The module of ``key``, made by ``load()`` the first time this process
+    asks for it. ``load`` runs outside the lock (a build may take minutes and
+    other keys must not wait); when two threads race, both build (the cache
+    makes that safe) and the first module stored is the one every caller gets."""
+    with _loaded_lock:
+        if key in _loaded:
+            return _loaded[key]
+    module = load()
+    with _loaded_lock:
+        return _loaded.setdefault(key, module)
 
 
 def _import_by_path(name: str, path: Path) -> types.ModuleType:
@@ -151,18 +174,13 @@ def load_compiled(source: Source, options: BuildOptions) -> types.ModuleType:
     _enable_debug_log()
     root = cache.private_dir(options.cache_dir or cache_dir())  # refused even when loaded already
     key = cache_key(source, options)
-    with _loaded_lock:
-        if key in _loaded:
-            return _loaded[key]
     module_name = f"_symjac_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:
         return toolchain.compile_module(source.text, module_name, workdir, options.compiler_flags(), source.parts,
                                         options.libraries())
 
-    module = _import_by_path(module_name, cache.extension_for(root, key, compile_into))
-    with _loaded_lock:
-        return _loaded.setdefault(key, module)
+    return _load_once(key, lambda: _import_by_path(module_name, cache.extension_for(root, key, compile_into)))
 
 
 # The kernel runtime is compiled with these flags whatever a model's flags
@@ -173,19 +191,7 @@ RUNTIME_FLAGS = ("-O2",)
 
 def runtime_key() -> str:
     """The key of the kernel runtime: its text and everything that builds it."""
-    command = toolchain.compiler_command()
-    return cache.cache_key({
-        "runtime": runtime_source(),
-        "flags": list(RUNTIME_FLAGS),
-        "compiler": command,
-        "compiler_version": toolchain.compiler_identity(tuple(command)),
-        "python": sys.version,
-        "abi": sysconfig.get_config_var("EXT_SUFFIX"),
-        "platform": sysconfig.get_platform(),
-        "cython": toolchain.cython_version(),
-        "numpy": importlib.metadata.version("numpy"),
-        "symjac": __version__,
-    })
+    return cache.cache_key({"runtime": runtime_source(), "flags": list(RUNTIME_FLAGS), **toolchain_fingerprint()})
 
 
 def kernel_runtime(root: Path) -> types.ModuleType:
@@ -193,17 +199,13 @@ def kernel_runtime(root: Path) -> types.ModuleType:
     on first use into the cache entry ``runtime-<key>`` and shared by every
     model built with the same toolchain."""
     key = runtime_key()
-    with _loaded_lock:
-        if key in _loaded:
-            return _loaded[key]
     module_name = f"_symjac_runtime_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:
         return toolchain.compile_runtime(runtime_source(), module_name, workdir, RUNTIME_FLAGS)
 
-    module = _import_by_path(module_name, cache.extension_for(root, key, compile_into, prefix="runtime-"))
-    with _loaded_lock:
-        return _loaded.setdefault(key, module)
+    return _load_once(key, lambda: _import_by_path(
+        module_name, cache.extension_for(root, key, compile_into, prefix="runtime-")))
 
 
 def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
@@ -213,9 +215,6 @@ def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
     _enable_debug_log()
     root = cache.private_dir(options.cache_dir or cache_dir())  # refused even when loaded already
     key = cache_key(source, options)
-    with _loaded_lock:
-        if key in _loaded:
-            return _loaded[key]
     name = f"_symjac_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:
@@ -232,35 +231,37 @@ def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
         return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=False), source.parts,
                                          options.libraries())
 
-    path = cache.extension_for(root, key, compile_into)
-    runtime = kernel_runtime(root)
-    try:
-        model = runtime.Model(str(path))
-    except ImportError as error:
-        raise BuildError(f"loading the kernel library {path} failed: {error}") from error
-    module = types.ModuleType(name, f"Kernels of {source.content_hash[:16]}, run by symjac's kernel runtime.")
-    module.__file__ = str(path)
-    namespace = module.__dict__
-    namespace["_nonzero_tables"] = lambda: model.nonzeros
-    exec(compile(source.metadata, f"<symjac metadata {source.content_hash[:16]}>", "exec"), namespace)
-    del namespace["_nonzero_tables"]
-    namespace.update(MODEL=model, KERNELS=model.kernels, POINT_KINDS=model.point_kinds, make_entry=model.make_entry)
-    with _loaded_lock:
-        return _loaded.setdefault(key, module)
+    def open_library() -> types.ModuleType:
+        path = cache.extension_for(root, key, compile_into)
+        runtime = kernel_runtime(root)
+        try:
+            model = runtime.Model(str(path))
+        except ImportError as error:
+            raise BuildError(f"loading the kernel library {path} failed: {error}") from error
+        module = types.ModuleType(name, f"Kernels of {source.content_hash[:16]}, run by symjac's kernel runtime.")
+        module.__file__ = str(path)
+        namespace = module.__dict__
+        namespace["_nonzero_tables"] = lambda: model.nonzeros
+        exec(compile(source.metadata, f"<symjac metadata {source.content_hash[:16]}>", "exec"), namespace)
+        del namespace["_nonzero_tables"]
+        namespace.update(MODEL=model, KERNELS=model.kernels, POINT_KINDS=model.point_kinds,
+                         make_entry=model.make_entry)
+        return module
+
+    return _load_once(key, open_library)
 
 
 def execute(source: Source, options: BuildOptions | None = None) -> types.ModuleType:
     """Run a pure-Python (numpy backend) source in a fresh module object,
     once per process and source (an unpickled object reuses it)."""
     key = "numpy:" + hashlib.sha256(source.text.encode()).hexdigest()  # of the text that runs
-    with _loaded_lock:
-        if key in _loaded:
-            return _loaded[key]
-    module = types.ModuleType(f"_symjac_numpy_{source.content_hash[:16]}")
-    code = compile(source.text, f"<symjac numpy module {source.content_hash[:16]}>", "exec")
-    exec(code, module.__dict__)
-    with _loaded_lock:
-        return _loaded.setdefault(key, module)
+
+    def run() -> types.ModuleType:
+        module = types.ModuleType(f"_symjac_numpy_{source.content_hash[:16]}")
+        exec(compile(source.text, f"<symjac numpy module {source.content_hash[:16]}>", "exec"), module.__dict__)
+        return module
+
+    return _load_once(key, run)
 
 
 def load(source: Source, options: BuildOptions | None = None) -> types.ModuleType:

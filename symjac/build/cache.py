@@ -24,7 +24,8 @@ from pathlib import Path
 
 from ..errors import BuildError, CacheError
 
-__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "extension_for", "private_dir", "verified_extension"]
+__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "entry_path", "extension_for", "lookup", "private_dir",
+           "verified_extension"]
 
 log = logging.getLogger("symjac.build")
 
@@ -142,16 +143,30 @@ def _discard(path: Path, root: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+def entry_path(root: Path, key: str, prefix: str = "") -> Path:
+    """Where entry ``key`` lives under ``root``: ``prefix + key[:32]``, with no
+    prefix for a model's kernels, ``runtime-`` for the kernel runtime and
+    ``source-`` for rendered sources."""
+    return root / (prefix + key[:32])
+
+
+def lookup(root: Path, key: str, prefix: str = "") -> Path | None:
+    """The verified file of entry ``key``, or None when the entry is missing
+    or damaged (a miss: the caller rebuilds it). An entry that another user
+    owns or may write to raises :class:`~symjac.CacheError`."""
+    entry = entry_path(root, key, prefix)
+    if not (entry.exists() or entry.is_symlink()):
+        return None
+    _refuse_if_shared(entry)
+    return verified_extension(entry)
+
+
 def extension_for(root: Path, key: str, build: Callable[[Path], Path], prefix: str = "") -> Path:
-    """The verified file of entry ``key`` under ``root``, built first if it
-    is missing or damaged: ``build(workdir)`` writes into ``workdir`` (a
-    fresh private directory) and returns the file's path there. Entries are
-    named ``prefix + key[:32]``: no prefix for a model's kernels, ``runtime-``
-    for the kernel runtime, ``source-`` for rendered sources."""
-    entry = root / (prefix + key[:32])
-    if entry.exists() or entry.is_symlink():
-        _refuse_if_shared(entry)
-    extension = verified_extension(entry) if entry.exists() else None
+    """The verified file of entry ``key`` under ``root`` (see :func:`lookup`),
+    built first if it is missing or damaged: ``build(workdir)`` writes into
+    ``workdir`` (a fresh private directory) and returns the file's path there."""
+    entry = entry_path(root, key, prefix)
+    extension = lookup(root, key, prefix)
     if extension is not None:
         log.debug("cache hit %s", entry)
         return extension

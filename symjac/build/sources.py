@@ -132,22 +132,14 @@ def source_key(traced: Traced, wrt: tuple[int, ...], wrt_is_tuple: bool, what: s
     return digest.hexdigest()
 
 
-def _entry(root: Path, key: str) -> Path:
-    return root / ("source-" + key[:32])
-
-
 def cached_source(root: Path, key: str) -> Source | None:
     """The Source stored under ``key``, or None (missing, damaged or foreign-looking
     entries are misses; an entry others may write to is refused, see ``cache.py``)."""
-    entry = _entry(root, key)
-    if not (entry.exists() or entry.is_symlink()):
-        log.debug("source cache miss %s", entry)
-        return None
-    cache._refuse_if_shared(entry)
-    path = cache.verified_extension(entry)
+    entry = cache.entry_path(root, key, "source-")
+    path = cache.lookup(root, key, "source-")
     try:
         if path is None:
-            raise ValueError("unverified")
+            raise ValueError("missing or unverified")
         fields = json.loads(path.read_text())
         if fields.pop("key") != key:
             raise ValueError("another key")
@@ -155,7 +147,7 @@ def cached_source(root: Path, key: str) -> Source | None:
                         kinds=tuple(fields["kinds"]), parts=tuple((str(a), str(b)) for a, b in fields["parts"]),
                         metadata=fields["metadata"])
     except (OSError, ValueError, KeyError, TypeError):
-        log.debug("source cache entry %s is damaged: a miss", entry)
+        log.debug("source cache miss %s", entry)
         return None
     log.debug("source cache hit %s", entry)
     return source

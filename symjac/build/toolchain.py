@@ -225,52 +225,46 @@ def extension_suffix() -> str:
     return sysconfig.get_config_var("EXT_SUFFIX")
 
 
+def _write_sources(workdir: Path, name: str, main: str, text: str, parts) -> list[Path]:
+    """Write the main file ``NAME + main`` and each C part ``NAME + suffix``
+    into ``workdir``; return their paths, the main file first."""
+    files = [workdir / f"{name}{main}", *(workdir / f"{name}{suffix}" for suffix, _ in parts)]
+    for path, content in zip(files, [text, *(part_text for _, part_text in parts)]):
+        path.write_text(content)
+    return files
+
+
 def compile_kernels(text: str, name: str, workdir: Path, flags, parts=(), libraries=()) -> Path:
     """A kernel library (plain C ``text`` plus C ``parts``) -> ``NAME.so``
     built in ``workdir`` with the C compiler alone: no Cython."""
     workdir = workdir.resolve()
-    c_file = workdir / f"{name}.c"
     library = workdir / f"{name}.so"
-    c_file.write_text(text)
-    part_files = []
-    for suffix, part_text in parts:
-        part_files.append(workdir / f"{name}{suffix}")
-        part_files[-1].write_text(part_text)
+    c_files = _write_sources(workdir, name, ".c", text, parts)
     started = time.perf_counter()
-    compile_extension([c_file, *part_files], library, flags, part_flags(flags, parts), libraries)
+    compile_extension(c_files, library, flags, part_flags(flags, parts), libraries)
     log.debug("built %s in %.2f s", name, time.perf_counter() - started)
     return library
 
 
-def compile_runtime(text: str, module_name: str, workdir: Path, flags) -> Path:
-    """The kernel runtime (Cython ``text``) -> extension ``module_name`` in
-    ``workdir``: built once per machine and toolchain, not once per model."""
-    workdir = workdir.resolve()
-    pyx = workdir / f"{module_name}.pyx"
-    c_file = workdir / f"{module_name}.c"
-    extension = workdir / f"{module_name}{extension_suffix()}"
-    pyx.write_text(text)
-    started = time.perf_counter()
-    cythonize(pyx, c_file, module_name)
-    _compile_and_link([c_file], extension, flags)
-    log.debug("built the kernel runtime %s in %.2f s", module_name, time.perf_counter() - started)
-    return extension
-
-
-def compile_module(text: str, module_name: str, workdir: Path, flags, parts=(), libraries=()) -> Path:
+def compile_module(text: str, module_name: str, workdir: Path, flags, parts=(), libraries=(), *, _link=None) -> Path:
     """Cython source text (plus C ``parts``: (name suffix, text) pairs) ->
-    extension module ``module_name`` built in ``workdir``."""
+    extension module ``module_name`` built in ``workdir``. ``_link`` replaces
+    :func:`compile_extension` (see :func:`compile_runtime`)."""
     workdir = workdir.resolve()
-    pyx = workdir / f"{module_name}.pyx"
+    pyx, *part_files = _write_sources(workdir, module_name, ".pyx", text, parts)
     c_file = workdir / f"{module_name}.c"
     extension = workdir / f"{module_name}{extension_suffix()}"
-    pyx.write_text(text)
-    part_files = []
-    for suffix, part_text in parts:
-        part_files.append(workdir / f"{module_name}{suffix}")
-        part_files[-1].write_text(part_text)
     started = time.perf_counter()
     cythonize(pyx, c_file, module_name)
-    compile_extension([c_file, *part_files], extension, flags, part_flags(flags, parts), libraries)
+    (_link or compile_extension)([c_file, *part_files], extension, flags, part_flags(flags, parts), libraries)
     log.debug("built %s in %.2f s", module_name, time.perf_counter() - started)
     return extension
+
+
+def compile_runtime(text: str, module_name: str, workdir: Path, flags) -> Path:
+    """The kernel runtime (Cython ``text``) -> extension ``module_name`` in
+    ``workdir``: a Cython module without C parts, built once per machine and
+    toolchain, not once per model. It is linked without going through
+    :func:`compile_extension`, which therefore sees model builds only (the
+    build tests count those by wrapping it)."""
+    return compile_module(text, module_name, workdir, flags, _link=_compile_and_link)
