@@ -7,9 +7,10 @@ compiler, no disk); the Cython backend's sources for the Python API are
 *kernel libraries* (:func:`load_kernels`): one plain C file per model,
 compiled by the C compiler alone (no Cython, no Python headers) into a shared
 library kept in the build cache (``cache.py``), opened by the *kernel
-runtime* (:func:`kernel_runtime`): one Cython extension, built on first use
-and cached under its own key (its text, compiler, Python, Cython, numpy),
-that checks buffers, releases the GIL and holds the compiled common call
+runtime* (:func:`kernel_runtime`): one Cython extension, built with the
+package at install (``setup.py``: ``symjac/_runtime``) and otherwise on
+first use and cached under its own key (its text, compiler, Python, Cython,
+numpy), that checks buffers, releases the GIL and holds the compiled common call
 for every model. Full Cython modules (``load_compiled``) are still built the
 old way. Extensions are loaded by path with importlib (never via
 ``sys.path`` or ``chdir``); a module is loaded once per process and key.
@@ -194,10 +195,57 @@ def runtime_key() -> str:
     return cache.cache_key({"runtime": runtime_source(), "flags": list(RUNTIME_FLAGS), **toolchain_fingerprint()})
 
 
+def installed_runtime_path() -> Path:
+    """Where ``setup.py`` puts the kernel runtime it builds with the package:
+    ``symjac/_runtime`` + this interpreter's extension suffix (so a file built
+    for another Python ABI or platform is simply not found)."""
+    return Path(__file__).resolve().parent.parent / f"_runtime{toolchain.extension_suffix()}"
+
+
+def installed_runtime() -> types.ModuleType | None:
+    """The kernel runtime built with the package, or None when there is none
+    that matches this process (then :func:`kernel_runtime` builds it on demand).
+
+    It matches when (1) it exists under this interpreter's extension suffix
+    (Python version, ABI and platform), (2) it imports — numpy's own check at
+    import refuses a numpy whose C ABI it was not built for, as for any
+    installed Cython extension — and (3) the SHA-256 of the runtime text it
+    was built from (``__symjac_runtime_sha256__``, set by setup.py) equals that
+    of the text this package renders now: an editable install whose templates
+    changed since the build, or a runtime from another symjac, is never used.
+    The rest of the on-demand key (compiler, flags, Cython and numpy versions)
+    names what could make a *cached* file stale or foreign; an installed file
+    was built for this environment by its installer and is trusted like any
+    installed code, and the kernel libraries it opens are checked against its
+    ABI when they load (``templates/_abi.h``)."""
+    def load() -> types.ModuleType | None:
+        path = installed_runtime_path()
+        if not path.is_file():
+            log.debug("no installed kernel runtime at %s", path)
+            return None
+        try:
+            module = _import_by_path("symjac._runtime", path)
+        except Exception as error:  # a broken install is a miss, as a damaged cache entry is
+            log.debug("the installed kernel runtime does not load: %s", error)
+            return None
+        expected = hashlib.sha256(runtime_source().encode()).hexdigest()
+        if getattr(module, "__symjac_runtime_sha256__", None) != expected:
+            log.debug("the installed kernel runtime %s was built from another runtime text", path)
+            return None
+        log.debug("using the installed kernel runtime %s", path)
+        return module
+
+    return _load_once("runtime-installed", load)
+
+
 def kernel_runtime(root: Path) -> types.ModuleType:
-    """The kernel runtime extension (templates/kernel_runtime.pyx.j2), built
-    on first use into the cache entry ``runtime-<key>`` and shared by every
-    model built with the same toolchain."""
+    """The kernel runtime extension (templates/kernel_runtime.pyx.j2): the one
+    built with the package when it matches (:func:`installed_runtime`), else
+    built on first use into the cache entry ``runtime-<key>`` and shared by
+    every model built with the same toolchain."""
+    installed = installed_runtime()
+    if installed is not None:
+        return installed
     key = runtime_key()
     module_name = f"_symjac_runtime_{key[:32]}"
 
