@@ -23,6 +23,7 @@ import warnings
 from dataclasses import dataclass
 
 from .emit.backends import BACKENDS
+from .build import warm
 from .build.builder import BuildOptions, load
 from .build.cache import cache_dir, private_dir
 from .derive.derivatives import DERIVATIVES
@@ -179,8 +180,18 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     options = options.with_(backend=backend)
     reporter = Reporter(enabled=options.verbose)
     build_options = options.build_options()
-    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes or {}, wrt, reporter)
     kinds = tuple(kernels or kind.kernels)
+    # Warm start (build/warm.py): a function keyed by its code, closure, globals and callees loads without tracing.
+    warm_key = warm.function_key(what, function, shapes, named_shapes, wrt, kinds, options) \
+        if BACKENDS[backend].compiled else None
+    hit = warm.lookup(private_dir(build_options.cache_dir or cache_dir()), warm_key) if warm_key else None
+    if hit is not None:
+        derive = hit.derive_later(lambda: _trace_stage(function, shapes, named_shapes or {}, wrt, Reporter(False)),
+                                  kind.transform, lambda *traced: source_key(*traced, what, kinds, backend))
+        with reporter.stage("loaded without tracing"):
+            module = load(hit.source, build_options)
+        return RESULTS[what](module, hit.source, options, derive=derive, rebuild=_rebuild)
+    traced, indices, wrt_is_tuple = _trace_stage(function, shapes, named_shapes or {}, wrt, reporter)
     # Compiled backends keep the rendered source of each traced program in
     # the build cache (sources.py): a hit skips differentiate, simplify and
     # render; the derivative is then computed only if someone asks for it.
@@ -200,6 +211,7 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
         module = load(source, build_options)
     if remembered and derivative is not None:
         store_source(root, key, source)
+    warm.remember(root, warm_key, key)  # warm start: this function -> this source (a no-op without a key)
     derive = None if derivative is not None else (lambda: kind.transform(traced, indices, wrt_is_tuple))
     return RESULTS[what](module, source, options, derivative, derive=derive, rebuild=_rebuild)
 

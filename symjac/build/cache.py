@@ -100,9 +100,10 @@ def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
 
 
 def entry_kind(entry: Path) -> str:
-    """"model" (a model's kernels), "runtime" (the shared kernel runtime) or
-    "source" (the rendered source of a traced program), by the entry's name."""
-    for prefix in ("runtime", "source"):
+    """"model" (a model's kernels), "runtime" (the shared kernel runtime),
+    "source" (the rendered source of a traced program) or "warm" (a
+    function's key -> its source's, ``warm.py``), by the entry's name."""
+    for prefix in ("runtime", "source", "warm"):
         if entry.name.startswith(prefix + "-"):
             return prefix
     return "model"
