@@ -149,8 +149,8 @@ def cache(args) -> int:
     root = build.cache_dir()
     entries = build.cache_entries(root)
     kinds = [build.cache.entry_kind(path) for path, _ in entries]
-    others = f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s), "
-             f"{kinds.count('warm')} warm-start key(s))"
+    others = (f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s), "
+              f"{kinds.count('warm')} warm-start key(s))")
     if args.action == "clear":
         build.clear_cache(root)
         print(f"removed {kinds.count('model')} entries {others} from {root}")

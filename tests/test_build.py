@@ -24,8 +24,8 @@ def lorenz(u, p):
 
 def _entries(cache: Path):
     """The cache's model entries: not the shared kernel runtime (runtime-...)
-    nor the rendered sources of traced programs (source-...)."""
-    return sorted(path for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-")))
+    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)."""
+    return sorted(path for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-")))
 
 
 def test_second_process_loads_from_cache_without_compiling(tmp_path):

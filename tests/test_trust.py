@@ -94,8 +94,8 @@ def jac_heavy():
 
 def _entries(cache: Path):
     """The cache's model entries: not the shared kernel runtime (runtime-...)
-    nor the rendered sources of traced programs (source-...)."""
-    return sorted(path.name for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-")))
+    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)."""
+    return sorted(path.name for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-")))
 
 
 def _extensions_under(path: Path):

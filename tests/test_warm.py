@@ -124,8 +124,12 @@ def test_what_cannot_be_hashed_reliably_is_traced_as_before():
         SCALE = 3.0
         return x
 
+    def reads_by_name(x):
+        return x * getattr(sys.modules[__name__], "SCALE")
+
     assert key(reads_an_object) is None
     assert key(writes_a_global) is None
+    assert key(reads_by_name) is None
     assert key(lambda x: x * np.array([object()] * 3)) is not None  # built inside: part of the code, not a value
     holder = np.array([object()] * 3)
     assert key(lambda x: x * holder) is None
@@ -136,8 +140,7 @@ def test_what_cannot_be_hashed_reliably_is_traced_as_before():
     assert key(recursive) is not None  # a function that calls itself: a back-reference
 
 
-def test_an_in_process_hit_is_the_same_build_and_traces_only_when_asked(monkeypatch, tmp_path):
-    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path / "cache"))
+def test_an_in_process_hit_is_the_same_build_and_traces_only_when_asked(monkeypatch):
     W = np.random.default_rng(1).normal(size=(2, 3))
     f = closure(W)
     first = symjac.jacobian(f, x=3, flags=("-O0",))

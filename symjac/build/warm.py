@@ -38,11 +38,13 @@ change what the trace produces:
 
 Anything else — an object of a type not listed (a class instance, a bound
 method of one, a user-defined class, a generator), a function that assigns
-globals — makes the function *un-keyable*: it is traced as before, so an
-unknown input can cost a trace but never give a wrong hit. Like numba and
-JAX, a warm start assumes the function is a function of its inputs: one that
-draws random numbers or reads files while traced gets the program of its
-first build.
+globals or reads names by string (``getattr``, ``globals()``, ``eval``) —
+makes the function *un-keyable*: it is traced as before, so an unknown input
+can cost a trace but never give a wrong hit. Like numba and JAX, a warm
+start assumes the function is a function of its inputs and of the code it
+names: one that draws random numbers, reads files or ``os.environ`` while
+traced, or an installed package whose module state was patched at run time,
+gets the program of its first build.
 
 Entries live in the build cache as ``warm-<key>`` (a small JSON file naming
 the source key, with the cache's trust rules: private directory, SHA-256
@@ -154,7 +156,9 @@ def _code_names(code: types.CodeType) -> tuple[frozenset, frozenset]:
     raises Unkeyable for a function that assigns or deletes globals."""
     globals_read, names = set(), set(code.co_names)
     for instruction in dis.get_instructions(code):
-        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+        if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"):
+            if instruction.argval in DYNAMIC_LOOKUPS:
+                raise Unkeyable(f"{code.co_name} calls {instruction.argval}(): names read by value, not by code")
             globals_read.add(instruction.argval)
         elif instruction.opname in ("STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"):
             raise Unkeyable(f"{code.co_qualname if hasattr(code, 'co_qualname') else code.co_name} assigns globals")
@@ -165,6 +169,11 @@ def _code_names(code: types.CodeType) -> tuple[frozenset, frozenset]:
             names |= inner_names
     return frozenset(globals_read), frozenset(names)
 
+
+# Builtins that read names given as strings (getattr(module, "W"),
+# globals()["W"], eval): what they read is not in the code's names, so a
+# function that uses them is traced every time.
+DYNAMIC_LOOKUPS = frozenset({"getattr", "globals", "vars", "locals", "eval", "exec", "compile", "__import__"})
 
 _CODE_FIELDS = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount", "co_flags", "co_names", "co_varnames",
                 "co_freevars", "co_cellvars", "co_name", "co_qualname")
