@@ -1,0 +1,1 @@
+"""Stage 4, emit: printing programs as source text."""
