@@ -535,6 +535,8 @@ def _contract(b: Builder, operands, labels, out, sizes) -> Var:
             alive -= {i, j}
             needed = set(out).union(*(set(pool[k][1]) for k in alive))
             result_labels = tuple(l for l in dict.fromkeys(la + lb) if l in needed)
+            if not alive and set(result_labels) == set(out):
+                result_labels = tuple(out)  # the last step writes the output order directly
             pool.append((b.einsum((va, vb), (la, lb), result_labels), result_labels))
             alive.add(len(pool) - 1)
         var, ls = pool[-1]

@@ -1,0 +1,562 @@
+"""Array calculus: derivative programs of array programs, at array level.
+
+Fed an :class:`~symjac.front.array_program.ArrayProgram` by
+:mod:`symjac.front.array_trace` (or by this module: a Hessian is the Jacobian
+of a first-derivative program); hands an ArrayProgram to
+:mod:`symjac.emit.array_printing`.
+
+The derivative of a variable ``v`` with respect to an input ``x`` is kept
+symbolic, as a short sum of :class:`Term`\\ s in Einstein notation (Laue,
+Mitterreiter, Giesen 2018/2020): a product of *factors* (program variables,
+each with index labels), and which labels stand for ``v``'s axes and which for
+``x``'s. Nothing is contracted while the chain rule runs:
+
+- an elementwise map contributes its derivative as a factor on the *shared*
+  labels of input and output (a vector on one index, never a diagonal matrix);
+- identities (the start, ``+``, transposes, broadcasting) only rename or merge
+  labels: no ``eye`` operand;
+- a contraction (matmul, einsum, tensordot) contributes its other operands.
+
+Only when a result is needed (a Jacobian block, J v, uᵀJ) is a term
+contracted, by :meth:`Builder.contract`, in the pairwise order that is
+cheapest for the shapes, chosen here at build time: for a decoder Jacobian
+that is forward-like (``W2 @ (d[:, None] * W1)``), for a gradient
+reverse-like (vector times matrix first). Every equation goes through the
+builder that holds the forward program, so derivatives share its values
+(``1 - t**2`` reads the forward ``tanh``).
+
+    what        result (conventions of symjac.derivatives / symjac.kinds)
+    function    the program itself
+    jacobian    J[i][j]: output_i.shape + wrt_j.shape
+    hessian     H[i][j][k]: output_i.shape + wrt_j.shape + wrt_k.shape (Jacobian of the Jacobian)
+    gradient    scalar output only: shaped like wrt (a tuple for a tuple wrt)
+    jvp         extra arguments v (or v_<name> per wrt): J v, shaped like the outputs
+    vjp         extra arguments u (or u0, u1, ... per output): uᵀJ, shaped like wrt
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+from ..errors import ShapeError
+from ..front.array_program import ArrayFormError, ArrayProgram, Builder, Eqn, Var
+from ..front.array_trace import program_from
+
+__all__ = ["DERIVATIVES", "Term", "derive"]
+
+MAX_TERMS = 8  # beyond this many terms a derivative is contracted into one dense factor
+
+
+@dataclass(frozen=True)
+class Term:
+    """coeff · Π factors, over labels; ``vl`` label the variable's axes, ``xl`` the input's."""
+
+    coeff: float
+    factors: tuple[tuple[Var, tuple[int, ...]], ...]
+    vl: tuple[int, ...]
+    xl: tuple[int, ...]
+
+
+def _nest(levels, counts):
+    numbers = iter(range(math.prod(counts)))
+
+    def build(depth):
+        if depth == len(counts):
+            return next(numbers)
+        items = tuple(build(depth + 1) for _ in range(counts[depth]))
+        return items if levels[depth] else items[0]
+
+    return build(0)
+
+
+# --------------------------------------------------------------------------
+# partial derivatives of elementwise primitives: (builder, inputs, output, k) -> None | float | Var
+
+
+def _lit_or(b: Builder, var: Var):
+    value = b.literal_value(var)
+    return value if value is not None else var
+
+
+def _partial(b: Builder, prim: str, ins, out: Var, k: int):
+    a = ins[0]
+    c = ins[1] if len(ins) > 1 else None
+    L = b.literal
+    if prim == "add":
+        return 1.0
+    if prim == "sub":
+        return 1.0 if k == 0 else -1.0
+    if prim == "mul":
+        return _lit_or(b, ins[1 - k])
+    if prim == "div":
+        return b.div(L(1.0), c) if k == 0 else b.neg(b.div(out, c))
+    if prim == "neg":
+        return -1.0
+    if prim == "pow":
+        exponent = b.literal_value(c)
+        if k == 0:
+            if exponent is not None:
+                if exponent == 2.0:
+                    return b.mul(L(2.0), a)
+                return b.mul(L(exponent), b.call("pow", a, L(exponent - 1.0)))
+            return b.mul(c, b.call("pow", a, b.sub(c, L(1.0))))
+        return b.mul(out, b.call("log", a))
+    if prim == "sqrt":
+        return b.div(L(0.5), out)
+    if prim == "cbrt":
+        return b.div(out, b.mul(L(3.0), a))
+    if prim == "square":
+        return b.mul(L(2.0), a)
+    if prim == "reciprocal":
+        return b.neg(b.call("square", out))
+    if prim == "exp":
+        return out
+    if prim == "exp2":
+        return b.mul(L(math.log(2.0)), out)
+    if prim == "expm1":
+        return b.add(out, L(1.0))
+    if prim == "log":
+        return b.call("reciprocal", a)
+    if prim == "log2":
+        return b.div(L(1.0 / math.log(2.0)), a)
+    if prim == "log10":
+        return b.div(L(1.0 / math.log(10.0)), a)
+    if prim == "log1p":
+        return b.call("reciprocal", b.add(L(1.0), a))
+    if prim == "logaddexp":
+        return b.call("exp", b.sub(ins[k], out))
+    if prim == "sin":
+        return b.call("cos", a)
+    if prim == "cos":
+        return b.neg(b.call("sin", a))
+    if prim == "tan":
+        return b.add(L(1.0), b.call("square", out))
+    if prim in ("arcsin", "arccos"):
+        d = b.call("reciprocal", b.call("sqrt", b.sub(L(1.0), b.call("square", a))))
+        return d if prim == "arcsin" else b.neg(d)
+    if prim == "arctan":
+        return b.call("reciprocal", b.add(L(1.0), b.call("square", a)))
+    if prim == "arctan2":
+        r2 = b.add(b.call("square", a), b.call("square", c))
+        return b.div(c, r2) if k == 0 else b.neg(b.div(a, r2))
+    if prim == "hypot":
+        return b.div(ins[k], out)
+    if prim == "sinh":
+        return b.call("cosh", a)
+    if prim == "cosh":
+        return b.call("sinh", a)
+    if prim == "tanh":
+        return b.sub(L(1.0), b.call("square", out))
+    if prim == "arcsinh":
+        return b.call("reciprocal", b.call("sqrt", b.add(b.call("square", a), L(1.0))))
+    if prim == "arccosh":
+        return b.call("reciprocal", b.call("sqrt", b.sub(b.call("square", a), L(1.0))))
+    if prim == "arctanh":
+        return b.call("reciprocal", b.sub(L(1.0), b.call("square", a)))
+    if prim == "abs":
+        return b.call("sign", a)
+    if prim in ("maximum", "minimum"):  # ties go to the first operand, as in the scalar form
+        mask = b.call("cast", b.call("ge" if prim == "maximum" else "le", a, c))
+        return mask if k == 0 else b.sub(L(1.0), mask)
+    if prim == "heaviside":
+        return None if k == 0 else b.call("cast", b.call("eq", a, L(0.0)))
+    if prim == "where":
+        if k == 0:
+            return None
+        mask = b.call("cast", a)
+        return mask if k == 1 else b.sub(L(1.0), mask)
+    if prim in ("sign", "cast", "gt", "ge", "lt", "le", "eq", "ne", "and", "or", "xor", "not"):
+        return None
+    raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+
+
+_ZERO_DERIVATIVE = frozenset({"literal", "constant", "eye", "zeros", "argmax_mask", "argmin_mask"})
+
+
+class _Deriver:
+    """Forward accumulation of symbolic terms over one program's equations."""
+
+    def __init__(self, program: ArrayProgram) -> None:
+        self.program = program
+        self.b = Builder()
+        self.rename: dict[str, Var] = {v.name: v for v in program.inputs}
+        for eqn in program.eqns:
+            self.rename[eqn.out.name] = self.b.replay(eqn, self.rename)
+        self.forward = [self.b.eqn(self.rename[eqn.out.name]) for eqn in program.eqns]
+        self.sizes: dict[int, int] = {}
+        self._labels = itertools.count()
+
+    def var(self, original: Var) -> Var:
+        return self.rename[original.name]
+
+    def fresh(self, size: int) -> int:
+        label = next(self._labels)
+        self.sizes[label] = int(size)
+        return label
+
+    # -- the chain rule ----------------------------------------------------
+    def tangents(self, x: Var) -> dict[str, list[Term]]:
+        labels = tuple(self.fresh(s) for s in x.shape)
+        D = {x.name: [Term(1.0, (), labels, labels)]}
+        seen = set()
+        for eqn in self.forward:
+            if eqn is None or eqn.out.name in seen:
+                continue
+            seen.add(eqn.out.name)
+            if not any(v.name in D for v in eqn.inputs) or eqn.prim in _ZERO_DERIVATIVE:
+                continue
+            terms = self.rule(eqn, D)
+            if len(terms) > MAX_TERMS:
+                terms = [self.dense_term(terms, eqn.out, x)]
+            if terms:
+                D[eqn.out.name] = terms
+        return D
+
+    def compose(self, t: Term, coeff: float, factors, v_slots, u_slots) -> Term:
+        """Substitute ``t`` (a derivative of an input whose axes are ``u_slots``)
+        into a local derivative; fresh slots become labels, repeated ones merge."""
+        merged: dict[int, int] = {}
+
+        def find(label):
+            while label in merged:
+                label = merged[label]
+            return label
+
+        binding: dict[int, int] = {}
+        for slot, label in zip(u_slots, t.vl):
+            label = find(label)
+            if slot in binding:
+                other = find(binding[slot])
+                if other != label:
+                    merged[label] = other
+            else:
+                binding[slot] = label
+
+        def slot_label(slot):
+            return find(binding[slot]) if slot in binding else slot
+
+        new_factors = tuple((v, tuple(find(l) for l in ls)) for v, ls in t.factors) + \
+            tuple((v, tuple(slot_label(s) for s in ss)) for v, ss in factors)
+        vl = tuple(slot_label(s) for s in v_slots)
+        xl = tuple(find(l) for l in t.xl)
+        used = set(vl) | set(xl) | {l for _, ls in new_factors for l in ls}
+        scale = t.coeff * coeff
+        for label in {find(l) for l in t.vl}:
+            if label not in used:  # summed over an axis nothing depends on
+                scale *= self.sizes[label]
+        return Term(scale, new_factors, vl, xl)
+
+    def _aligned(self, shape, out_shape, v_slots):
+        offset = len(out_shape) - len(shape)
+        return tuple(v_slots[offset + p] if size == out_shape[offset + p] else self.fresh(size)
+                     for p, size in enumerate(shape))
+
+    def rule(self, eqn: Eqn, D) -> list[Term]:
+        b, prim, out = self.b, eqn.prim, eqn.out
+        terms: list[Term] = []
+        for k, u in enumerate(eqn.inputs):
+            if u.name not in D:
+                continue
+            incoming = D[u.name]
+            if prim in _ELEMENTWISE_PRIMS:
+                partial = _partial(b, prim, eqn.inputs, out, k)
+                if partial is None:
+                    continue
+                v_slots = tuple(self.fresh(s) for s in out.shape)
+                u_slots = self._aligned(u.shape, out.shape, v_slots)
+                if isinstance(partial, Var) and b.literal_value(partial) is not None:
+                    partial = b.literal_value(partial)
+                if isinstance(partial, float):
+                    local = (partial, ())
+                else:
+                    local = (1.0, ((partial, self._aligned(partial.shape, out.shape, v_slots)),))
+                terms += [self.compose(t, local[0], local[1], v_slots, u_slots) for t in incoming]
+            elif prim == "broadcast":
+                v_slots = tuple(self.fresh(s) for s in out.shape)
+                u_slots = self._aligned(u.shape, out.shape, v_slots)
+                terms += [self.compose(t, 1.0, (), v_slots, u_slots) for t in incoming]
+            elif prim == "einsum":
+                spec_in, spec_out = eqn.param("spec")
+                slots = {}
+                for var, ls in zip(eqn.inputs, spec_in):
+                    for label, size in zip(ls, var.shape):
+                        if label not in slots:
+                            slots[label] = self.fresh(size)
+                others = tuple((var, tuple(slots[l] for l in ls))
+                               for j, (var, ls) in enumerate(zip(eqn.inputs, spec_in)) if j != k)
+                coeff = 1.0
+                kept = []
+                for var, ls in others:
+                    value = b.literal_value(var)
+                    if value is not None:
+                        coeff *= value
+                    else:
+                        kept.append((var, ls))
+                terms += [self.compose(t, coeff, tuple(kept), tuple(slots[l] for l in spec_out),
+                                       tuple(slots[l] for l in spec_in[k])) for t in incoming]
+            elif prim in ("sum", "amax", "amin"):
+                axes, keepdims = eqn.param("axes"), eqn.param("keepdims")
+                u_slots = tuple(self.fresh(s) for s in u.shape)
+                v_slots = tuple((self.fresh(1) if keepdims else None) if p in axes else u_slots[p]
+                                for p in range(u.ndim))
+                v_slots = tuple(s for s in v_slots if s is not None)
+                factors = ()
+                if prim != "sum":
+                    mask = b.extremum_mask("argmax_mask" if prim == "amax" else "argmin_mask", u, axes)
+                    factors = ((mask, u_slots),)
+                terms += [self.compose(t, 1.0, factors, v_slots, u_slots) for t in incoming]
+            elif prim == "transpose":
+                u_slots = tuple(self.fresh(s) for s in u.shape)
+                v_slots = tuple(u_slots[p] for p in eqn.param("perm"))
+                terms += [self.compose(t, 1.0, (), v_slots, u_slots) for t in incoming]
+            elif prim == "diag_embed":
+                u_slots = tuple(self.fresh(s) for s in u.shape)
+                terms += [self.compose(t, 1.0, (), u_slots + u_slots[-1:], u_slots) for t in incoming]
+            elif prim == "reshape":
+                terms += self._reshape(u, out, incoming)
+            elif prim == "getitem":
+                terms += [self._getitem(t, u, eqn.param("index")) for t in incoming]
+            elif prim == "concat":
+                axis = eqn.param("axis")
+                offset = sum(v.shape[axis] for v in eqn.inputs[:k])
+                total, n = out.shape[axis], u.shape[axis]
+                place = b.getitem(b.eye(total), (("s", 0, total, 1), ("s", offset, offset + n, 1)))
+                u_slots = tuple(self.fresh(s) for s in u.shape)
+                c = self.fresh(total)
+                v_slots = u_slots[:axis] + (c,) + u_slots[axis + 1:]
+                terms += [self.compose(t, 1.0, ((place, (c, u_slots[axis])),), v_slots, u_slots) for t in incoming]
+            else:
+                raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+        return terms
+
+    def _reshape(self, u: Var, out: Var, incoming) -> list[Term]:
+        kept_u = [p for p, s in enumerate(u.shape) if s != 1]
+        kept_v = [p for p, s in enumerate(out.shape) if s != 1]
+        if [u.shape[p] for p in kept_u] == [out.shape[p] for p in kept_v]:  # only size-1 axes change
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            v_slots = [self.fresh(1) for _ in out.shape]
+            for p, q in zip(kept_u, kept_v):
+                v_slots[q] = u_slots[p]
+            return [self.compose(t, 1.0, (), tuple(v_slots), u_slots) for t in incoming]
+        # a general reshape: contract the derivative into one dense factor, reshape that
+        x_shape = tuple(self.sizes[l] for l in incoming[0].xl)
+        dense = self.dense(incoming, u.shape, x_shape)
+        factor = self.b.reshape(dense, out.shape + x_shape)
+        vl = tuple(self.fresh(s) for s in out.shape)
+        xl = tuple(self.fresh(s) for s in x_shape)
+        return [Term(1.0, ((factor, vl + xl),), vl, xl)]
+
+    def _getitem(self, t: Term, u: Var, index) -> Term:
+        b = self.b
+        factors, coeff, vl, axis = list(t.factors), t.coeff, [], 0
+        for entry in index:
+            if entry[0] == "n":
+                vl.append(self.fresh(1))
+                continue
+            a, n = t.vl[axis], u.shape[axis]
+            axis += 1
+            if entry == ("s", 0, n, 1):
+                vl.append(a)
+                continue
+            if a in t.xl or t.vl.count(a) > 1:  # the selection itself is the derivative
+                eye = b.eye(n)
+                if entry[0] == "s":
+                    select = b.getitem(eye, (entry, ("s", 0, n, 1)))
+                    c = self.fresh(select.shape[0])
+                    factors.append((select, (c, a)))
+                    vl.append(c)
+                else:
+                    factors.append((b.getitem(eye, (entry, ("s", 0, n, 1))), (a,)))
+                continue
+            c = self.fresh(len(range(*entry[1:]))) if entry[0] == "s" else None
+            updated = []
+            for var, ls in factors:
+                if a in ls:
+                    var = b.getitem(var, tuple(entry if l == a else ("s", 0, s, 1) for l, s in zip(ls, var.shape)))
+                    ls = tuple(l for l in ls if l != a) if c is None else tuple(c if l == a else l for l in ls)
+                updated.append((var, ls))
+            factors = updated
+            if c is not None:
+                vl.append(c)
+        return Term(coeff, tuple(factors), tuple(vl), t.xl)
+
+    # -- contraction of terms into arrays ------------------------------------
+    def realize(self, factors, coeff: float, out_labels) -> Var:
+        """Contract ``coeff · Π factors`` into an array whose axes are ``out_labels``
+        (repeated labels become diagonals, labels in no factor broadcast)."""
+        b = self.b
+        unique = tuple(dict.fromkeys(out_labels))
+        present = {l for _, ls in factors for l in ls}
+        kept = tuple(l for l in unique if l in present)
+        if factors:
+            result = b.contract([v for v, _ in factors], [ls for _, ls in factors], kept, self.sizes)
+        else:
+            result = b.literal(1.0)
+        if coeff != 1.0:
+            result = b.mul(b.literal(coeff), result)
+        current = list(kept)
+        missing = [l for l in unique if l not in present]
+        if missing:
+            sizes = tuple(self.sizes[l] for l in missing)
+            if b.literal_value(result) is None:
+                result = b.reshape(result, result.shape + (1,) * len(missing))
+            result = b.broadcast(result, tuple(self.sizes[l] for l in current) + sizes)
+            current += missing
+        for label in unique:
+            for _ in range(out_labels.count(label) - 1):
+                at = current.index(label)
+                order = [p for p in range(len(current)) if p != at] + [at]
+                result = b.transpose(result, order)
+                current = [current[p] for p in order]
+                result = b.diag_embed(result)
+                current.append(label)
+        taken, perm = set(), []
+        for label in out_labels:
+            p = next(p for p, l in enumerate(current) if l == label and p not in taken)
+            taken.add(p)
+            perm.append(p)
+        return b.transpose(result, perm)
+
+    def dense(self, terms, v_shape, x_shape) -> Var:
+        if not terms:
+            return self.b.zeros(tuple(v_shape) + tuple(x_shape))
+        total = None
+        for t in terms:
+            part = self.realize(t.factors, t.coeff, t.vl + t.xl)
+            total = part if total is None else self.b.add(total, part)
+        return total
+
+    def dense_term(self, terms, v: Var, x: Var) -> Term:
+        dense = self.dense(terms, v.shape, x.shape)
+        vl = tuple(self.fresh(s) for s in v.shape)
+        xl = tuple(self.fresh(s) for s in x.shape)
+        return Term(1.0, ((dense, vl + xl),), vl, xl)
+
+
+_ELEMENTWISE_PRIMS = frozenset(
+    ["add", "sub", "mul", "div", "pow", "neg", "sqrt", "cbrt", "square", "reciprocal", "exp", "exp2", "expm1",
+     "log", "log2", "log10", "log1p", "logaddexp", "sin", "cos", "tan", "arcsin", "arccos", "arctan", "arctan2",
+     "hypot", "sinh", "cosh", "tanh", "arcsinh", "arccosh", "arctanh", "abs", "sign", "maximum", "minimum",
+     "heaviside", "where", "cast", "gt", "ge", "lt", "le", "eq", "ne", "and", "or", "xor", "not"])
+
+
+# --------------------------------------------------------------------------
+# the derivative kinds
+
+
+def _fresh_name(base: str, taken) -> str:
+    name, number = base, 2
+    while name in taken:
+        name, number = f"{base}{number}", number + 1
+    return name
+
+
+def _check_wrt(program: ArrayProgram, wrt) -> tuple[int, ...]:
+    wrt = tuple(int(j) for j in wrt)
+    if not wrt or any(not 0 <= j < len(program.inputs) for j in wrt) or len(set(wrt)) != len(wrt):
+        raise ShapeError(f"wrt {wrt} must name distinct arguments of {program.name}")
+    return wrt
+
+
+def _jacobian(program: ArrayProgram, wrt, wrt_is_tuple: bool, name: str) -> ArrayProgram:
+    d = _Deriver(program)
+    per_wrt = []
+    for j in wrt:
+        x = program.inputs[j]
+        D = d.tangents(x)
+        per_wrt.append([d.dense(D.get(d.var(out).name, []), out.shape, x.shape) for out in program.outputs])
+    outputs = [per_wrt[j][i] for i in range(len(program.outputs)) for j in range(len(wrt))]
+    structure = _nest((program.output_is_tuple, wrt_is_tuple), (len(program.outputs), len(wrt)))
+    return program_from(name, d.b, program.inputs, outputs, structure, program.output_is_tuple or wrt_is_tuple)
+
+
+def _function(program, wrt, wrt_is_tuple):
+    return program
+
+
+def _jacobian_kind(program, wrt, wrt_is_tuple):
+    return _jacobian(program, wrt, wrt_is_tuple, program.name)
+
+
+def _gradient(program, wrt, wrt_is_tuple):
+    if program.output_is_tuple or program.outputs[0].shape != ():
+        shapes = ", ".join(str(v.shape) for v in program.outputs)
+        raise ShapeError(f"gradient needs a function with one scalar output; {program.name} returns shape(s) "
+                         f"{shapes} (use symjac.jacobian or symjac.vjp)")
+    return _jacobian(program, wrt, wrt_is_tuple, program.name)
+
+
+def _hessian(program, wrt, wrt_is_tuple):
+    first = _jacobian(program, wrt, wrt_is_tuple, program.name)
+    flat = ArrayProgram(first.name, first.inputs, first.eqns, first.outputs, tuple(range(len(first.outputs))), True)
+    second = _jacobian(flat, wrt, wrt_is_tuple, program.name)
+    structure = _nest((program.output_is_tuple, wrt_is_tuple, wrt_is_tuple),
+                      (len(program.outputs), len(wrt), len(wrt)))
+    return ArrayProgram(second.name, second.inputs, second.eqns, second.outputs, structure,
+                        program.output_is_tuple or wrt_is_tuple)
+
+
+def _jvp(program, wrt, wrt_is_tuple):
+    taken = {v.name for v in program.inputs}
+    tangents = []
+    for j in wrt:
+        x = program.inputs[j]
+        name = _fresh_name("v" if not wrt_is_tuple else f"v_{x.name}", taken)
+        taken.add(name)
+        tangents.append(Var(name, x.shape))
+    d = _Deriver(program)
+    sums = [None] * len(program.outputs)
+    for j, tangent in zip(wrt, tangents):
+        D = d.tangents(program.inputs[j])
+        for i, out in enumerate(program.outputs):
+            for t in D.get(d.var(out).name, []):
+                part = d.realize(t.factors + ((tangent, t.xl),), t.coeff, t.vl)
+                sums[i] = part if sums[i] is None else d.b.add(sums[i], part)
+    outputs = [s if s is not None else d.b.zeros(out.shape) for s, out in zip(sums, program.outputs)]
+    return program_from(program.name, d.b, program.inputs + tuple(tangents), outputs,
+                        program.structure, program.output_is_tuple)
+
+
+def _vjp(program, wrt, wrt_is_tuple):
+    taken = {v.name for v in program.inputs}
+    cotangents = []
+    for i, out in enumerate(program.outputs):
+        name = _fresh_name(f"u{i}" if program.output_is_tuple else "u", taken)
+        taken.add(name)
+        cotangents.append(Var(name, out.shape))
+    d = _Deriver(program)
+    outputs = []
+    for j in wrt:
+        x = program.inputs[j]
+        D = d.tangents(x)
+        total = None
+        for out, cotangent in zip(program.outputs, cotangents):
+            for t in D.get(d.var(out).name, []):
+                part = d.realize(t.factors + ((cotangent, t.vl),), t.coeff, t.xl)
+                total = part if total is None else d.b.add(total, part)
+        outputs.append(total if total is not None else d.b.zeros(x.shape))
+    structure = tuple(range(len(wrt))) if wrt_is_tuple else 0
+    return program_from(program.name, d.b, program.inputs + tuple(cotangents), outputs,
+                        structure, wrt_is_tuple)
+
+
+DERIVATIVES = {
+    "function": _function,
+    "jacobian": _jacobian_kind,
+    "hessian": _hessian,
+    "gradient": _gradient,
+    "jvp": _jvp,
+    "vjp": _vjp,
+}
+
+
+def derive(program: ArrayProgram, wrt: tuple[int, ...], wrt_is_tuple: bool, what: str) -> ArrayProgram:
+    """The ``what`` derivative of ``program`` with respect to inputs ``wrt``, as a new ArrayProgram."""
+    try:
+        transform = DERIVATIVES[what]
+    except KeyError:
+        raise ValueError(f"what must be one of {tuple(DERIVATIVES)}, got {what!r}") from None
+    return transform(program, _check_wrt(program, wrt), bool(wrt_is_tuple))
+
