@@ -378,7 +378,7 @@ class Builder:
                 axis += 1
             else:
                 shape.append(1)
-        if all(e == ("s", 0, x.shape[k], 1) for k, e in enumerate(index)) and len(index) == x.ndim:
+        if len(index) == x.ndim and all(e == ("s", 0, x.shape[k], 1) for k, e in enumerate(index)):
             return x
         return self.emit("getitem", (x,), tuple(shape), (("index", tuple(index)),), x.dtype)
 
