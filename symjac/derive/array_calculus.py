@@ -207,12 +207,59 @@ class _Deriver:
             seen.add(eqn.out.name)
             if not any(v.name in D for v in eqn.inputs) or eqn.prim in _ZERO_DERIVATIVE:
                 continue
-            terms = self.rule(eqn, D)
+            terms = self.merged(self.rule(eqn, D))
             if len(terms) > MAX_TERMS:
                 terms = [self.dense_term(terms, eqn.out, x)]
             if terms:
                 D[eqn.out.name] = terms
         return D
+
+    def merged(self, terms: list[Term]) -> list[Term]:
+        """Terms that differ only in their last factors become one term whose last
+        factor is the (pointwise) sum: s·dm - s·s·dm -> s·(1 - s)·dm."""
+        terms = list(terms)
+        changed = True
+        while changed and len(terms) > 1:
+            changed = False
+            for i, j in itertools.combinations(range(len(terms)), 2):
+                merged = self._merge_pair(terms[i], terms[j])
+                if merged is not None:
+                    terms = terms[:i] + [merged] + terms[i + 1:j] + terms[j + 1:]
+                    changed = True
+                    break
+        return terms
+
+    def _merge_pair(self, t1: Term, t2: Term):
+        if t1.vl != t2.vl or t1.xl != t2.xl:
+            return None
+        p = 0
+        while p < min(len(t1.factors), len(t2.factors)) and t1.factors[p] == t2.factors[p]:
+            p += 1
+        prefix, f1, f2 = t1.factors[:p], t1.factors[p:], t2.factors[p:]
+        if not f1 and not f2:
+            return Term(t1.coeff + t2.coeff, prefix, t1.vl, t1.xl)
+        outer = set(t1.vl) | set(t1.xl) | {l for _, ls in prefix for l in ls}
+        labels1 = [l for _, ls in f1 for l in ls]
+        labels2 = [l for _, ls in f2 for l in ls]
+        if (set(labels1) - outer) & (set(labels2) - outer):
+            return None
+        shared = tuple(l for l in dict.fromkeys(labels1 + labels2) if l in outer)
+        size = math.prod(self.sizes[l] for l in shared)
+        if size > max([v.size for v, _ in f1 + f2] + [1]):
+            return None
+        parts = []
+        for factors, coeff in ((f1, t1.coeff), (f2, t2.coeff)):
+            if not factors:
+                parts.append(self.b.literal(coeff))
+            else:
+                parts.append(self.realize_unique(factors, coeff, shared))
+        if parts[0].shape != parts[1].shape and self.b.literal_value(parts[0]) is None \
+                and self.b.literal_value(parts[1]) is None:
+            return None
+        combined = self.b.add(parts[0], parts[1])
+        if combined.shape != tuple(self.sizes[l] for l in shared):
+            combined = self.b.broadcast(combined, tuple(self.sizes[l] for l in shared))
+        return Term(1.0, prefix + ((combined, shared),), t1.vl, t1.xl)
 
     def compose(self, t: Term, coeff: float, factors, v_slots, u_slots) -> Term:
         """Substitute ``t`` (a derivative of an input whose axes are ``u_slots``)
@@ -383,11 +430,11 @@ class _Deriver:
         return Term(coeff, tuple(factors), tuple(vl), t.xl)
 
     # -- contraction of terms into arrays ------------------------------------
-    def realize(self, factors, coeff: float, out_labels) -> Var:
-        """Contract ``coeff · Π factors`` into an array whose axes are ``out_labels``
-        (repeated labels become diagonals, labels in no factor broadcast)."""
+    def realize_unique(self, factors, coeff: float, labels) -> Var:
+        """Contract ``coeff · Π factors`` into an array over the distinct ``labels``,
+        in order (labels in no factor broadcast)."""
         b = self.b
-        unique = tuple(dict.fromkeys(out_labels))
+        unique = tuple(dict.fromkeys(labels))
         present = {l for _, ls in factors for l in ls}
         kept = tuple(l for l in unique if l in present)
         if factors:
@@ -404,7 +451,14 @@ class _Deriver:
                 result = b.reshape(result, result.shape + (1,) * len(missing))
             result = b.broadcast(result, tuple(self.sizes[l] for l in current) + sizes)
             current += missing
-        for label in unique:
+        return b.transpose(result, [current.index(l) for l in unique])
+
+    def embed(self, result: Var, out_labels) -> Var:
+        """An array over the distinct labels of ``out_labels`` placed on its
+        diagonals: repeated labels (identities) become diagonal axes."""
+        b = self.b
+        current = list(dict.fromkeys(out_labels))
+        for label in dict.fromkeys(out_labels):
             for _ in range(out_labels.count(label) - 1):
                 at = current.index(label)
                 order = [p for p in range(len(current)) if p != at] + [at]
@@ -419,13 +473,28 @@ class _Deriver:
             perm.append(p)
         return b.transpose(result, perm)
 
+    def realize(self, factors, coeff: float, out_labels) -> Var:
+        """``coeff · Π factors`` as an array whose axes are ``out_labels``."""
+        return self.embed(self.realize_unique(factors, coeff, out_labels), tuple(out_labels))
+
     def dense(self, terms, v_shape, x_shape) -> Var:
+        """The sum of ``terms`` as one array of shape v_shape + x_shape; terms with the
+        same diagonal pattern are added before they are placed on the diagonal."""
         if not terms:
             return self.b.zeros(tuple(v_shape) + tuple(x_shape))
-        total = None
+        groups: dict[tuple, tuple] = {}
         for t in terms:
-            part = self.realize(t.factors, t.coeff, t.vl + t.xl)
-            total = part if total is None else self.b.add(total, part)
+            labels = t.vl + t.xl
+            first = {}
+            pattern = tuple(first.setdefault(l, len(first)) for l in labels)
+            part = self.realize_unique(t.factors, t.coeff, labels)
+            if pattern in groups:
+                part = self.b.add(groups[pattern][0], part)
+            groups[pattern] = (part, labels)
+        total = None
+        for part, labels in groups.values():
+            placed = self.embed(part, labels)
+            total = placed if total is None else self.b.add(total, placed)
         return total
 
     def dense_term(self, terms, v: Var, x: Var) -> Term:

@@ -209,9 +209,18 @@ class ArrayPrinter:
         method = getattr(self, f"_print_{eqn.prim}", None)
         if method is None:
             method = self._print_elementwise
+        self._pre, self._eqn = [], eqn
         text = method(eqn)
         shape = ", ".join(map(str, eqn.out.shape))
-        return f"{eqn.out.name} = {text}", f"{self._describe(eqn)} [{shape}]"
+        return self._pre + [(f"{eqn.out.name} = {text}", f"{self._describe(eqn)} [{shape}]")]
+
+    def _tmp(self, text: str, comment: str) -> str:
+        """Name a step of a multi-step line (``_t7_0``, ...), so every line stays short."""
+        if text.isidentifier():
+            return text
+        name = f"{self._eqn.out.name}_{len(self._pre)}"
+        self._pre.append((f"{name} = {text}", comment))
+        return name
 
     def _describe(self, eqn: Eqn) -> str:
         if eqn.prim == "einsum":
@@ -379,8 +388,8 @@ class ArrayPrinter:
         k = len(batch)
         if len(contracted) > 1:
             inner = math.prod(sizes[l] for l in contracted)
-            left = self._merge(left, k + len(free_a), len(contracted), inner)
-            right = self._merge(right, k, len(contracted), inner, tail=len(free_b))
+            left = self._merge(self._tmp(left, "left operand"), k + len(free_a), len(contracted), inner)
+            right = self._merge(self._tmp(right, "right operand"), k, len(contracted), inner, tail=len(free_b))
         if not batch and len(free_a) == 1 and not free_b:
             product = f"_matvec({left}, {right})"
             result_labels = free_a
@@ -390,15 +399,17 @@ class ArrayPrinter:
         else:
             if len(free_a) != 1:
                 size = math.prod(sizes[l] for l in free_a)
-                left = self._merge(left, k, len(free_a), size, tail=1) if free_a else f"{left}[..., None, :]"
+                left = self._merge(self._tmp(left, "left operand"), k, len(free_a), size, tail=1) if free_a \
+                    else f"{self._wrap(left)}[..., None, :]"
             if len(free_b) != 1:
                 size = math.prod(sizes[l] for l in free_b)
-                right = self._merge(right, k + 1, len(free_b), size) if free_b else f"{right}[..., None]"
+                right = self._merge(self._tmp(right, "right operand"), k + 1, len(free_b), size) if free_b \
+                    else f"{self._wrap(right)}[..., None]"
             product = f"{self._wrap(left)} @ {self._wrap(right)}"
             if len(free_a) > 1 or len(free_b) > 1:
                 shape = [sizes[l] for l in free_a + free_b]
                 batch_rank = k + 2
-                product = f"({product})"
+                product = self._tmp(product, "matmul")
                 product = f"{product}.reshape({product}.shape[:{product}.ndim - {batch_rank}] + " \
                           f"{_tuple([sizes[l] for l in batch] + shape)})"
             else:
@@ -422,9 +433,11 @@ class ArrayPrinter:
     def _merge(self, text: str, start: int, count: int, size: int, tail: int = 0) -> str:
         """Merge ``count`` core axes from core position ``start`` (of ``start + count + tail``) into one."""
         rank = start + count + tail
-        text = self._wrap(text)
-        return (f"{text}.reshape({text}.shape[:{text}.ndim - {rank}] + {text}.shape[{text}.ndim - {rank}:"
-                f"{text}.ndim - {rank - start}] + ({size},) + {text}.shape[{text}.ndim - {tail}:{text}.ndim])")
+        batch = f"{text}.shape[:{text}.ndim - {rank}]"
+        before = _tuple(f"{text}.shape[{p - rank}]" for p in range(start))
+        after = _tuple(f"{text}.shape[{p - rank}]" for p in range(start + count, rank))
+        parts = [batch] + ([before] if start else []) + [f"({size},)"] + ([after] if tail else [])
+        return f"{text}.reshape({' + '.join(parts)})"
 
     def _placed(self, text: str, labels, out) -> str:
         """An operand permuted into the order of ``out`` with None where it has no axis."""
@@ -443,7 +456,7 @@ class ArrayPrinter:
         for eqn in program.eqns:
             printed = self.line(eqn)
             if printed is not None:
-                body.append(printed)
+                body += printed
         np_ = self.np
         checks = []
         for var in program.inputs:
