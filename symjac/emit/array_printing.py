@@ -40,6 +40,17 @@ _TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _NUMPY_HELPERS = '''\
+def _matmul(a, b):
+    """a (..., m, k) @ b (..., k, n) as ONE GEMM when one side has no batch dimensions."""
+    if a.ndim == 2 and b.ndim > 2:
+        k, n = b.shape[-2:]
+        product = a @ numpy.moveaxis(b, -2, 0).reshape(k, -1)
+        return numpy.moveaxis(product.reshape((a.shape[0],) + b.shape[:-2] + (n,)), 0, -2)
+    if b.ndim == 2 and a.ndim > 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return a @ b
+
+
 def _matvec(a, x):
     """a (..., m, n) times x (..., n): one GEMM over the batch when a has no batch."""
     if a.ndim == 2:
@@ -83,6 +94,17 @@ def _out(x, shape):
     return x'''
 
 _TORCH_HELPERS = '''\
+def _matmul(a, b):
+    """a (..., m, k) @ b (..., k, n) as ONE GEMM when one side has no batch dimensions."""
+    if a.ndim == 2 and b.ndim > 2:
+        k, n = b.shape[-2:]
+        product = a @ torch.movedim(b, -2, 0).reshape(k, -1)
+        return torch.movedim(product.reshape((a.shape[0],) + b.shape[:-2] + (n,)), 0, -2)
+    if b.ndim == 2 and a.ndim > 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return a @ b
+
+
 def _matvec(a, x):
     """a (..., m, n) times x (..., n): one GEMM over the batch when a has no batch."""
     if a.ndim == 2:
@@ -405,7 +427,7 @@ class ArrayPrinter:
                 size = math.prod(sizes[l] for l in free_b)
                 right = self._merge(self._tmp(right, "right operand"), k + 1, len(free_b), size) if free_b \
                     else f"{self._wrap(right)}[..., None]"
-            product = f"{self._wrap(left)} @ {self._wrap(right)}"
+            product = f"_matmul({left}, {right})"
             if len(free_a) > 1 or len(free_b) > 1:
                 shape = [sizes[l] for l in free_a + free_b]
                 batch_rank = k + 2
