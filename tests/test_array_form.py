@@ -447,3 +447,20 @@ def test_random_compositions_against_central_differences(steps, seed):
     J = build(f, ((3,), (3, 3)), wrt=(0, 1), wrt_is_tuple=True)(x, W)
     np.testing.assert_allclose(J[0], central(f, [x, W], 0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(J[1], central(f, [x, W], 1), rtol=1e-5, atol=1e-6)
+
+
+def test_gradients_run_in_reverse_order_and_share_the_backward_vectors():
+    def loss(x, W1, b1, W2, b2, W3, b3):
+        return np.sum((W3 @ np.tanh(W2 @ np.maximum(W1 @ x + b1, 0.0) + b2) + b3) ** 2)
+    shapes = ((16,), (128, 16), (128,), (128, 128), (128,), (8, 128), (8,))
+    program = trace_array(loss, ("x", "W1", "b1", "W2", "b2", "W3", "b3"), shapes)
+    for wrt in ((0,), (1, 3)):
+        derived = derive(program, wrt, len(wrt) > 1, "gradient")
+        contractions = [eqn for eqn in derived.eqns if eqn.prim == "einsum"]
+        # vector-matrix products only: no matrix-matrix product of weights
+        assert all(eqn.out.ndim <= 1 or eqn.out.shape in {s for j in wrt for s in [shapes[j]]}
+                   for eqn in contractions), [str(e) for e in contractions]
+    args = [RNG.normal(size=s) / 4 for s in shapes]
+    g = build(loss, shapes, wrt=(1, 3), what="gradient", wrt_is_tuple=True)(*args)
+    np.testing.assert_allclose(g[0], central(loss, args, 1), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(g[1], central(loss, args, 3), rtol=1e-6, atol=1e-7)

@@ -442,7 +442,7 @@ def _plan(label_sets, out, sizes):
     def size(labels):
         return math.prod(sizes[l] for l in labels)
 
-    if n <= 8:
+    if n <= 10:
         full = (1 << n) - 1
         union = [frozenset()] * (1 << n)
         for mask in range(1, 1 << n):
@@ -480,6 +480,8 @@ def _plan(label_sets, out, sizes):
 
         walk(full)
         return steps
+    # greedy, as opt_einsum's: pairs that share an index first, the one that
+    # shrinks the operands most (then the fewest flops)
     current = {k: frozenset(s) for k, s in enumerate(label_sets)}
     steps, position = [], n
     while len(current) > 1:
@@ -488,7 +490,8 @@ def _plan(label_sets, out, sizes):
         for i, j in itertools.combinations(keys, 2):
             rest = frozenset().union(*(current[k] for k in keys if k not in (i, j)))
             result = (current[i] | current[j]) & (out | rest)
-            cost = size(current[i] | current[j]) + size(result)
+            cost = (not (current[i] & current[j]), size(result) - size(current[i]) - size(current[j]),
+                    size(current[i] | current[j]))
             if best_pair is None or cost < best_pair[0]:
                 best_pair = (cost, i, j, result)
         _, i, j, result = best_pair
