@@ -460,7 +460,24 @@ def test_gradients_run_in_reverse_order_and_share_the_backward_vectors():
         # vector-matrix products only: no matrix-matrix product of weights
         assert all(eqn.out.ndim <= 1 or eqn.out.shape in {s for j in wrt for s in [shapes[j]]}
                    for eqn in contractions), [str(e) for e in contractions]
-    args = [RNG.normal(size=s) / 4 for s in shapes]
+    shapes = ((4,), (6, 4), (6,), (6, 6), (6,), (3, 6), (3,))
+    args = [RNG.normal(size=s) / 2 for s in shapes]
     g = build(loss, shapes, wrt=(1, 3), what="gradient", wrt_is_tuple=True)(*args)
     np.testing.assert_allclose(g[0], central(loss, args, 1), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(g[1], central(loss, args, 3), rtol=1e-6, atol=1e-7)
+
+
+def test_many_paths_are_contracted_into_a_dense_factor():
+    def f(x, A, B):
+        z = x
+        for _ in range(6):  # every step doubles the paths from x
+            z = (A @ z) * np.tanh(B @ z) + z
+        return z
+    shapes = ((3,), (3, 3), (3, 3))
+    args = [RNG.normal(size=s) / 2 for s in shapes]
+    J = build(f, shapes, wrt=(0, 1), wrt_is_tuple=True)(*args)
+    np.testing.assert_allclose(J[0], central(f, args, 0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(J[1], central(f, args, 1), rtol=1e-6, atol=1e-8)
+    H = build(lambda x, A, B: np.sum(f(x, A, B)), shapes, what="hessian")(*args)
+    g = lambda x, A, B: central(lambda x: np.sum(f(x, A, B)), [x], 0)  # noqa: E731
+    np.testing.assert_allclose(H, central(g, args, 0, eps=1e-4), rtol=1e-4, atol=1e-5)
