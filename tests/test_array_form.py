@@ -481,3 +481,24 @@ def test_many_paths_are_contracted_into_a_dense_factor():
     H = build(lambda x, A, B: np.sum(f(x, A, B)), shapes, what="hessian")(*args)
     g = lambda x, A, B: central(lambda x: np.sum(f(x, A, B)), [x], 0)  # noqa: E731
     np.testing.assert_allclose(H, central(g, args, 0, eps=1e-4), rtol=1e-4, atol=1e-5)
+
+
+def test_program_and_printed_lines_read_like_the_math():
+    program = trace_array(lambda x, W: np.tanh(W @ x), ("x", "W"), ((3,), (2, 3)))
+    assert str(program) == (
+        "{ lambda ; x:f[3] W:f[2,3]. let\n"
+        "    _t0:f[2] = einsum[spec=(((0, 1), (1,)), (0,))] W x\n"
+        "    _t1:f[2] = tanh _t0\n"
+        "  in _t1 }")
+    text = print_module(derive(program, (0,), False, "jacobian"), "torch", "Jacobian")
+    body = text.split("_batch = ")[1].splitlines()[1:]
+    assert body == [
+        "    _t0 = _matvec(W, x)  # einsum ab,b->a [2]",
+        "    _t1 = torch.tanh(_t0)  # tanh [2]",
+        "    _t3 = torch.square(_t1)  # square [2]",
+        "    _t4 = 1.0 - _t3  # sub [2]",
+        "    _t5 = W * _t4[..., :, None]  # einsum ab,a->ab [2, 3]",
+        "    return _out(_t5, _batch + (2, 3))",
+    ]
+    with pytest.raises(ValueError, match="title"):
+        print_module(program, "numpy", 'x"""; import os')

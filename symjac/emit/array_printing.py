@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import linecache
 import math
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..names import check_identifier
 __all__ = ["ArrayPrinter", "TARGETS", "load_module", "print_module", "scalar_cost"]
 
 TARGETS = ("numpy", "torch")
+_TITLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-]{0,79}")
 _TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -554,6 +556,8 @@ def _environment() -> jinja2.Environment:
 
 def print_module(program: ArrayProgram, target: str, title: str) -> str:
     """The source of a module whose ``kernel(*args)`` evaluates ``program`` (deterministic text)."""
+    if not isinstance(title, str) or not _TITLE.fullmatch(title):
+        raise ValueError(f"title must be a few plain words (letters, digits, spaces, '-'), got {title!r}")
     return ArrayPrinter(program, target).render(title)
 
 

@@ -16,6 +16,7 @@ so callers can fall back to the scalar form.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -682,7 +683,7 @@ def trace_array(function, names: tuple[str, ...], shapes: tuple[tuple[int, ...],
         outputs.append(var)
     structure = tuple(range(len(outputs))) if is_tuple else 0
     raw = getattr(function, "__name__", "function")
-    name = raw if raw.isidentifier() and not raw.startswith("<") else "function"
+    name = raw if isinstance(raw, str) and re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", raw) else "function"
     return program_from(name, builder, inputs, outputs, structure, is_tuple)
 
 
