@@ -509,6 +509,8 @@ class ArrayPrinter:
                 value = _float(self.literals[var.name])
                 results.append(f"numpy.full({shape}, {value}, dtype=_dtype)" if np_ else
                                f"torch.full({shape}, {value}, dtype=_dtype, device=_device)")
+            elif var in program.inputs:  # never hand back the caller's own array
+                results.append(f"_out({var.name}.{'copy' if np_ else 'clone'}(), {shape})")
             else:
                 results.append(f"_out({var.name}, {shape})")
 
