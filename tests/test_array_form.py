@@ -521,3 +521,19 @@ def test_program_and_printed_lines_read_like_the_math():
     ]
     with pytest.raises(ValueError, match="title"):
         print_module(program, "numpy", 'x"""; import os')
+
+
+def test_derivative_of_a_derivative():
+    """The backward of a Jacobian penalty: vjp of the decoder Jacobian with respect to W1."""
+    names, shapes = ("h", "W1", "b1", "W2", "b2"), ((3,), (5, 3), (5,), (4, 5), (4,))
+    jacobian = derive(trace_array(decoder, names, shapes), (0,), False, "jacobian")
+    backward = derive(jacobian, (1,), False, "vjp")
+    assert [v.name for v in backward.inputs] == [*names, "u"]
+    kernel = load_module(print_module(backward, "numpy", "Backward"), "numpy").kernel
+    args = decoder_args(3, 5, 4)
+    u = RNG.normal(size=(4, 3))
+    dJ = central(lambda *a: decoder_closed_form(*a), args, 1)  # (4, 3) + (5, 3)
+    np.testing.assert_allclose(kernel(*args, u), np.tensordot(u, dJ, axes=2), rtol=1e-6, atol=1e-8)
+    H = derive(trace_array(decoder, names, shapes), (0,), False, "hessian")
+    Hh = load_module(print_module(H, "numpy", "Hessian"), "numpy").kernel(*args)
+    np.testing.assert_allclose(Hh, central(lambda *a: decoder_closed_form(*a), args, 0), rtol=1e-6, atol=1e-8)
