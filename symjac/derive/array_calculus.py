@@ -437,12 +437,15 @@ class _Deriver:
         unique = tuple(dict.fromkeys(labels))
         present = {l for _, ls in factors for l in ls}
         kept = tuple(l for l in unique if l in present)
+        if factors and coeff != 1.0:  # scale the smallest factor, not the result
+            at = min(range(len(factors)), key=lambda k: (factors[k][0].size, k))
+            factors = list(factors)
+            factors[at] = (b.mul(b.literal(coeff), factors[at][0]), factors[at][1])
+            coeff = 1.0
         if factors:
             result = b.contract([v for v, _ in factors], [ls for _, ls in factors], kept, self.sizes)
         else:
-            result = b.literal(1.0)
-        if coeff != 1.0:
-            result = b.mul(b.literal(coeff), result)
+            result = b.literal(coeff)
         current = list(kept)
         missing = [l for l in unique if l not in present]
         if missing:

@@ -409,59 +409,39 @@ class ArrayPrinter:
         free_b = [l for l in lb if l not in la]
         left = self._permute(ta, [la.index(l) for l in batch + free_a + contracted], len(la))
         right = self._permute(tb, [lb.index(l) for l in batch + contracted + free_b], len(lb))
-        k = len(batch)
-        if len(contracted) > 1:
-            inner = math.prod(sizes[l] for l in contracted)
-            left = self._merge(self._tmp(left, "left operand"), k + len(free_a), len(contracted), inner)
-            right = self._merge(self._tmp(right, "right operand"), k, len(contracted), inner, tail=len(free_b))
-        if not batch and len(free_a) == 1 and not free_b:
-            product = f"_matvec({left}, {right})"
-            result_labels = free_a
-        elif not batch and not free_a and len(free_b) == 1:
-            product = f"_vecmat({left}, {right})"
-            result_labels = free_b
-        else:
-            if len(free_a) != 1:
-                size = math.prod(sizes[l] for l in free_a)
-                left = self._merge(self._tmp(left, "left operand"), k, len(free_a), size, tail=1) if free_a \
-                    else f"{self._wrap(left)}[..., None, :]"
-            if len(free_b) != 1:
-                size = math.prod(sizes[l] for l in free_b)
-                right = self._merge(self._tmp(right, "right operand"), k + 1, len(free_b), size) if free_b \
-                    else f"{self._wrap(right)}[..., None]"
+        if not batch and len(free_a) == 1 and len(contracted) == 1 and not free_b:
+            product, result_labels = f"_matvec({left}, {right})", free_a
+        elif not batch and not free_a and len(contracted) == 1 and len(free_b) == 1:
+            product, result_labels = f"_vecmat({left}, {right})", free_b
+        else:  # (..., batch, m, k) @ (..., batch, k, n), merging or adding axes where needed
+            def prod(labels):
+                return math.prod(sizes[l] for l in labels)
+
+            kept = [sizes[l] for l in batch]
+            if len(free_a) != 1 or len(contracted) != 1:
+                left = self._reshape_core(self._tmp(left, "left operand"), len(la),
+                                          kept + [prod(free_a), prod(contracted)])
+            if len(free_b) != 1 or len(contracted) != 1:
+                right = self._reshape_core(self._tmp(right, "right operand"), len(lb),
+                                           kept + [prod(contracted), prod(free_b)])
             product = f"_matmul({left}, {right})"
-            if len(free_a) > 1 or len(free_b) > 1:
-                shape = [sizes[l] for l in free_a + free_b]
-                batch_rank = k + 2
-                product = self._tmp(product, "matmul")
-                product = f"{product}.reshape({product}.shape[:{product}.ndim - {batch_rank}] + " \
-                          f"{_tuple([sizes[l] for l in batch] + shape)})"
-            else:
-                drop = (["0"] if not free_a else []) + (["0"] if not free_b else [])
-                if not free_a and free_b:
-                    product = f"({product})[..., 0, :]"
-                elif not free_b and free_a:
-                    product = f"({product})[..., 0]"
-                elif drop:
-                    product = f"({product})[..., 0, 0]"
+            if len(free_a) != 1 or len(free_b) != 1:
+                product = self._reshape_core(self._tmp(product, "matmul"), len(batch) + 2,
+                                             kept + [sizes[l] for l in free_a + free_b])
             result_labels = batch + free_a + free_b
         perm = [result_labels.index(l) for l in lo]
         if perm == list(range(len(lo))):
             return product
         return self._permute(self._wrap(product), perm, len(lo))
 
+    def _reshape_core(self, text: str, rank: int, core) -> str:
+        """``text`` (core rank ``rank``) reshaped to core shape ``core``, batch kept."""
+        batch = f"{text}.shape[:{text}.ndim - {rank}]" if rank else f"{text}.shape"
+        return f"{text}.reshape({batch} + {_tuple(core)})"
+
     @staticmethod
     def _wrap(text: str) -> str:
         return text if text.isidentifier() else f"({text})"
-
-    def _merge(self, text: str, start: int, count: int, size: int, tail: int = 0) -> str:
-        """Merge ``count`` core axes from core position ``start`` (of ``start + count + tail``) into one."""
-        rank = start + count + tail
-        batch = f"{text}.shape[:{text}.ndim - {rank}]"
-        before = _tuple(f"{text}.shape[{p - rank}]" for p in range(start))
-        after = _tuple(f"{text}.shape[{p - rank}]" for p in range(start + count, rank))
-        parts = [batch] + ([before] if start else []) + [f"({size},)"] + ([after] if tail else [])
-        return f"{text}.reshape({' + '.join(parts)})"
 
     def _placed(self, text: str, labels, out) -> str:
         """An operand permuted into the order of ``out`` with None where it has no axis."""
