@@ -627,11 +627,13 @@ FUNCTIONS = {
     np.amax: _extreme("amax"), np.amin: _extreme("amin"),
     np.dot: _dot, np.inner: _inner, np.outer: _outer, np.tensordot: _tensordot, np.einsum: _einsum,
     np.matmul: _matmul, np.reshape: _reshape, np.transpose: _transpose, np.swapaxes: _swapaxes,
-    np.moveaxis: _moveaxis, np.squeeze: _squeeze, np.expand_dims: _expand_dims, np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
+    np.moveaxis: _moveaxis, np.squeeze: _squeeze, np.expand_dims: _expand_dims,
+    np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
     np.broadcast_to: _broadcast_to, np.concatenate: _concatenate, np.stack: _stack,
     np.where: _where, np.clip: _clip,
     np.zeros_like: _filled(0.0), np.ones_like: _filled(1.0), np.full_like: _full_like,
-    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim, np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+    np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim,
+    np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
     np.copy: lambda a, order="K", subok=False: a,
 }
 
