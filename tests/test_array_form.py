@@ -545,3 +545,15 @@ def test_derivative_of_a_derivative():
     H = derive(trace_array(decoder, names, shapes), (0,), False, "hessian")
     Hh = load_module(print_module(H, "numpy", "Hessian"), "numpy").kernel(*args)
     np.testing.assert_allclose(Hh, central(lambda *a: decoder_closed_form(*a), args, 0), rtol=1e-6, atol=1e-8)
+
+
+def test_captured_arrays_small_and_large():
+    big = RNG.normal(size=(40, 30))
+    mask = RNG.normal(size=30) > 0
+    f = lambda x: np.tanh(big @ np.where(mask, x, 2.0 * x)) * np.array([1.0, 2.0, 3.0, 4.0, 5.0] * 8)  # noqa: E731
+    x = RNG.normal(size=30)
+    expected = central(f, [x], 0)
+    for target in ("numpy", "torch"):
+        kernel = build(f, ((30,),), target=target)
+        J = kernel(x if target == "numpy" else torch.tensor(x))
+        np.testing.assert_allclose(np.asarray(J), expected, rtol=1e-6, atol=1e-8)

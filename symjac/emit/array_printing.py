@@ -21,6 +21,7 @@ operations).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import linecache
 import math
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
 from ..front.array_program import ArrayProgram, Eqn, Var
 from ..names import check_identifier
@@ -210,6 +212,7 @@ class ArrayPrinter:
         self.np = target == "numpy"
         self.literals: dict[str, float] = {}
         self.constants: list[tuple[str, str]] = []
+        self.needs_base64 = False
 
     # -- operands ----------------------------------------------------------
     def ref(self, var: Var) -> str:
@@ -282,16 +285,29 @@ class ArrayPrinter:
         return f"{_TORCH_FUNCTIONS[prim]}({', '.join(args)})"
 
     def _print_constant(self, eqn: Eqn) -> str:
+        """Captured arrays live at module level (exact: repr of floats, or the raw
+        little-endian bytes in base64 when large) and are cast per call."""
         data = eqn.param("data")
         name = f"_C{len(self.constants)}"
         array = data.array()
-        if self.np:
-            kind = "bool" if data.dtype == "b" else "numpy.float64"
-            self.constants.append((name, f"numpy.array({array.tolist()!r}, dtype={kind})"))
-            return name if data.dtype == "b" else f"numpy.asarray({name}, dtype=_dtype)"
-        self.constants.append((name, repr(array.tolist())))
-        kind = "torch.bool" if data.dtype == "b" else "_dtype"
-        return f"torch.tensor({name}, dtype={kind}, device=_device)"
+        boolean = data.dtype == "b"
+        if array.size <= 16:
+            kind = ("bool" if boolean else "numpy.float64") if self.np else ("torch.bool" if boolean else "torch.float64")
+            module = "numpy.array" if self.np else "torch.tensor"
+            text = f"{module}({array.tolist()!r}, dtype={kind})"
+        else:
+            self.needs_base64 = True
+            raw = base64.b64encode(np.ascontiguousarray(array, dtype="<f8" if not boolean else "|b1").tobytes())
+            if self.np:
+                text = f'numpy.frombuffer(base64.b64decode(b"{raw.decode()}"), dtype="{"<f8" if not boolean else "|b1"}")' \
+                       f".reshape({_tuple(array.shape)})"
+            else:
+                text = f'torch.frombuffer(bytearray(base64.b64decode(b"{raw.decode()}")), ' \
+                       f'dtype={"torch.float64" if not boolean else "torch.bool"}).reshape({_tuple(array.shape)})'
+        self.constants.append((name, text))
+        if boolean:
+            return name if self.np else f"{name}.to(device=_device)"
+        return f"numpy.asarray({name}, dtype=_dtype)" if self.np else f"{name}.to(dtype=_dtype, device=_device)"
 
     def _print_eye(self, eqn: Eqn) -> str:
         n = eqn.param("n")
@@ -506,7 +522,7 @@ class ArrayPrinter:
         else:
             returns = f"an array of core shape {returns}"
         helpers = (_NUMPY_HELPERS if np_ else _TORCH_HELPERS).splitlines()
-        imports = ["import numpy"] if np_ else ["import torch"]
+        imports = (["import base64"] if self.needs_base64 else []) + (["import numpy"] if np_ else ["import torch"])
         digest = hashlib.sha256(repr((self.target, title, program.name, names, body, self.constants,
                                       structure_text)).encode()).hexdigest()[:16]
         from .. import __version__
