@@ -291,19 +291,19 @@ class ArrayPrinter:
         name = f"_C{len(self.constants)}"
         array = data.array()
         boolean = data.dtype == "b"
+        numpy_kind, torch_kind = ("bool", "torch.bool") if boolean else ("numpy.float64", "torch.float64")
         if array.size <= 16:
-            kind = ("bool" if boolean else "numpy.float64") if self.np else ("torch.bool" if boolean else "torch.float64")
-            module = "numpy.array" if self.np else "torch.tensor"
+            module, kind = ("numpy.array", numpy_kind) if self.np else ("torch.tensor", torch_kind)
             text = f"{module}({array.tolist()!r}, dtype={kind})"
         else:
             self.needs_base64 = True
-            raw = base64.b64encode(np.ascontiguousarray(array, dtype="<f8" if not boolean else "|b1").tobytes())
+            layout = "|b1" if boolean else "<f8"
+            raw = base64.b64encode(np.ascontiguousarray(array, dtype=layout).tobytes()).decode()
             if self.np:
-                text = f'numpy.frombuffer(base64.b64decode(b"{raw.decode()}"), dtype="{"<f8" if not boolean else "|b1"}")' \
-                       f".reshape({_tuple(array.shape)})"
+                text = f'numpy.frombuffer(base64.b64decode(b"{raw}"), dtype="{layout}")'
             else:
-                text = f'torch.frombuffer(bytearray(base64.b64decode(b"{raw.decode()}")), ' \
-                       f'dtype={"torch.float64" if not boolean else "torch.bool"}).reshape({_tuple(array.shape)})'
+                text = f'torch.frombuffer(bytearray(base64.b64decode(b"{raw}")), dtype={torch_kind})'
+            text += f".reshape({_tuple(array.shape)})"
         self.constants.append((name, text))
         if boolean:
             return name if self.np else f"{name}.to(device=_device)"

@@ -584,7 +584,8 @@ def _stack(arrays, axis=0, out=None, dtype=None, casting="same_kind"):
     variables = [_as_var(builder, a) for a in arrays]
     shape = broadcast_shapes(*(v.shape for v in variables), what="np.stack operands")
     if any(v.shape != shape for v in variables) and not all(v.ndim == 0 for v in variables):
-        raise ShapeError(f"stack: all arrays must have the same shape, got {', '.join(str(v.shape) for v in variables)}")
+        shapes = ", ".join(str(v.shape) for v in variables)
+        raise ShapeError(f"stack: all arrays must have the same shape, got {shapes}")
     axis = normalize_axes(axis, len(shape) + 1)[0]
     new_shape = shape[:axis] + (1,) + shape[axis:]
     parts = [builder.reshape(builder.broadcast(v, shape), new_shape) for v in variables]
