@@ -575,7 +575,10 @@ def load_module(text: str, target: str) -> types.ModuleType:
 
 def scalar_cost(program: ArrayProgram) -> int:
     """Estimated scalar operations of the same program written element by element
-    (the scalar form): flops of contractions, one per element otherwise."""
+    (the scalar form): flops of every contraction, one per element of every
+    other computed array, plus the outputs. Pass the *derived* program (what
+    the scalar form would compile); ``form="auto"`` compares this with a
+    threshold measured at the crossover (issue 19)."""
     total = 0
     for eqn in program.eqns:
         if eqn.prim == "einsum":

@@ -34,6 +34,19 @@ Primitives (``params`` in brackets):
 :class:`Builder` writes equations with common-subexpression elimination (the
 same primitive on the same inputs is one variable) and folds literals, so
 the derivative programs reuse the forward values (``tanh`` feeds ``1 - t**2``).
+:meth:`Builder.contract` splits an Einstein summation into pairwise
+contractions in the cheapest order for the shapes (exhaustive search up to
+ten operands, greedy beyond), chosen here, at build time: the printed code
+never searches a path at run time.
+
+Why an IR of our own rather than ``sympy.tensor.array.expressions``: the
+calculus rules are the same (Laue et al.), but sympy 1.14's array printers
+raise on elementwise functions and print wrong einsums for diagonals
+(sympy#30395), its expressions have no notion of leading batch dimensions,
+of a contraction order fixed at build time or of a torch target, and an
+ArrayContraction tree is not a straight-line program with shared
+subexpressions. A jaxpr-like list of equations is all the printers and the
+calculus need, and each stage can print it (``str(program)``) for debugging.
 """
 
 from __future__ import annotations
