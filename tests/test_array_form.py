@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import inspect
 
+import hypothesis
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 from symjac.derive.array_calculus import derive
 from symjac.emit.array_printing import load_module, print_module, scalar_cost
@@ -19,6 +21,11 @@ from symjac.front.array_program import ArrayFormError
 from symjac.front.array_trace import trace_array
 
 RNG = np.random.default_rng(20261202)
+
+try:
+    import torch
+except ImportError:  # the torch tests below skip; the numpy ones still run
+    torch = None
 
 
 def build(f, shapes, wrt=(0,), what="jacobian", target="numpy", wrt_is_tuple=False):
@@ -334,9 +341,22 @@ def test_each_operation_against_central_differences(name):
     f = OPS[name]
     x = RNG.uniform(0.2, 0.9, size=4) if name in POSITIVE | UNIT else RNG.normal(size=4)
     y = RNG.uniform(0.5, 1.5, size=4)
-    J = build(f, ((4,), (4,)), wrt=(0, 1), wrt_is_tuple=True)(x, y)
+    kernel = build(f, ((4,), (4,)), wrt=(0, 1), wrt_is_tuple=True)
+    J = kernel(x, y)
     np.testing.assert_allclose(J[0], central(f, [x, y], 0), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(J[1], central(f, [x, y], 1), rtol=1e-6, atol=1e-7)
+    # a batch of x against one y, and the torch target on the same batch
+    x2 = x[::-1] * 0.9
+    batched = kernel(np.stack([x, x2]), y)
+    single = kernel(x2, y)
+    for j in range(2):
+        np.testing.assert_allclose(batched[j][0], J[j], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(batched[j][1], single[j], rtol=1e-12, atol=1e-12)
+    if torch is not None:
+        on_torch = build(f, ((4,), (4,)), wrt=(0, 1), wrt_is_tuple=True, target="torch")(
+            torch.tensor(np.stack([x, x2])), torch.tensor(y))
+        for j in range(2):
+            np.testing.assert_allclose(on_torch[j].numpy(), batched[j], rtol=1e-12, atol=1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -374,9 +394,10 @@ def test_errors_name_the_operation():
 # torch target
 
 
-torch = pytest.importorskip("torch")
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
 
+@needs_torch
 def test_torch_float32_in_float32_out_and_values():
     shapes = ((32,), (256, 32), (256,), (64, 256), (64,))
     kernel = build(decoder, shapes, target="torch")
@@ -388,6 +409,7 @@ def test_torch_float32_in_float32_out_and_values():
     np.testing.assert_allclose(J64.numpy(), decoder_closed_form(*args), rtol=1e-10, atol=1e-12)
 
 
+@needs_torch
 def test_torch_gradcheck_and_gradgradcheck_through_the_jacobian():
     kernel = build(decoder, ((3,), (4, 3), (4,), (2, 4), (2,)), target="torch")
     args = tuple(torch.tensor(a, requires_grad=True) for a in decoder_args(3, 4, 2, batch=(2,)))
@@ -396,6 +418,7 @@ def test_torch_gradcheck_and_gradgradcheck_through_the_jacobian():
     assert torch.autograd.gradgradcheck(lambda *a: kernel(*a), args)
 
 
+@needs_torch
 def test_torch_every_kind_on_the_meta_device():
     shapes = ((3, 4), (5, 4), (5, 2))
     for what, extra in (("jacobian", ()), ("jvp", ((3, 4),)), ("vjp", ((3, 2),))):
@@ -424,6 +447,7 @@ def mixed(x, W):
     return np.where(z > 0, e / e.sum(), z ** 2)
 
 
+@needs_torch
 def test_torch_compile_fullgraph():
     kernel = build(mixed, ((3,), (2, 3)), wrt=(0, 1), wrt_is_tuple=True, target="torch")
     compiled = torch.compile(kernel, fullgraph=True, backend="aot_eager")
@@ -437,8 +461,6 @@ def test_torch_compile_fullgraph():
 # --------------------------------------------------------------------------
 # property: random compositions of supported operations
 
-hypothesis = pytest.importorskip("hypothesis")
-st = hypothesis.strategies
 
 UNARY = [np.tanh, np.sin, lambda z: 1.0 / (1.0 + np.exp(-z)), lambda z: np.log1p(z * z), np.exp,
          lambda z: np.maximum(z, 0.1), lambda z: z ** 2]
@@ -547,6 +569,7 @@ def test_derivative_of_a_derivative():
     np.testing.assert_allclose(Hh, central(lambda *a: decoder_closed_form(*a), args, 0), rtol=1e-6, atol=1e-8)
 
 
+@needs_torch
 def test_captured_arrays_small_and_large():
     big = RNG.normal(size=(40, 30))
     mask = RNG.normal(size=30) > 0
