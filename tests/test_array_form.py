@@ -494,8 +494,12 @@ def test_random_compositions_against_central_differences(steps, seed):
 
     x, W = rng.normal(size=3), rng.normal(size=(3, 3)) / 2
     J = build(f, ((3,), (3, 3)), wrt=(0, 1), wrt_is_tuple=True)(x, W)
-    np.testing.assert_allclose(J[0], central(f, [x, W], 0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(J[1], central(f, [x, W], 1), rtol=1e-5, atol=1e-6)
+    Jx, JW = central(f, [x, W], 0), central(f, [x, W], 1)
+    np.testing.assert_allclose(J[0], Jx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(J[1], JW, rtol=1e-5, atol=1e-6)
+    u, v = rng.normal(size=3), rng.normal(size=3)
+    np.testing.assert_allclose(build(f, ((3,), (3, 3)), what="vjp")(x, W, u), u @ Jx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(build(f, ((3,), (3, 3)), what="jvp")(x, W, v), Jx @ v, rtol=1e-5, atol=1e-6)
 
 
 def test_gradients_run_in_reverse_order_and_share_the_backward_vectors():
