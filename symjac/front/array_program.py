@@ -456,26 +456,38 @@ def _plan(label_sets, out, sizes):
         return math.prod(sizes[l] for l in labels)
 
     if n <= 10:
+        # labels as bits; the size of a set of labels memoised by its bitmask
+        bit = {label: 1 << k for k, label in enumerate(sorted(set().union(*label_sets) | out))}
+        label_of = {b: label for label, b in bit.items()}
+        sizes_cache: dict[int, int] = {0: 1}
+
+        def size_bits(bits: int) -> int:
+            found = sizes_cache.get(bits)
+            if found is None:
+                low = bits & -bits
+                found = sizes_cache[bits] = size_bits(bits ^ low) * sizes[label_of[low]]
+            return found
+
+        out_bits = sum(bit[l] for l in out)
+        operand_bits = [sum(bit[l] for l in labels) for labels in label_sets]
         full = (1 << n) - 1
-        union = [frozenset()] * (1 << n)
+        union = [0] * (1 << n)
         for mask in range(1, 1 << n):
             low = (mask & -mask).bit_length() - 1
-            union[mask] = union[mask & (mask - 1)] | label_sets[low]
-
-        def kept(mask):
-            return union[mask] & (out | union[full & ~mask])
-
+            union[mask] = union[mask & (mask - 1)] | operand_bits[low]
+        kept = [union[mask] & (out_bits | union[full & ~mask]) for mask in range(1 << n)]
         best = {1 << k: (0, None) for k in range(n)}
         for mask in sorted(range(1, 1 << n), key=lambda m: (bin(m).count("1"), m)):
             if mask in best:
                 continue
             low = mask & -mask
+            result_size = size_bits(kept[mask])
             choice = None
             sub = (mask - 1) & mask
             while sub:
                 if sub & low:
                     other = mask ^ sub
-                    cost = best[sub][0] + best[other][0] + size(kept(sub) | kept(other)) + size(kept(mask))
+                    cost = best[sub][0] + best[other][0] + size_bits(kept[sub] | kept[other]) + result_size
                     if choice is None or cost < choice[0]:
                         choice = (cost, (sub, other))
                 sub = (sub - 1) & mask
