@@ -329,6 +329,7 @@ OPS = {
     "expand_squeeze": lambda x, y: np.squeeze(np.expand_dims(x, 0) * y, axis=0),
     "norm_like": lambda x, y: np.sqrt(np.sum(x**2)) * y,
     "constant_array": lambda x, y: np.array([1.0, -2.0, 0.5, 3.0]) * x,
+    "boolean_arithmetic": lambda x, y: (x > 0) * x + np.sum(y > 1.0) * y + np.outer(x > 0, y) @ y,
     "ellipsis_einsum": lambda x, y: np.einsum("...i,...i->...", np.outer(y, x), np.outer(y, x) + 1.0),
     "matmul_transpose": lambda x, y: (np.outer(x, y) @ np.outer(y, x).T).sum(axis=1),
     "inner_outer": lambda x, y: np.inner(x, y) * np.outer(x, y)[0],

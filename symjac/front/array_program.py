@@ -268,6 +268,10 @@ class Builder:
         if len(inputs) != arity:
             raise ArrayFormError(f"{prim} takes {arity} operands, got {len(inputs)}")
         shape = broadcast_shapes(*(v.shape for v in inputs), what=f"operands of {prim}")
+        if dtype == "f" and prim not in ("cast", "where"):  # booleans take part in arithmetic as 0.0 / 1.0
+            inputs = tuple(self.elementwise("cast", v) if v.dtype == "b" else v for v in inputs)
+        elif prim == "where":
+            inputs = inputs[:1] + tuple(self.elementwise("cast", v) if v.dtype == "b" else v for v in inputs[1:])
         values = [self.literal_value(v) for v in inputs]
         if all(v is not None for v in values) and dtype == "f":
             with np.errstate(all="ignore"):
@@ -339,6 +343,8 @@ class Builder:
 
     # -- structure ---------------------------------------------------------
     def reduce(self, prim: str, x: Var, axes: tuple[int, ...], keepdims: bool) -> Var:
+        if x.dtype == "b":
+            x = self.elementwise("cast", x)
         if not axes:
             return x
         shape = tuple(1 if k in axes else s for k, s in enumerate(x.shape)) if keepdims else \
@@ -410,6 +416,7 @@ class Builder:
     def einsum(self, operands, labels, out) -> Var:
         """One raw einsum equation (one or two operands): see :meth:`contract`."""
         operands, labels, out = tuple(operands), tuple(tuple(l) for l in labels), tuple(out)
+        operands = tuple(self.elementwise("cast", v) if v.dtype == "b" else v for v in operands)
         sizes = {}
         for var, ls in zip(operands, labels):
             for label, size in zip(ls, var.shape):
