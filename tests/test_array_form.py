@@ -585,3 +585,15 @@ def test_captured_arrays_small_and_large():
         kernel = build(f, ((30,),), target=target)
         J = kernel(x if target == "numpy" else torch.tensor(x))
         np.testing.assert_allclose(np.asarray(J), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_build_does_not_grow_with_width():
+    """The same equations at hidden 64 and 4096: only the shapes change (no timing assert)."""
+    texts = []
+    for hidden in (64, 4096):
+        shapes = ((32,), (hidden, 32), (hidden,), (784, hidden), (784,))
+        program = trace_array(decoder, ("h", "W1", "b1", "W2", "b2"), shapes)
+        derived = derive(program, (0,), False, "jacobian")
+        texts.append([line for line in print_module(derived, "numpy", "Jacobian").split("def kernel")[1]
+                      .replace(str(hidden), "H").splitlines() if "_t" in line])
+    assert texts[0] == texts[1]
