@@ -425,7 +425,12 @@ class ArrayPrinter:
         free_b = [l for l in lb if l not in la]
         left = self._permute(ta, [la.index(l) for l in batch + free_a + contracted], len(la))
         right = self._permute(tb, [lb.index(l) for l in batch + contracted + free_b], len(lb))
-        if not batch and len(free_a) == 1 and len(contracted) == 1 and not free_b:
+        if not free_a and not free_b:  # inner products over the contracted axes
+            axes = _tuple(range(-len(contracted), 0))
+            keyword = "axis" if self.np else "dim"
+            product = f"({left} * {right}).sum({keyword}={axes})"
+            result_labels = batch
+        elif not batch and len(free_a) == 1 and len(contracted) == 1 and not free_b:
             product, result_labels = f"_matvec({left}, {right})", free_a
         elif not batch and not free_a and len(contracted) == 1 and len(free_b) == 1:
             product, result_labels = f"_vecmat({left}, {right})", free_b
