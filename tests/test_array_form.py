@@ -597,3 +597,28 @@ def test_build_does_not_grow_with_width():
         texts.append([line for line in print_module(derived, "numpy", "Jacobian").split("def kernel")[1]
                       .replace(str(hidden), "H").splitlines() if "_t" in line])
     assert texts[0] == texts[1]
+
+
+def test_flattening_the_input_is_a_view_not_an_identity_matrix():
+    f = lambda x, W: np.tanh(W @ x.reshape(-1))  # noqa: E731
+    shapes = ((4, 5), (3, 20))
+    program = trace_array(f, ("x", "W"), shapes)
+    x, W = RNG.normal(size=(4, 5)), RNG.normal(size=(3, 20)) / 4
+    for what, extra in (("jacobian", ()), ("jvp", ((4, 5),)), ("vjp", ((3,),))):
+        derived = derive(program, (0,), False, what)
+        assert not {eqn.prim for eqn in derived.eqns} & {"eye", "diag_embed"}
+        args = [x, W] + [RNG.normal(size=s) for s in extra]
+        got = load_module(print_module(derived, "numpy", what), "numpy").kernel(*args)
+        J = central(f, [x, W], 0)
+        if what == "jacobian":
+            expected = J
+        elif what == "jvp":
+            expected = np.tensordot(J, args[-1], axes=2)
+        else:
+            expected = np.tensordot(args[-1], J, axes=1)
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-8)
+    g = lambda x, W: np.sum(f(x, W) ** 2)  # noqa: E731
+    H = build(g, shapes, what="hessian")(x, W)
+    t = np.tanh(W @ x.ravel())
+    closed = W.T @ ((2 * (1 - t**2) * (1 - 3 * t**2))[:, None] * W)  # d2/dx2 sum(tanh(W x)^2)
+    np.testing.assert_allclose(H, closed.reshape(4, 5, 4, 5), rtol=1e-10, atol=1e-12)

@@ -387,6 +387,15 @@ class _Deriver:
             for p, q in zip(kept_u, kept_v):
                 v_slots[q] = u_slots[p]
             return [self.compose(t, 1.0, (), tuple(v_slots), u_slots) for t in incoming]
+        if all(t.vl == t.xl and len(set(t.vl)) == len(t.vl) and not any(set(t.vl) & set(ls) for _, ls in t.factors)
+               for t in incoming):
+            # u is (a scalar multiple of) the input itself: differentiate with respect to
+            # the input viewed in v's shape; results are reshaped back when realised
+            terms = []
+            for t in incoming:
+                labels = tuple(self.fresh(s) for s in out.shape)
+                terms.append(Term(t.coeff, t.factors, labels, labels))
+            return terms
         # a general reshape: contract the derivative into one dense factor, reshape that
         x_shape = tuple(self.sizes[l] for l in incoming[0].xl)
         dense = self.dense(incoming, u.shape, x_shape)
@@ -497,8 +506,13 @@ class _Deriver:
         total = None
         for part, labels in groups.values():
             placed = self.embed(part, labels)
+            placed = self.b.reshape(placed, tuple(v_shape) + tuple(x_shape))  # the input may be seen reshaped
             total = placed if total is None else self.b.add(total, placed)
         return total
+
+    def as_viewed(self, var: Var, t: Term) -> Var:
+        """``var`` (shaped like the input) in the shape in which ``t`` sees the input."""
+        return self.b.reshape(var, tuple(self.sizes[l] for l in t.xl))
 
     def dense_term(self, terms, v: Var, x: Var) -> Term:
         dense = self.dense(terms, v.shape, x.shape)
@@ -584,7 +598,7 @@ def _jvp(program, wrt, wrt_is_tuple):
         D = d.tangents(program.inputs[j])
         for i, out in enumerate(program.outputs):
             for t in D.get(d.var(out).name, []):
-                part = d.realize(t.factors + ((tangent, t.xl),), t.coeff, t.vl)
+                part = d.realize(t.factors + ((d.as_viewed(tangent, t), t.xl),), t.coeff, t.vl)
                 sums[i] = part if sums[i] is None else d.b.add(sums[i], part)
     outputs = [s if s is not None else d.b.zeros(out.shape) for s, out in zip(sums, program.outputs)]
     return program_from(program.name, d.b, program.inputs + tuple(tangents), outputs,
@@ -606,7 +620,7 @@ def _vjp(program, wrt, wrt_is_tuple):
         total = None
         for out, cotangent in zip(program.outputs, cotangents):
             for t in D.get(d.var(out).name, []):
-                part = d.realize(t.factors + ((cotangent, t.vl),), t.coeff, t.xl)
+                part = d.b.reshape(d.realize(t.factors + ((cotangent, t.vl),), t.coeff, t.xl), x.shape)
                 total = part if total is None else d.b.add(total, part)
         outputs.append(total if total is not None else d.b.zeros(x.shape))
     structure = tuple(range(len(wrt))) if wrt_is_tuple else 0
