@@ -328,6 +328,8 @@ OPS = {
     "sigmoid": lambda x, y: 1.0 / (1.0 + np.exp(-x)), "relu": lambda x, y: np.maximum(x * y, 0.0),
     "expand_squeeze": lambda x, y: np.squeeze(np.expand_dims(x, 0) * y, axis=0),
     "norm_like": lambda x, y: np.sqrt(np.sum(x**2)) * y,
+    "linalg_norm": lambda x, y: np.linalg.norm(x) * y + np.linalg.norm(np.outer(x, y), axis=1)
+    + np.linalg.norm(y, ord=1) + np.linalg.norm(np.outer(x, y)),
     "constant_array": lambda x, y: np.array([1.0, -2.0, 0.5, 3.0]) * x,
     "boolean_arithmetic": lambda x, y: (x > 0) * x + np.sum(y > 1.0) * y + np.outer(x > 0, y) @ y,
     "ellipsis_einsum": lambda x, y: np.einsum("...i,...i->...", np.outer(y, x), np.outer(y, x) + 1.0),
@@ -622,3 +624,15 @@ def test_flattening_the_input_is_a_view_not_an_identity_matrix():
     t = np.tanh(W @ x.ravel())
     closed = W.T @ ((2 * (1 - t**2) * (1 - 3 * t**2))[:, None] * W)  # d2/dx2 sum(tanh(W x)^2)
     np.testing.assert_allclose(H, closed.reshape(4, 5, 4, 5), rtol=1e-10, atol=1e-12)
+
+
+def test_scalar_arguments_with_batches():
+    f = lambda x, s: np.exp(s) * x + s ** 2  # noqa: E731
+    x, s = RNG.normal(size=(5, 3)), RNG.normal(size=5)
+    for target in ("numpy",) + (("torch",) if torch is not None else ()):
+        kernel = build(f, ((3,), ()), wrt=(0, 1), wrt_is_tuple=True, target=target)
+        got = kernel(*((x, s) if target == "numpy" else (torch.tensor(x), torch.tensor(s))))
+        assert tuple(got[0].shape) == (5, 3, 3) and tuple(got[1].shape) == (5, 3)
+        for b in range(5):
+            np.testing.assert_allclose(np.asarray(got[0][b]), central(f, [x[b], s[b]], 0), rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(np.asarray(got[1][b]), central(f, [x[b], s[b]], 1), rtol=1e-6, atol=1e-8)

@@ -609,6 +609,19 @@ def _clip(a, a_min=None, a_max=None, out=None, **kwargs):
     return result
 
 
+def _norm(x, ord=None, axis=None, keepdims=False):
+    builder = _builder_of(x)
+    var = _as_var(builder, x)
+    vector = var.ndim == 1 or isinstance(axis, (int, np.integer))
+    if ord in (None, 2) and (vector or axis is None) or ord == "fro" and not vector:
+        if ord == 2 and not vector:
+            raise _unsupported("np.linalg.norm(ord=2) of a matrix (its largest singular value)")
+        return _ew("sqrt", _reduce("sum", _ew("square", x), axis, keepdims))
+    if ord == 1 and vector:
+        return _reduce("sum", _ew("abs", x), axis, keepdims)
+    raise _unsupported(f"np.linalg.norm(ord={ord!r})", "vector 2-norm, 1-norm and the Frobenius norm are supported")
+
+
 def _filled(value):
     def like(a, dtype=None, order="K", subok=True, shape=None):
         builder = _builder_of(a)
@@ -631,7 +644,7 @@ FUNCTIONS = {
     np.moveaxis: _moveaxis, np.squeeze: _squeeze, np.expand_dims: _expand_dims,
     np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
     np.broadcast_to: _broadcast_to, np.concatenate: _concatenate, np.stack: _stack,
-    np.where: _where, np.clip: _clip,
+    np.where: _where, np.clip: _clip, np.linalg.norm: _norm,
     np.zeros_like: _filled(0.0), np.ones_like: _filled(1.0), np.full_like: _full_like,
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim,
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
