@@ -385,6 +385,8 @@ def test_errors_name_the_operation():
         derive(trace_array(lambda x: x * 2, ("x",), ((3,),)), (0,), False, "gradient")
     with pytest.raises(InvalidNameError):
         trace_array(lambda x: x, ("import",), ((3,),))
+    with pytest.raises(InvalidNameError, match="torch"):
+        print_module(trace_array(lambda torch: torch * 2, ("torch",), ((3,),)), "torch", "Function")
     with pytest.raises(ShapeError):
         trace_array(lambda x, A: A @ x, ("x", "A"), ((3,), (2, 4)))
     kernel = build(decoder, ((3,), (5, 3), (5,), (4, 5), (4,)))
@@ -636,3 +638,27 @@ def test_scalar_arguments_with_batches():
         for b in range(5):
             np.testing.assert_allclose(np.asarray(got[0][b]), central(f, [x[b], s[b]], 0), rtol=1e-6, atol=1e-8)
             np.testing.assert_allclose(np.asarray(got[1][b]), central(f, [x[b], s[b]], 1), rtol=1e-6, atol=1e-8)
+
+
+def test_same_bytes_in_every_process():
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, numpy as np\n"
+        "from symjac.front.array_trace import trace_array\n"
+        "from symjac.derive.array_calculus import derive\n"
+        "from symjac.emit.array_printing import print_module\n"
+        "def f(Q, K, V):\n"
+        "    s = Q @ K.T\n"
+        "    e = np.exp(s - s.max(axis=-1, keepdims=True))\n"
+        "    return np.concatenate([(e / e.sum(axis=-1, keepdims=True)) @ V, Q[:, :1]], axis=1)\n"
+        "p = derive(trace_array(f, ('Q', 'K', 'V'), ((3, 4), (5, 4), (5, 2))), (0, 1), True, 'hessian')\n"
+        "print(hashlib.sha256(print_module(p, 'torch', 'Hessian').encode()).hexdigest())\n")
+    digests = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        digests.add(subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
+                                   text=True).stdout)
+    assert len(digests) == 1

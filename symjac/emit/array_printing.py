@@ -34,11 +34,13 @@ import jinja2
 import numpy as np
 
 from ..front.array_program import ArrayProgram, Eqn, Var
+from ..errors import InvalidNameError
 from ..names import check_identifier
 
 __all__ = ["ArrayPrinter", "TARGETS", "load_module", "print_module", "scalar_cost"]
 
 TARGETS = ("numpy", "torch")
+_MODULE_NAMES = frozenset({"torch", "base64", "kernel"})  # besides symjac.names.RESERVED
 _TITLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-]{0,79}")
 _TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -477,6 +479,9 @@ class ArrayPrinter:
     def render(self, title: str) -> str:
         program = self.program
         names = [check_identifier(v.name, "argument name") for v in program.inputs]
+        for name in names:
+            if name in _MODULE_NAMES:
+                raise InvalidNameError(f"argument name {name!r} is a name the generated array module uses; rename it")
         body = []
         for eqn in program.eqns:
             printed = self.line(eqn)
