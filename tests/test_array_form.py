@@ -421,6 +421,11 @@ def test_torch_gradcheck_and_gradgradcheck_through_the_jacobian():
     penalty = lambda *a: ((kernel(*a) - 0.1) ** 2).sum()  # noqa: E731
     assert torch.autograd.gradcheck(penalty, args)
     assert torch.autograd.gradgradcheck(lambda *a: kernel(*a), args)
+    # max, concatenate, slices, where, softmax and captured constants
+    mixed_jacobian = build(mixed, ((3,), (2, 3)), wrt=(0, 1), wrt_is_tuple=True, target="torch")
+    inputs = (torch.tensor(RNG.normal(size=(2, 3)), requires_grad=True),
+              torch.tensor(RNG.normal(size=(2, 3)), requires_grad=True))
+    assert torch.autograd.gradcheck(lambda *a: mixed_jacobian(*a), inputs)
 
 
 @needs_torch
