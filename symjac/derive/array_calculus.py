@@ -46,7 +46,8 @@ from ..front.array_trace import program_from
 
 __all__ = ["DERIVATIVES", "Term", "derive"]
 
-MAX_TERMS = 8  # beyond this many terms a derivative is contracted into one dense factor
+MAX_TERMS = 8  # beyond this many terms a derivative is contracted into one dense factor ...
+MAX_DENSE = 1 << 22  # ... unless that factor (variable size x input size) would be larger than this
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ class _Deriver:
             if not any(v.name in D for v in eqn.inputs) or eqn.prim in _ZERO_DERIVATIVE:
                 continue
             terms = self.merged(self.rule(eqn, D))
-            if len(terms) > MAX_TERMS:
+            if len(terms) > MAX_TERMS and eqn.out.size * x.size <= MAX_DENSE:
                 terms = [self.dense_term(terms, eqn.out, x)]
             if terms:
                 D[eqn.out.name] = terms
