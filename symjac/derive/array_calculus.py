@@ -301,83 +301,136 @@ class _Deriver:
         return tuple(v_slots[offset + p] if size == out_shape[offset + p] else self.fresh(size)
                      for p, size in enumerate(shape))
 
+    def local(self, eqn: Eqn, k: int):
+        """The derivative of ``eqn``'s output with respect to its input ``k`` in
+        Einstein form: ``(coeff, factors, v_slots, u_slots)`` (slots are fresh
+        labels; shared ones say "same index", repeated u slots a diagonal), or
+        None where it is zero. ``reshape`` has no such form and is handled apart."""
+        b, prim, out, u = self.b, eqn.prim, eqn.out, eqn.inputs[k]
+        if prim in _ELEMENTWISE_PRIMS:
+            partial = _partial(b, prim, eqn.inputs, out, k)
+            if partial is None:
+                return None
+            v_slots = tuple(self.fresh(s) for s in out.shape)
+            u_slots = self._aligned(u.shape, out.shape, v_slots)
+            if isinstance(partial, Var) and b.literal_value(partial) is not None:
+                partial = b.literal_value(partial)
+            if isinstance(partial, float):
+                return partial, (), v_slots, u_slots
+            return 1.0, ((partial, self._aligned(partial.shape, out.shape, v_slots)),), v_slots, u_slots
+        if prim == "broadcast":
+            v_slots = tuple(self.fresh(s) for s in out.shape)
+            return 1.0, (), v_slots, self._aligned(u.shape, out.shape, v_slots)
+        if prim == "einsum":
+            spec_in, spec_out = eqn.param("spec")
+            slots = {}
+            for var, ls in zip(eqn.inputs, spec_in):
+                for label, size in zip(ls, var.shape):
+                    if label not in slots:
+                        slots[label] = self.fresh(size)
+            coeff, kept = 1.0, []
+            for j, (var, ls) in enumerate(zip(eqn.inputs, spec_in)):
+                if j == k:
+                    continue
+                value = b.literal_value(var)
+                if value is not None:
+                    coeff *= value
+                else:
+                    kept.append((var, tuple(slots[l] for l in ls)))
+            return coeff, tuple(kept), tuple(slots[l] for l in spec_out), tuple(slots[l] for l in spec_in[k])
+        if prim in ("sum", "amax", "amin"):
+            axes, keepdims = eqn.param("axes"), eqn.param("keepdims")
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            v_slots = tuple((self.fresh(1) if keepdims else None) if p in axes else u_slots[p] for p in range(u.ndim))
+            v_slots = tuple(s for s in v_slots if s is not None)
+            factors = ()
+            if prim != "sum":
+                mask = b.extremum_mask("argmax_mask" if prim == "amax" else "argmin_mask", u, axes)
+                factors = ((mask, u_slots),)
+            return 1.0, factors, v_slots, u_slots
+        if prim == "transpose":
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            return 1.0, (), tuple(u_slots[p] for p in eqn.param("perm")), u_slots
+        if prim == "diag_embed":
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            return 1.0, (), u_slots + u_slots[-1:], u_slots
+        if prim == "getitem":  # selection matrices (the forward rule slices factors instead)
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            factors, v_slots, axis = [], [], 0
+            for entry in eqn.param("index"):
+                if entry[0] == "n":
+                    v_slots.append(self.fresh(1))
+                    continue
+                a, n = u_slots[axis], u.shape[axis]
+                axis += 1
+                if entry == ("s", 0, n, 1):
+                    v_slots.append(a)
+                    continue
+                select = b.getitem(b.eye(n), (entry, ("s", 0, n, 1)))
+                if entry[0] == "s":
+                    c = self.fresh(select.shape[0])
+                    factors.append((select, (c, a)))
+                    v_slots.append(c)
+                else:
+                    factors.append((select, (a,)))
+            return 1.0, tuple(factors), tuple(v_slots), u_slots
+        if prim == "concat":
+            axis = eqn.param("axis")
+            offset = sum(v.shape[axis] for v in eqn.inputs[:k])
+            total, n = out.shape[axis], u.shape[axis]
+            place = b.getitem(b.eye(total), (("s", 0, total, 1), ("s", offset, offset + n, 1)))
+            u_slots = tuple(self.fresh(s) for s in u.shape)
+            c = self.fresh(total)
+            return 1.0, ((place, (c, u_slots[axis])),), u_slots[:axis] + (c,) + u_slots[axis + 1:], u_slots
+        raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+
     def rule(self, eqn: Eqn, D) -> list[Term]:
-        b, prim, out = self.b, eqn.prim, eqn.out
         terms: list[Term] = []
         for k, u in enumerate(eqn.inputs):
             if u.name not in D:
                 continue
             incoming = D[u.name]
-            if prim in _ELEMENTWISE_PRIMS:
-                partial = _partial(b, prim, eqn.inputs, out, k)
-                if partial is None:
-                    continue
-                v_slots = tuple(self.fresh(s) for s in out.shape)
-                u_slots = self._aligned(u.shape, out.shape, v_slots)
-                if isinstance(partial, Var) and b.literal_value(partial) is not None:
-                    partial = b.literal_value(partial)
-                if isinstance(partial, float):
-                    local = (partial, ())
-                else:
-                    local = (1.0, ((partial, self._aligned(partial.shape, out.shape, v_slots)),))
-                terms += [self.compose(t, local[0], local[1], v_slots, u_slots) for t in incoming]
-            elif prim == "broadcast":
-                v_slots = tuple(self.fresh(s) for s in out.shape)
-                u_slots = self._aligned(u.shape, out.shape, v_slots)
-                terms += [self.compose(t, 1.0, (), v_slots, u_slots) for t in incoming]
-            elif prim == "einsum":
-                spec_in, spec_out = eqn.param("spec")
-                slots = {}
-                for var, ls in zip(eqn.inputs, spec_in):
-                    for label, size in zip(ls, var.shape):
-                        if label not in slots:
-                            slots[label] = self.fresh(size)
-                others = tuple((var, tuple(slots[l] for l in ls))
-                               for j, (var, ls) in enumerate(zip(eqn.inputs, spec_in)) if j != k)
-                coeff = 1.0
-                kept = []
-                for var, ls in others:
-                    value = b.literal_value(var)
-                    if value is not None:
-                        coeff *= value
-                    else:
-                        kept.append((var, ls))
-                terms += [self.compose(t, coeff, tuple(kept), tuple(slots[l] for l in spec_out),
-                                       tuple(slots[l] for l in spec_in[k])) for t in incoming]
-            elif prim in ("sum", "amax", "amin"):
-                axes, keepdims = eqn.param("axes"), eqn.param("keepdims")
-                u_slots = tuple(self.fresh(s) for s in u.shape)
-                v_slots = tuple((self.fresh(1) if keepdims else None) if p in axes else u_slots[p]
-                                for p in range(u.ndim))
-                v_slots = tuple(s for s in v_slots if s is not None)
-                factors = ()
-                if prim != "sum":
-                    mask = b.extremum_mask("argmax_mask" if prim == "amax" else "argmin_mask", u, axes)
-                    factors = ((mask, u_slots),)
-                terms += [self.compose(t, 1.0, factors, v_slots, u_slots) for t in incoming]
-            elif prim == "transpose":
-                u_slots = tuple(self.fresh(s) for s in u.shape)
-                v_slots = tuple(u_slots[p] for p in eqn.param("perm"))
-                terms += [self.compose(t, 1.0, (), v_slots, u_slots) for t in incoming]
-            elif prim == "diag_embed":
-                u_slots = tuple(self.fresh(s) for s in u.shape)
-                terms += [self.compose(t, 1.0, (), u_slots + u_slots[-1:], u_slots) for t in incoming]
-            elif prim == "reshape":
-                terms += self._reshape(u, out, incoming)
-            elif prim == "getitem":
+            if eqn.prim == "reshape":
+                terms += self._reshape(u, eqn.out, incoming)
+            elif eqn.prim == "getitem":
                 terms += [self._getitem(t, u, eqn.param("index")) for t in incoming]
-            elif prim == "concat":
-                axis = eqn.param("axis")
-                offset = sum(v.shape[axis] for v in eqn.inputs[:k])
-                total, n = out.shape[axis], u.shape[axis]
-                place = b.getitem(b.eye(total), (("s", 0, total, 1), ("s", offset, offset + n, 1)))
-                u_slots = tuple(self.fresh(s) for s in u.shape)
-                c = self.fresh(total)
-                v_slots = u_slots[:axis] + (c,) + u_slots[axis + 1:]
-                terms += [self.compose(t, 1.0, ((place, (c, u_slots[axis])),), v_slots, u_slots) for t in incoming]
             else:
-                raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+                local = self.local(eqn, k)
+                if local is not None:
+                    terms += [self.compose(t, *local) for t in incoming]
         return terms
+
+    # -- reverse mode ----------------------------------------------------------
+    def adjoints(self, seeds, wrt_names) -> dict[str, Var]:
+        """One backward sweep: ``seeds`` pairs (output, cotangent) -> the cotangent
+        of every variable that depends on the ``wrt_names`` inputs."""
+        depends = set(wrt_names)
+        for eqn in self.forward:
+            if eqn is not None and eqn.prim not in _ZERO_DERIVATIVE and any(v.name in depends for v in eqn.inputs):
+                depends.add(eqn.out.name)
+        adjoint: dict[str, Var] = {}
+        for out, seed in seeds:
+            if out.name in depends:
+                adjoint[out.name] = seed if out.name not in adjoint else self.b.add(adjoint[out.name], seed)
+        seen = set()
+        for eqn in reversed(self.forward):
+            if eqn is None or eqn.out.name in seen or eqn.out.name not in adjoint:
+                continue
+            seen.add(eqn.out.name)
+            g = adjoint[eqn.out.name]
+            for k, u in enumerate(eqn.inputs):
+                if u.name not in depends:
+                    continue
+                if eqn.prim == "reshape":
+                    part = self.b.reshape(g, u.shape)
+                else:
+                    local = self.local(eqn, k)
+                    if local is None:
+                        continue
+                    coeff, factors, v_slots, u_slots = local
+                    part = self.realize(factors + ((g, v_slots),), coeff, u_slots)
+                adjoint[u.name] = part if u.name not in adjoint else self.b.add(adjoint[u.name], part)
+        return adjoint
 
     def _reshape(self, u: Var, out: Var, incoming) -> list[Term]:
         kept_u = [p for p, s in enumerate(u.shape) if s != 1]
@@ -572,11 +625,28 @@ def _gradient(program, wrt, wrt_is_tuple):
         shapes = ", ".join(str(v.shape) for v in program.outputs)
         raise ShapeError(f"gradient needs a function with one scalar output; {program.name} returns shape(s) "
                          f"{shapes} (use symjac.jacobian or symjac.vjp)")
-    return _jacobian(program, wrt, wrt_is_tuple, program.name)
+    d = _Deriver(program)
+    out = d.var(program.outputs[0])
+    adjoint = d.adjoints([(out, d.b.literal(1.0))], [program.inputs[j].name for j in wrt])
+    outputs = [_adjoint_of(d, adjoint, program.inputs[j]) for j in wrt]
+    structure = tuple(range(len(wrt))) if wrt_is_tuple else 0
+    return program_from(program.name, d.b, program.inputs, outputs, structure, wrt_is_tuple)
+
+
+def _adjoint_of(d: _Deriver, adjoint, x: Var) -> Var:
+    found = adjoint.get(x.name)
+    if found is None:
+        return d.b.zeros(x.shape)
+    if d.b.literal_value(found) is not None or found.shape != x.shape:
+        return d.b.broadcast(found, x.shape)
+    return found
 
 
 def _hessian(program, wrt, wrt_is_tuple):
-    first = _jacobian(program, wrt, wrt_is_tuple, program.name)
+    if not program.output_is_tuple and program.outputs[0].shape == ():
+        first = _gradient(program, wrt, wrt_is_tuple)  # forward over reverse
+    else:
+        first = _jacobian(program, wrt, wrt_is_tuple, program.name)
     flat = ArrayProgram(first.name, first.inputs, first.eqns, first.outputs, tuple(range(len(first.outputs))), True)
     second = _jacobian(flat, wrt, wrt_is_tuple, program.name)
     structure = _nest((program.output_is_tuple, wrt_is_tuple, wrt_is_tuple),
@@ -614,16 +684,9 @@ def _vjp(program, wrt, wrt_is_tuple):
         taken.add(name)
         cotangents.append(Var(name, out.shape))
     d = _Deriver(program)
-    outputs = []
-    for j in wrt:
-        x = program.inputs[j]
-        D = d.tangents(x)
-        total = None
-        for out, cotangent in zip(program.outputs, cotangents):
-            for t in D.get(d.var(out).name, []):
-                part = d.b.reshape(d.realize(t.factors + ((cotangent, t.vl),), t.coeff, t.xl), x.shape)
-                total = part if total is None else d.b.add(total, part)
-        outputs.append(total if total is not None else d.b.zeros(x.shape))
+    seeds = [(d.var(out), cotangent) for out, cotangent in zip(program.outputs, cotangents)]
+    adjoint = d.adjoints(seeds, [program.inputs[j].name for j in wrt])
+    outputs = [_adjoint_of(d, adjoint, program.inputs[j]) for j in wrt]
     structure = tuple(range(len(wrt))) if wrt_is_tuple else 0
     return program_from(program.name, d.b, program.inputs + tuple(cotangents), outputs,
                         structure, wrt_is_tuple)
