@@ -17,21 +17,31 @@ each with index labels), and which labels stand for ``v``'s axes and which for
   labels: no ``eye`` operand;
 - a contraction (matmul, einsum, tensordot) contributes its other operands.
 
-Only when a result is needed (a Jacobian block, J v, uᵀJ) is a term
-contracted, by :meth:`Builder.contract`, in the pairwise order that is
-cheapest for the shapes, chosen here at build time: for a decoder Jacobian
-that is forward-like (``W2 @ (d[:, None] * W1)``), for a gradient
-reverse-like (vector times matrix first). Every equation goes through the
-builder that holds the forward program, so derivatives share its values
-(``1 - t**2`` reads the forward ``tanh``).
+Only when a result is needed (a Jacobian block, J v) is a term contracted,
+by :meth:`Builder.contract`, in the pairwise order that is cheapest for the
+shapes, chosen here at build time: for a decoder Jacobian that is
+forward-like (``W2 @ (d[:, None] * W1)``), for a single output row
+reverse-like (vector times matrix first). Terms that differ only in their
+last factors are merged (``s·dm − s·s·dm`` becomes ``s(1 − s)·dm``).
+
+Gradients and vector-Jacobian products use one backward sweep instead
+(reverse mode, as JAX's transposition): each equation's local derivative,
+the same Einstein-form rule the forward terms use, is contracted with the
+cotangent of its output, so the cost stays a small multiple of the function
+however many paths the program has (attention, residual connections). A
+Hessian of a scalar is the forward Jacobian of that gradient program
+(forward over reverse): for logistic regression ``X.T @ (s(1−s)[:, None] * X)``.
+
+Every equation goes through the builder that holds the forward program, so
+derivatives share its values (``1 - t**2`` reads the forward ``tanh``).
 
     what        result (conventions of symjac.derivatives / symjac.kinds)
     function    the program itself
     jacobian    J[i][j]: output_i.shape + wrt_j.shape
     hessian     H[i][j][k]: output_i.shape + wrt_j.shape + wrt_k.shape (Jacobian of the Jacobian)
-    gradient    scalar output only: shaped like wrt (a tuple for a tuple wrt)
+    gradient    scalar output only: shaped like wrt (a tuple for a tuple wrt); reverse mode
     jvp         extra arguments v (or v_<name> per wrt): J v, shaped like the outputs
-    vjp         extra arguments u (or u0, u1, ... per output): uᵀJ, shaped like wrt
+    vjp         extra arguments u (or u0, u1, ... per output): uᵀJ, shaped like wrt; reverse mode
 """
 
 from __future__ import annotations

@@ -534,20 +534,46 @@ def _plan(label_sets, out, sizes):
     return steps
 
 
+def _constant_value(b: Builder, var: Var):
+    """The value of a literal, or of a literal broadcast to a shape (ones, zeros ...)."""
+    value = b.literal_value(var)
+    if value is None:
+        eqn = b.eqn(var)
+        if eqn is not None and eqn.prim == "broadcast":
+            value = b.literal_value(eqn.inputs[0])
+    return value
+
+
 def _contract(b: Builder, operands, labels, out, sizes) -> Var:
-    coefficient, items = 1.0, []
+    """Literal and constant-filled operands become a coefficient (their indices
+    broadcast or count); the rest are contracted pairwise in the planned order."""
+    coefficient, items, filled = 1.0, [], set()
     for var, ls in zip(operands, labels):
-        value = b.literal_value(var)
+        value = _constant_value(b, var)
         if value is not None:
             coefficient *= value
+            filled.update(ls)
         else:
             items.append((var, tuple(ls)))
     if len(set(out)) != len(out):
         raise ArrayFormError("einsum with a repeated output index")
     everywhere = set(itertools.chain(*(ls for _, ls in items)))
     missing = [l for l in out if l not in everywhere]
-    if missing:
+    if any(l not in filled for l in missing):
         raise ArrayFormError("einsum output index that appears in no operand")
+    for label in filled - everywhere - set(out):
+        coefficient *= sizes[label]  # a sum over an index that nothing depends on
+    if missing:
+        inner = tuple(l for l in out if l in everywhere)
+        result = _contract(b, [v for v, _ in items], [ls for _, ls in items], inner, sizes) if items \
+            else b.literal(1.0)
+        if coefficient != 1.0:
+            result = b.mul(b.literal(coefficient), result)
+        if b.literal_value(result) is None:
+            result = b.reshape(result, result.shape + (1,) * len(missing))
+        result = b.broadcast(result, tuple(sizes[l] for l in inner + tuple(missing)))
+        current = inner + tuple(missing)
+        return b.transpose(result, [current.index(l) for l in out])
     # diagonals and indices that only one operand has: reduce them first
     prepared = []
     for k, (var, ls) in enumerate(items):
