@@ -667,3 +667,25 @@ def test_same_bytes_in_every_process():
         digests.add(subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True,
                                    text=True).stdout)
     assert len(digests) == 1
+
+
+def self_attention(X, Wq, Wk, Wv):
+    Q, K, V = X @ Wq, X @ Wk, X @ Wv
+    s = Q @ K.T
+    e = np.exp(s - s.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)) @ V
+
+
+def test_gradient_of_two_attention_layers_is_one_backward_sweep():
+    f = lambda X, Wq, Wk, Wv: np.sum(self_attention(self_attention(X, Wq, Wk, Wv), Wq, Wk, Wv) ** 2)  # noqa: E731
+    wide = ((64, 32), (32, 32), (32, 32), (32, 32))
+    gradient = derive(trace_array(f, ("X", "Wq", "Wk", "Wv"), wide), (0, 1), True, "gradient")
+    assert max(eqn.out.size for eqn in gradient.eqns) <= 64 * 64  # never a Jacobian-sized intermediate
+    shapes = ((5, 3), (3, 3), (3, 3), (3, 3))
+    args = [RNG.normal(size=s) / 2 for s in shapes]
+    g = build(f, shapes, wrt=(0, 1), what="gradient", wrt_is_tuple=True)(*args)
+    np.testing.assert_allclose(g[0], central(f, args, 0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(g[1], central(f, args, 1), rtol=1e-6, atol=1e-8)
+    u = RNG.normal(size=(5, 3))
+    vjp = build(self_attention, shapes, wrt=(0,), what="vjp")(*args, u)
+    np.testing.assert_allclose(vjp, np.tensordot(u, central(self_attention, args, 0), axes=2), rtol=1e-6, atol=1e-8)
