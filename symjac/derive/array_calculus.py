@@ -241,8 +241,10 @@ class _Deriver:
         return terms
 
     def _merge_pair(self, t1: Term, t2: Term):
-        if t1.vl != t2.vl or t1.xl != t2.xl:
+        if t1.xl != t2.xl:
             return None
+        if t1.vl != t2.vl:
+            return self._merge_across(t1, t2) or self._merge_across(t2, t1)
         p = 0
         while p < min(len(t1.factors), len(t2.factors)) and t1.factors[p] == t2.factors[p]:
             p += 1
@@ -271,6 +273,36 @@ class _Deriver:
         if combined.shape != tuple(self.sizes[l] for l in shared):
             combined = self.b.broadcast(combined, tuple(self.sizes[l] for l in shared))
         return Term(1.0, prefix + ((combined, shared),), t1.vl, t1.xl)
+
+    def _merge_across(self, t1: Term, t2: Term):
+        """Merge terms whose variable axes carry different labels (two paths that
+        meet again, as in a residual ``z + f(z)``): with P their common factors,
+        P·S1 (axes vl1) + P·S2 (axes vl2) = P·G, G = S1·δ(vl1, vl2) + S2 on vl2's
+        labels; G is at most as large as the largest factor it replaces."""
+        if len(t1.vl) != len(t2.vl) or any(self.sizes[a] != self.sizes[c] for a, c in zip(t1.vl, t2.vl)) \
+                or len(set(t2.vl)) != len(t2.vl):
+            return None
+        p = 0
+        while p < min(len(t1.factors), len(t2.factors)) and t1.factors[p] == t2.factors[p]:
+            p += 1
+        prefix, f1, f2 = t1.factors[:p], t1.factors[p:], t2.factors[p:]
+        in_prefix = {l for _, ls in prefix for l in ls}
+        labels1 = [l for _, ls in f1 for l in ls]
+        labels2 = [l for _, ls in f2 for l in ls]
+        if set(t2.vl) & (in_prefix | set(t1.xl) | set(labels1) | set(t1.vl)):
+            return None  # t2's axis labels must be free to stand for t1's axes too
+        outer = in_prefix | set(t1.xl) | set(t2.vl)  # t1's own axis labels are summed in G unless kept apart
+        kept_apart = tuple(l for l in t1.vl if l in in_prefix or l in t1.xl)  # where δ(vl1, vl2) must show
+        shared = tuple(dict.fromkeys(t2.vl + kept_apart + tuple(l for l in labels1 + labels2 if l in outer)))
+        if math.prod(self.sizes[l] for l in shared) > max([v.size for v, _ in f1 + f2] + [1]):
+            return None
+        rename = dict(zip(t2.vl, t1.vl))
+        part1 = self.realize(f1, t1.coeff, tuple(rename.get(l, l) for l in shared))  # δ(vl1, vl2) as a diagonal
+        part2 = self.realize_unique(f2, t2.coeff, shared)
+        combined = self.b.add(part1, part2)
+        if combined.shape != tuple(self.sizes[l] for l in shared):
+            combined = self.b.broadcast(combined, tuple(self.sizes[l] for l in shared))
+        return Term(1.0, prefix + ((combined, shared),), t2.vl, t2.xl)
 
     def compose(self, t: Term, coeff: float, factors, v_slots, u_slots) -> Term:
         """Substitute ``t`` (a derivative of an input whose axes are ``u_slots``)
