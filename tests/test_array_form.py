@@ -331,6 +331,10 @@ OPS = {
     "linalg_norm": lambda x, y: np.linalg.norm(x) * y + np.linalg.norm(np.outer(x, y), axis=1)
     + np.linalg.norm(y, ord=1) + np.linalg.norm(np.outer(x, y)),
     "constant_array": lambda x, y: np.array([1.0, -2.0, 0.5, 3.0]) * x,
+    "heaviside_sign": lambda x, y: np.heaviside(x, 0.5) * y + np.sign(x) * x * y,
+    "logical": lambda x, y: np.where((x > 0) & ~(y < 0.7) | (x < -1.5), x * y, np.cos(x)),
+    "fmax_fmin_float_power": lambda x, y: np.fmax(x, y * 0.1) + np.fmin(x, 0.2) + np.float_power(y, x),
+    "sum_keepdims_mean_axis": lambda x, y: np.outer(x, y).sum(axis=0, keepdims=True) / np.outer(y, x).mean(axis=1),
     "boolean_arithmetic": lambda x, y: (x > 0) * x + np.sum(y > 1.0) * y + np.outer(x > 0, y) @ y,
     "ellipsis_einsum": lambda x, y: np.einsum("...i,...i->...", np.outer(y, x), np.outer(y, x) + 1.0),
     "matmul_transpose": lambda x, y: (np.outer(x, y) @ np.outer(y, x).T).sum(axis=1),
