@@ -35,7 +35,10 @@ import numpy as np
 
 from ..front.array_program import ArrayProgram, Eqn, Var
 from ..errors import InvalidNameError
-from ..names import check_identifier
+try:  # the stage layout (symjac/front/names.py), else the flat one
+    from ..front.names import check_identifier
+except ImportError:  # pragma: no cover - before the regrouping
+    from ..names import check_identifier
 
 __all__ = ["ArrayPrinter", "TARGETS", "load_module", "print_module", "scalar_cost"]
 

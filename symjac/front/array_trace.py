@@ -21,7 +21,10 @@ import re
 import numpy as np
 
 from ..errors import ShapeError, TracingError
-from ..names import check_identifier
+try:  # the stage layout (symjac/front/names.py), else the flat one
+    from .names import check_identifier
+except ImportError:  # pragma: no cover - before the regrouping
+    from ..names import check_identifier
 from .array_program import ArrayFormError, ArrayProgram, Builder, Var, broadcast_shapes, normalize_axes
 
 __all__ = ["ArrayFormError", "ArrayTracer", "FUNCTIONS", "UFUNCS", "trace_array"]
