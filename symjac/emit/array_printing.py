@@ -45,7 +45,16 @@ __all__ = ["ArrayPrinter", "TARGETS", "load_module", "print_module", "scalar_cos
 TARGETS = ("numpy", "torch")
 _MODULE_NAMES = frozenset({"torch", "base64", "kernel"})  # besides symjac.names.RESERVED
 _TITLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-]{0,79}")
-_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def _template_dir() -> Path:
+    """The Jinja templates: inside the installed package (symjac/templates), or the checkout's."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "templates", package.parent / "templates"):
+        if (candidate / "array_module.py.j2").is_file():
+            return candidate
+    raise FileNotFoundError("symjac's templates/ directory (array_module.py.j2) was not found next to the package")
+
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _NUMPY_HELPERS = '''\
@@ -560,7 +569,7 @@ def _environment() -> jinja2.Environment:
     global _ENVIRONMENT
     if _ENVIRONMENT is None:
         _ENVIRONMENT = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(_TEMPLATES)), undefined=jinja2.StrictUndefined,
+            loader=jinja2.FileSystemLoader(str(_template_dir())), undefined=jinja2.StrictUndefined,
             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
     return _ENVIRONMENT
 
