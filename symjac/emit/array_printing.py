@@ -313,10 +313,11 @@ class ArrayPrinter:
             self.needs_base64 = True
             layout = "|b1" if boolean else "<f8"
             raw = base64.b64encode(np.ascontiguousarray(array, dtype=layout).tobytes()).decode()
+            rows = "".join(f'\n    b"{raw[k:k + 96]}"' for k in range(0, len(raw), 96))
             if self.np:
-                text = f'numpy.frombuffer(base64.b64decode(b"{raw}"), dtype="{layout}")'
+                text = f'numpy.frombuffer(base64.b64decode({rows}\n), dtype="{layout}")'
             else:
-                text = f'torch.frombuffer(bytearray(base64.b64decode(b"{raw}")), dtype={torch_kind})'
+                text = f'torch.frombuffer(bytearray(base64.b64decode({rows}\n)), dtype={torch_kind})'
             text += f".reshape({_tuple(array.shape)})"
         self.constants.append((name, text))
         if boolean:
