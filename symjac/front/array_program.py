@@ -148,9 +148,6 @@ class ArrayProgram:
             return self.outputs[s].name
         return show(self.structure)
 
-    @property
-    def eqn_of(self) -> dict[str, Eqn]:
-        return {eqn.out.name: eqn for eqn in self.eqns}
 
 
 # --------------------------------------------------------------------------
@@ -337,9 +334,6 @@ class Builder:
 
     def call(self, prim, *a):
         return self.elementwise(prim, *a)
-
-    def lit(self, value):
-        return self.literal(value)
 
     # -- structure ---------------------------------------------------------
     def reduce(self, prim: str, x: Var, axes: tuple[int, ...], keepdims: bool) -> Var:
