@@ -103,30 +103,43 @@ def _installed_roots() -> tuple[Path, ...]:
     return tuple(Path(root).resolve() for root in dict.fromkeys(roots) if root)
 
 
+def _stamp(file) -> str:
+    """numba's source stamp of a file: modification time and size."""
+    try:
+        info = Path(file).stat()
+    except (OSError, TypeError, ValueError):
+        return "no file"
+    return f"{info.st_mtime_ns} {info.st_size}"
+
+
 @functools.lru_cache(maxsize=None)
 def module_version(name: str) -> str | None:
-    """The version that stands for the code of module ``name``: Python's for
-    the standard library, the installed distribution's for a package under
-    site-packages, None for anything else (described by content)."""
+    """What stands for the code of module ``name``: Python's version for the
+    standard library; for a package installed under site-packages its
+    version plus the source stamp of the module's file (a reinstall without
+    a new version changes it); None for anything else (described by content)."""
     top = name.partition(".")[0]
-    if top in sys.stdlib_module_names or top == "builtins":
-        return f"python {sys.version}"
-    module = sys.modules.get(top)
+    module = sys.modules.get(name)
     file = getattr(module, "__file__", None)
+    if top in sys.stdlib_module_names or top == "builtins":
+        stdlib = [Path(sysconfig.get_paths()[kind]).resolve() for kind in ("stdlib", "platstdlib")]
+        if not file or any(Path(file).resolve().is_relative_to(root) for root in stdlib):
+            return f"python {sys.version}"
+        return None  # a local module shadowing the standard library's name
     if not file:
         return None
     path = Path(file).resolve()
     if not any(path.is_relative_to(root) for root in _installed_roots()):
         return None
-    version = getattr(module, "__version__", None)
-    if isinstance(version, str):
-        return f"{top} {version}"
-    try:
-        import importlib.metadata
+    version = getattr(sys.modules.get(top), "__version__", None)
+    if not isinstance(version, str):
+        try:
+            import importlib.metadata
 
-        return f"{top} {importlib.metadata.version(top)}"
-    except Exception:  # no distribution of that name: describe by content
-        return None
+            version = importlib.metadata.version(top)
+        except Exception:  # no distribution of that name: describe by content
+            return None
+    return f"{top} {version} {_stamp(path)}"
 
 
 def _by_reference(obj) -> tuple | None:
