@@ -1,6 +1,6 @@
 """Start-up costs: the first use on a machine, and warm starts in a new process.
 
-    python benchmarks/startup.py [--repeat 3] [--before CHECKOUT] [--first-use PYTHON ...] [--skip-warm]
+    python benchmarks/startup.py [--repeat 3] [--checkout DIR] [--before DIR] [--first-use PYTHON ...] [--skip-warm]
 
 Run by hand, alone on the machine if possible: every figure is printed with
 the load average at the time (``os.getloadavg``), flagged "BUSY" above 3.
@@ -84,7 +84,8 @@ def load() -> str:
 
 
 def run_python(python: str, args: list[str], env: dict) -> tuple[dict, str]:
-    done = subprocess.run([python, *args], env=env, capture_output=True, text=True)
+    # cwd: a directory without a symjac/ (``python -c`` puts the cwd first on sys.path)
+    done = subprocess.run([python, *args], env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     if done.returncode != 0:
         raise SystemExit(f"{python} {' '.join(args[:1])} failed:\n{done.stderr[-3000:]}")
     return done, load()
@@ -113,6 +114,8 @@ def warm_starts(checkout: Path, repeat: int, label: str) -> dict:
         for name in ("decoder 8/64/64, closure weights", "Brusselator 1,000 states"):
             done, state = run_python(sys.executable, ["-c", RUN, "build", name], env)
             cold = json.loads(done.stdout)
+            if not Path(cold["symjac"]).resolve().is_relative_to(checkout.resolve()):
+                raise SystemExit(f"symjac was imported from {cold['symjac']}, not from {checkout}")
             print(f"  {name}\n    cold build (fills the cache)   {cold['seconds']:8.3f} s   ({state})")
             traces, warms, imports, loads = [], [], [], []
             for _ in range(repeat):
@@ -137,6 +140,7 @@ def warm_starts(checkout: Path, repeat: int, label: str) -> dict:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="the checkout to measure (default: this one)")
     parser.add_argument("--before", type=Path, help="another checkout to compare warm starts with")
     parser.add_argument("--first-use", action="append", default=[], metavar="PYTHON",
                         help="a venv's python with symjac installed (repeatable)")
@@ -149,7 +153,7 @@ def main(argv=None) -> None:
             first_use(python)
     if args.skip_warm:
         return
-    after = warm_starts(ROOT, args.repeat, "warm starts, this checkout")
+    after = warm_starts(args.checkout.resolve(), args.repeat, "warm starts, this checkout")
     if args.before:
         before = warm_starts(args.before.resolve(), args.repeat, "warm starts, before")
         print("\nratios (before / this checkout, warm start in a new process)")
