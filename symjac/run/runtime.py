@@ -78,13 +78,15 @@ class Compiled:
     ``source`` (generated text), ``backend``, ``content_hash``,
     ``argument_names``, ``wrt`` (names of the differentiated arguments),
     ``options`` (the :class:`~symjac.Options` it was built with, which every
-    derivative built from it inherits).
+    derivative built from it inherits), ``form`` ("scalar" or "array").
     """
 
     DERIVATIVE = "function"
     KIND = "function"
 
-    def __init__(self, module, source: Source, options, derivative=None, derive=None, rebuild=None) -> None:
+    def __init__(self, module, source: Source, options, derivative=None, derive=None, rebuild=None,
+                 array=None) -> None:
+        self.array = array  # the array form's programs (api.ArrayForm), None in the scalar form or once unpickled
         self._derivative = derivative
         self._derive = derive  # computes the derivative on first access when built from a cached source
         self._rebuild = rebuild  # (what, self, wrt) -> a derivative of self with its options (from symjac.api)
@@ -115,6 +117,11 @@ class Compiled:
                     # names the public class.
                     self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
                                                                             "__module__": __name__})
+
+    @property
+    def form(self) -> str:
+        """"array" when built as an array program (numpy matmul/einsum), else "scalar"."""
+        return self.options.form
 
     @classmethod
     def title(cls) -> str:
@@ -160,6 +167,10 @@ class Compiled:
 
     def _symbolic(self):
         if self.derivative is None:
+            if self.form == "array":
+                raise ValueError(f"this {self.title().lower()} is in the array form, which has no sympy form: "
+                                 "differentiate it with symjac (symjac.jacobian(obj), obj.derive(...)), or build "
+                                 "it with form='scalar'")
             raise ValueError(f"this {self.title().lower()} was unpickled or loaded without its symbolic form; "
                              "build it again from the function to differentiate or transform it")
         return self.derivative
@@ -180,7 +191,7 @@ class Compiled:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
         return (f"<symjac.{self._public_class.__name__} of {self._function_name}({shapes}) "
-                f"wrt {', '.join(self.wrt)}, {self.backend}>")
+                f"wrt {', '.join(self.wrt)}, {self.form} form, {self.backend}>")
 
 
 class _Packed:
