@@ -44,6 +44,12 @@ class Source:
 
         return ".c" if self.is_library else get_backend(self.backend).suffix
 
+    @property
+    def language(self) -> str:
+        """What the text is written in, for people: "C" (a kernel library, also
+        the "cython" backend's), "Cython" or "Python"."""
+        return {".c": "C", ".pyx": "Cython", ".py": "Python"}[self.suffix]
+
     def __str__(self) -> str:
         return self.text
 
