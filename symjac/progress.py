@@ -87,7 +87,9 @@ class Reporter:
     def for_build(cls, verbose, what: str = "", function=None) -> "Reporter":
         """The reporter of one build: ``verbose`` None (report a build that takes
         a while, unless ``SYMJAC_QUIET`` is set), True (always) or False (never)."""
-        title = f"symjac: building the {what.lower()} of {describe(function)}" if what else None
+        if what and what.split("-")[0].split()[0] not in ("Jacobian", "Hessian"):  # names keep their capital
+            what = what[0].lower() + what[1:]
+        title = f"symjac: building the {what} of {describe(function)}" if what else None
         if verbose is None:
             return cls(enabled=not _quiet_environment(), delay=AUTO_DELAY, title=title)
         return cls(enabled=bool(verbose), title=title)
