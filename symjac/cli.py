@@ -159,12 +159,20 @@ def cache(args) -> int:
     entries = build.cache_entries(root)
     kinds = [build.cache.entry_kind(path) for path, _ in entries]
     others = f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s))"
+    leftovers = build.cache.cache_leftovers(root)
+    abandoned = [(path, size) for path, size, gone in leftovers if gone]
+    running = len(leftovers) - len(abandoned)
     if args.action == "clear":
         build.clear_cache(root)
-        print(f"removed {kinds.count('model')} entries {others} from {root}")
+        print(f"removed {kinds.count('model')} entries {others} and {len(abandoned)} leftover folder(s) of "
+              f"interrupted builds from {root}" + (f"; kept {running} build(s) still running" if running else ""))
         return 0
-    total = sum(size for _, size in entries)
-    print(f"cache directory: {root}\nentries: {kinds.count('model')} {others}\nsize: {total / 2**20:.1f} MiB")
+    total = sum(size for _, size in entries) + sum(size for _, size, _ in leftovers)
+    left_size = sum(size for _, size in abandoned)
+    print(f"cache directory: {root}\nentries: {kinds.count('model')} {others}\n"
+          f"leftovers: {len(abandoned)} folder(s) of interrupted builds, {left_size / 2**20:.1f} MiB "
+          f"('symjac cache clear' removes them)" + (f"; {running} build(s) running now" if running else "")
+          + f"\nsize: {total / 2**20:.1f} MiB")
     return 0
 
 
