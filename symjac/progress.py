@@ -78,7 +78,7 @@ class Reporter:
         self.operations = None  # the program's operation count, when the simplify stage ran
         self.traced = None  # the traced function, for the hints of a long compile's estimate
         self._started = time.perf_counter()
-        self._open = delay <= 0
+        self._open = False  # opens (prints what was held back) on the first line after `delay` seconds
         self._pending: list[str] = [title] if title else []
         self._partial = ""  # the updating line now shown (terminal), or the last progress held back
         self._lock = threading.RLock()
@@ -128,16 +128,20 @@ class Reporter:
     def _line(self, text: str) -> None:
         if not self.enabled:
             return
+        self._open_if_late()
         with self._lock:
             if self._open:
                 self._emit_line(text)
             else:
+                if self._partial:  # a stage's start line or its last progress, now history
+                    self._pending.append(self._partial)
                 self._pending.append(text)
                 self._partial = ""
 
     def _progress_line(self, text: str, plain: bool) -> None:
         if not self.enabled:
             return
+        self._open_if_late()
         with self._lock:
             if self._open:
                 self._emit_partial(text, plain)
@@ -172,9 +176,9 @@ class Reporter:
         self._progress_line(f"  {what} {done} of {total}", plain=done == total or done % step == 0)
 
     def estimate(self, text: str, seconds: float) -> None:
-        """A cost estimate before a long step; one longer than the delay opens the report."""
+        """A cost estimate before a step: one of :data:`AUTO_DELAY` seconds or more opens the report."""
         self._line(text)
-        if seconds >= self.delay:
+        if seconds >= AUTO_DELAY:
             self.open()
 
     @contextlib.contextmanager
@@ -189,7 +193,6 @@ class Reporter:
         start = time.perf_counter()
         label = starting or _STARTING.get(name, name)
         if self.enabled:
-            self._open_if_late()
             self._progress_line(f"  {label} ...", plain=True)
 
         def beat():

@@ -287,7 +287,7 @@ def _announce(text: str, parts, flags) -> None:
     if not reporter.enabled:
         return
     seconds = estimate_compile_seconds(text, parts, flags)
-    if seconds < reporter.delay and seconds < 1.0:
+    if seconds < 1.0:  # not worth a line
         return
     size = (len(text) + sum(len(part) for _, part in parts)) / 1e6
     operations = f"{reporter.operations:,} operations, " if reporter.operations else ""

@@ -79,6 +79,12 @@ class Signature:
         return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
                    module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
 
+    def __repr__(self):
+        arguments = ", ".join("%s=%s" % (name, shape) for name, shape in zip(self.names, self.shapes))
+        kernels = ", ".join("%s -> %s" % (kind, _nest(structure, [shape for shape in shapes]))
+                            for kind, (shapes, structure) in self.layouts.items())
+        return "<Signature (%s); %s>" % (arguments, kernels)
+
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
         return self.layouts[kind][0]
