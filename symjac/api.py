@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 
 from .emit.backends import BACKENDS
-from .build.builder import BuildOptions, load
+from .build.builder import load
 from .build.cache import cache_dir, private_dir
 from .derive.derivatives import DERIVATIVES
 from .derive.diff import Derivative

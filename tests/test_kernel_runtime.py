@@ -230,9 +230,9 @@ def test_one_runtime_source_for_the_kernel_runtime_and_standalone_modules():
     copy adds only how it finds a model's descriptor."""
     derivative, _ = symjac.api.build_derivative(model, (), {"x": 3, "k": 3}, None)
     standalone = render.render(derivative, (symjac.emit.simplify.simplify(derivative),), "cython", standalone=True)
-    shared = _runtime_code(render.runtime_source())
+    shared = _runtime_code(symjac.emit.source.runtime_source())
     assert _runtime_code(standalone.text) == shared
-    for text in (standalone.text, render.runtime_source()):
+    for text in (standalone.text, symjac.emit.source.runtime_source()):
         for definition in ("cdef int _check_view(", "cdef class Kernel:", "cdef class _Entry:", "def make_entry("):
             assert text.count(definition) == 1, definition
 
@@ -240,7 +240,7 @@ def test_one_runtime_source_for_the_kernel_runtime_and_standalone_modules():
 def test_the_runtime_and_the_embedded_call_convention_define_different_names():
     """A standalone module holds both at module level: a name defined twice
     would silently pick one definition in C and the other from Python."""
-    runtime = set(re.findall(r"^(?:cdef (?:class |[\w ]+?[ *]+)|def |class )(\w+)\s*[(:]", render.runtime_source(), re.M))
+    runtime = set(re.findall(r"^(?:cdef (?:class |[\w ]+?[ *]+)|def |class )(\w+)\s*[(:]", symjac.emit.source.runtime_source(), re.M))
     calling = Path(symjac.__file__).parent / "run" / "calling.py"
     convention = {node.name for node in ast.parse(calling.read_text()).body
                   if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
