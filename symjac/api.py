@@ -23,7 +23,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-from .emit.backends import BACKENDS
+from .emit.backends import BACKENDS, source_language
 from .build.builder import load
 from .build.cache import cache_dir, private_dir
 from .derive.derivatives import DERIVATIVES
@@ -126,6 +126,7 @@ def _trace_stage(function, shapes, named_shapes, wrt, reporter):
         inputs = sum(a.size for a in traced.arguments)
         outputs = sum(output.size for output in traced.outputs)
         report.append(f"{outputs} outputs, {inputs} inputs")
+        reporter.traced = traced  # for the hints of a long compile's estimate (build/toolchain.py)
     return traced, indices, wrt_is_tuple
 
 
@@ -144,6 +145,7 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
     with reporter.stage("simplified") as report:
         kinds = tuple(kinds or kind.kernels)
         programs = tuple(simplify(derivative, kernel) for kernel in kinds)
+        reporter.operations = sum(program.operations for program in programs)
         if reporter.enabled:
             for program in programs:
                 before = count_operations(expr for output in kernel_spec(derivative, program.kind).outputs
@@ -153,7 +155,7 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
     with reporter.stage("rendered") as report:
         source = render(derivative, programs, backend, standalone=standalone, title=kind.title,
                         alias=what if derivative.order == 0 else None)
-        report.append(f"{source.text.count(chr(10))} lines of {backend}")
+        report.append(f"{source.text.count(chr(10))} lines of {source_language(source)}")
         if source.parts:
             lines = sum(text.count(chr(10)) for _, text in source.parts)
             report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines) of chunk "
@@ -189,7 +191,7 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     name) of ``function`` with ``options``: what every entry point and adapter
     calls. ``kernels``: the kernel kinds to compile (default: the derivative's)."""
     kind = DERIVATIVES[what]
-    reporter = Reporter(enabled=options.verbose)
+    reporter = Reporter.for_build(options.verbose, kind.title, function)
     array = array_form(what, function, shapes, named_shapes, wrt=wrt, kernels=kernels, options=options,
                        target="numpy", reporter=reporter)
     if array is not None:
@@ -316,7 +318,8 @@ _COMMON_DOCS = """
     names the CPU); ``native=False`` builds portable code.
     ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm
     (glibc's vector libm differs by up to 4 ulp). All are part of the cache
-    key. ``verbose=True`` reports each stage on stderr. The result keeps them
+    key. ``verbose``: None (default) reports a build that takes more than about
+    two seconds on stderr, True every build, False none. The result keeps them
     as ``.options``, and derivatives built from it inherit them. Calls take
     the function's arguments; leading batch dimensions broadcast like a
     gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
@@ -326,7 +329,7 @@ _COMMON_DOCS = """
 def _entry_point(kind):
     """The public entry point ``symjac.<kind.name>`` of a derivative description."""
     def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=False, **named_shapes):
+              verbose=None, **named_shapes):
         kernels = _check_kernels(kind, named_shapes.pop("kernels", None) if kind.optional_kernels else None)
         options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
                           verbose=verbose)

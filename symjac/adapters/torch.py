@@ -44,6 +44,7 @@ import torch
 from ..api import array_form, as_traced, compile_derivative, resolve_wrt
 from ..emit.array_printing import load_module
 from ..progress import Reporter
+from ..errors import ArgumentError
 from ..options import Options
 from ..run import calling as _calling
 from ..run.runtime import Compiled
@@ -260,8 +261,20 @@ class TorchFunction:
     def backward(self) -> Compiled:
         return self._op.backward_op().compiled
 
-    def __call__(self, *args):
+    def __reduce__(self):
+        # What defines it, never the registered operator (a closure torch cannot
+        # pickle): the compiled forward and backward (each pickles by its
+        # source, see run/runtime.py) and the traced functions that build the
+        # next derivative on first use. The receiving process registers the
+        # operators again, loading or building the kernels in its own cache.
+        backward = self._op.backward_op()
+        return _restore, (self.compiled, self.kind, self.title, self._op.traced, self._op.order, backward.compiled,
+                          backward.traced)
+
+    def __call__(self, *args, **named):
         what = f"symjac.torch.{self.title}"
+        if named:
+            args = _calling.bind_arguments(self._op.names, args, named, ArgumentError, what)
         _broadcast(_check_tensors(args, self._op.names, self._op.shapes, what)[1], self._op.names, what)
         try:
             result = self._op(*args)
@@ -279,6 +292,15 @@ class TorchFunction:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
         return f"<symjac.torch.{self.title} ({shapes}) wrt {', '.join(self.wrt)}: torch.ops.{self._op.qualname}>"
+
+
+def _restore(compiled, kind, title, traced, order, backward, backward_traced) -> TorchFunction:
+    """Unpickle a :class:`TorchFunction`: its operator and its backward's, registered in this process."""
+    op = operator(compiled, kind, traced, order)
+    with _LOCK:
+        if op._backward is None:
+            op._backward = operator(backward, "function", backward_traced, order + 1)
+    return TorchFunction(op, title)
 
 
 def _function_of(compiled: Compiled, kernel: str) -> Traced:
@@ -375,7 +397,7 @@ _DOCS = """
 def _entry_point(kernel: str, summary: str, takes_wrt: bool = True):
     """``symjac.torch.<kernel>``: the kernel ``kernel`` as a differentiable torch operator."""
     def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=False, **named_shapes):
+              verbose=None, **named_shapes):
         if wrt is not None and not takes_wrt:
             raise TypeError(f"symjac.torch.{kernel} differentiates with respect to every argument: it takes no wrt")
         options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,

@@ -24,7 +24,7 @@ from .backend import Backend
 from .c_backend import CBackend
 from .printing import CPrinter, NumpyPrinter
 
-__all__ = ["BACKENDS", "Backend", "get_backend", "source_suffix"]
+__all__ = ["BACKENDS", "Backend", "get_backend", "source_language", "source_suffix"]
 
 
 def _c_element(name: str, index: tuple[int, ...]) -> str:
@@ -57,3 +57,9 @@ def source_suffix(source) -> str:
     """What a :class:`~symjac.emit.source.Source`'s text is: ``.c`` for a
     kernel library, else its backend's module suffix (``.pyx``, ``.py``)."""
     return ".c" if source.is_library else get_backend(source.backend).suffix
+
+
+def source_language(source) -> str:
+    """What a Source is written in, for people: "C" (a kernel library, also
+    the "cython" backend's), "Cython" or "Python"."""
+    return {".c": "C", ".pyx": "Cython", ".py": "Python"}[source_suffix(source)]
