@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 from .adapters import dask as _dask  # noqa: E402, F401 - calls on Dask arrays go through it
 from .api import function, gradient, hessian, jacobian, jvp, vjp  # noqa: E402
-from .errors import BuildError, CacheError, InvalidNameError, ShapeError, SymjacError, TracingError  # noqa: E402
+from .errors import (ArgumentError, BuildError, CacheError, DeclaredShapeError, InvalidNameError,  # noqa: E402
+                     PrinterError, ShapeError, SymjacError, TracingError)
 from .front.spec import spec  # noqa: E402
 from .front.trace import Traced, trace  # noqa: E402
 from .front.tracer import TracerArray  # noqa: E402
@@ -24,15 +25,18 @@ from .options import Options  # noqa: E402
 from .run.runtime import JVP, VJP, Compiled, Gradient, Hessian, Jacobian  # noqa: E402
 
 __all__ = sorted([
+    "ArgumentError",
     "BuildError",
     "CacheError",
     "Compiled",
+    "DeclaredShapeError",
     "Gradient",
     "Hessian",
     "InvalidNameError",
     "JVP",
     "Jacobian",
     "Options",
+    "PrinterError",
     "ShapeError",
     "SymjacError",
     "Traced",

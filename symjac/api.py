@@ -19,10 +19,11 @@ and can be differentiated again).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
-from .emit.backends import BACKENDS
+from .emit.backends import BACKENDS, source_language
 from .build import warm
 from .build.builder import load
 from .build.cache import cache_dir, private_dir
@@ -38,9 +39,17 @@ from .derive.kinds import kernel_spec
 from .build.sources import cached_source, source_key, store_source
 from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, Program, count_operations, simplify
 from .build.toolchain import compiler_works
-from .front.trace import Traced, trace
+from .derive.array_calculus import derive as derive_array
+from .emit.array_printing import scalar_cost
+from .emit.array_render import render_array
+from .errors import TracingError
+from .front.array_program import ArrayFormError, ArrayProgram
+from .front.array_trace import trace_array
+from .front.trace import Traced, resolve_shapes, trace
 
-__all__ = ["ENTRY_POINTS", "Generated", "as_traced", "compile_derivative", "function", "generate", "gradient", "hessian",
+log = logging.getLogger("symjac.api")
+
+__all__ = ["ENTRY_POINTS", "ArrayForm", "array_form", "Generated", "as_traced", "compile_derivative", "function", "generate", "gradient", "hessian",
            "jacobian", "jvp", "resolve_wrt", "vjp"]
 
 
@@ -55,7 +64,12 @@ def as_traced(function, shapes=(), named_shapes=None) -> Traced:
 
 def resolve_wrt(traced: Traced, wrt) -> tuple[tuple[int, ...], bool]:
     """``wrt`` (name, index or tuple of them; None = first argument) -> indices."""
-    names = [argument.name for argument in traced.arguments]
+    return wrt_indices([argument.name for argument in traced.arguments], traced.function_name, wrt)
+
+
+def wrt_indices(names, function_name: str, wrt) -> tuple[tuple[int, ...], bool]:
+    """``wrt`` against the argument ``names`` of ``function_name`` -> (indices, is a tuple)."""
+    names = list(names)
     if wrt is None:
         return (0,), False
     is_tuple = isinstance(wrt, (tuple, list))
@@ -63,7 +77,7 @@ def resolve_wrt(traced: Traced, wrt) -> tuple[tuple[int, ...], bool]:
     for item in (wrt if is_tuple else (wrt,)):
         if isinstance(item, str):
             if item not in names:
-                raise ShapeError(f"wrt={item!r} names no argument of {traced.function_name} (arguments: {', '.join(names)})")
+                raise ShapeError(f"wrt={item!r} names no argument of {function_name} (arguments: {', '.join(names)})")
             indices.append(names.index(item))
         elif isinstance(item, int) and not isinstance(item, bool):
             if not -len(names) <= item < len(names):
@@ -113,6 +127,7 @@ def _trace_stage(function, shapes, named_shapes, wrt, reporter):
         inputs = sum(a.size for a in traced.arguments)
         outputs = sum(output.size for output in traced.outputs)
         report.append(f"{outputs} outputs, {inputs} inputs")
+        reporter.traced = traced  # for the hints of a long compile's estimate (build/toolchain.py)
     return traced, indices, wrt_is_tuple
 
 
@@ -131,6 +146,7 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
     with reporter.stage("simplified") as report:
         kinds = tuple(kinds or kind.kernels)
         programs = tuple(simplify(derivative, kernel) for kernel in kinds)
+        reporter.operations = sum(program.operations for program in programs)
         if reporter.enabled:
             for program in programs:
                 before = count_operations(expr for output in kernel_spec(derivative, program.kind).outputs
@@ -140,7 +156,7 @@ def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, rep
     with reporter.stage("rendered") as report:
         source = render(derivative, programs, backend, standalone=standalone, title=kind.title,
                         alias=what if derivative.order == 0 else None)
-        report.append(f"{source.text.count(chr(10))} lines of {backend}")
+        report.append(f"{source.text.count(chr(10))} lines of {source_language(source)}")
         if source.parts:
             lines = sum(text.count(chr(10)) for _, text in source.parts)
             report.append(f"large kernels split into {len(source.parts)} C files ({lines} lines) of chunk "
@@ -176,9 +192,15 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     name) of ``function`` with ``options``: what every entry point and adapter
     calls. ``kernels``: the kernel kinds to compile (default: the derivative's)."""
     kind = DERIVATIVES[what]
+    reporter = Reporter.for_build(options.verbose, kind.title, function)
+    array = array_form(what, function, shapes, named_shapes, wrt=wrt, kernels=kernels, options=options,
+                       target="numpy", reporter=reporter)
+    if array is not None:
+        with reporter.stage("loaded"):
+            module = load(array.source)
+        return RESULTS[what](module, array.source, options.with_(form="array"), rebuild=_rebuild, array=array)
     backend = _choose_backend(options.backend)
-    options = options.with_(backend=backend)
-    reporter = Reporter(enabled=options.verbose)
+    options = options.with_(backend=backend, form="scalar")
     build_options = options.build_options()
     kinds = tuple(kernels or kind.kernels)
     # Warm start (build/warm.py): a function keyed by its code, closure, globals and callees loads without tracing.
@@ -216,10 +238,82 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     return RESULTS[what](module, source, options, derivative, derive=derive, rebuild=_rebuild)
 
 
+@dataclass(frozen=True, eq=False)
+class ArrayForm:
+    """A derivative in the array form: the traced and derived array programs and their source."""
+
+    traced: ArrayProgram
+    derived: ArrayProgram
+    source: Source
+    wrt: tuple[str, ...]  # names of the differentiated arguments
+
+
+# form="auto" takes the array form when the scalar form would compile at
+# least this many operations (scalar_cost of the derived program): measured
+# crossover in benchmarks/array_form.py (--crossover).
+AUTO_ARRAY_MIN_OPERATIONS = 20_000
+
+
+def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
+               options: Options = Options(), target: str = "numpy", reporter=None) -> ArrayForm | None:
+    """Derivative ``what`` of ``function`` in the array form for ``target``, or
+    None where ``options.form`` is "scalar", or "auto" and the scalar form fits
+    better (logged under SYMJAC_DEBUG). With ``form="array"`` whatever the
+    array form cannot do is an error that names it and suggests form="scalar"."""
+    # an array program (or an array-form derivative) has no scalar form to fall back on
+    given_array = isinstance(function, ArrayProgram) or (isinstance(function, Compiled) and function.form == "array")
+    if options.form == "scalar" and not given_array:
+        return None
+    forced = options.form == "array" or given_array
+    reporter = reporter or Reporter(enabled=False)
+    kind = DERIVATIVES[what]
+
+    def decline(reason: str, error: Exception | None = None):
+        if forced:
+            if isinstance(error, ArrayFormError):
+                raise error
+            raise ArrayFormError(f"{reason}; use form=\"scalar\"") from error
+        log.debug("form='auto' takes the scalar form for %s: %s", what, reason)
+        return None
+
+    if kernels is not None and tuple(kernels) != kind.kernels:
+        return decline(f"the array form compiles only the {', '.join(kind.kernels)} kernel, not {kernels!r}")
+    if isinstance(function, Compiled):
+        if function.form != "array":
+            return decline("a scalar-form derivative is differentiated in the scalar form")
+        if shapes or named_shapes:
+            raise ShapeError("shapes are known for a derivative: give none")
+        traced = function.array.derived
+    elif isinstance(function, ArrayProgram):
+        traced = function
+    elif isinstance(function, Traced):
+        return decline("a traced sympy function is differentiated in the scalar form")
+    else:
+        with reporter.stage("traced (array form)") as report:
+            try:
+                resolved = resolve_shapes(function, shapes, named_shapes or {})
+                traced = trace_array(function, tuple(resolved), tuple(resolved.values()))
+            except (TracingError, ShapeError, TypeError, ValueError, IndexError) as error:
+                return decline(f"tracing to an array program failed: {error}", error)
+            report.append(f"{len(traced.eqns)} array operations")
+    indices, wrt_is_tuple = wrt_indices([var.name for var in traced.inputs], traced.name, wrt)
+    with reporter.stage("differentiated (array form)") as report:
+        derived = derive_array(traced, indices, wrt_is_tuple, what)
+        cost = scalar_cost(derived)
+        report.append(f"{len(derived.eqns)} array operations; the scalar form would do about {cost:,}")
+    if not forced and cost < AUTO_ARRAY_MIN_OPERATIONS:
+        return decline(f"about {cost:,} scalar operations, below {AUTO_ARRAY_MIN_OPERATIONS:,}")
+    with reporter.stage("rendered (array form)"):
+        source = render_array(traced, derived, what, indices, wrt_is_tuple, target)
+    return ArrayForm(traced, derived, source, tuple(traced.inputs[j].name for j in indices))
+
+
 def _rebuild(what: str, compiled: Compiled, wrt) -> Compiled:
-    """Derivative ``what`` of what ``compiled`` computes, with its options
-    (handed to every compiled object, so that ``run`` builds without importing ``api``)."""
-    return compile_derivative(what, compiled._symbolic().traced, wrt=wrt, options=compiled.options)
+    """Derivative ``what`` of what ``compiled``'s function computes, with its
+    options and in its form (handed to every compiled object, so that ``run``
+    builds without importing ``api``)."""
+    function = compiled.array.traced if compiled.form == "array" else compiled._symbolic().traced
+    return compile_derivative(what, function, wrt=wrt, options=compiled.options)
 
 
 _COMMON_DOCS = """
@@ -236,7 +330,8 @@ _COMMON_DOCS = """
     names the CPU); ``native=False`` builds portable code.
     ``vector_math=False`` keeps the batch loop's SIMD lanes on scalar libm
     (glibc's vector libm differs by up to 4 ulp). All are part of the cache
-    key. ``verbose=True`` reports each stage on stderr. The result keeps them
+    key. ``verbose``: None (default) reports a build that takes more than about
+    two seconds on stderr, True every build, False none. The result keeps them
     as ``.options``, and derivatives built from it inherit them. Calls take
     the function's arguments; leading batch dimensions broadcast like a
     gufunc, ``out=`` takes preallocated results, ``num_threads=`` limits threads.
@@ -246,7 +341,7 @@ _COMMON_DOCS = """
 def _entry_point(kind):
     """The public entry point ``symjac.<kind.name>`` of a derivative description."""
     def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=False, **named_shapes):
+              verbose=None, **named_shapes):
         kernels = _check_kernels(kind, named_shapes.pop("kernels", None) if kind.optional_kernels else None)
         options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
                           verbose=verbose)

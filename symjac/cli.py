@@ -68,6 +68,7 @@ def _load_file(path: Path):
     if spec is None or spec.loader is None:
         raise CommandError(f"cannot load {str(path)!r} as Python")
     module = importlib.util.module_from_spec(spec)
+    module.__symjac_target__ = str(path)  # what messages call it: the user's file, not the internal name
     # Like `python file.py`: the file's directory is importable while it runs.
     sys.path.insert(0, str(path.resolve().parent))
     try:
@@ -75,6 +76,11 @@ def _load_file(path: Path):
     finally:
         sys.path.remove(str(path.resolve().parent))
     return module
+
+
+def _described(module) -> str:
+    """The user's name for ``module``: the file given on the command line, or the module's import name."""
+    return getattr(module, "__symjac_target__", None) or module.__name__
 
 
 def load_target(target: str):
@@ -95,7 +101,10 @@ def _targets(module, function_name, args):
     if function_name is not None:
         function = getattr(module, function_name, None)
         if not callable(function):
-            raise CommandError(f"{function_name!r} is not a function in {module.__name__!r}")
+            defined = sorted(name for name, value in vars(module).items()
+                             if callable(value) and getattr(value, "__module__", None) == module.__name__)
+            raise CommandError(f"{function_name!r} is not a function in {_described(module)!r}"
+                               + (f" (its functions: {', '.join(defined)})" if defined else ""))
         declared = getattr(function, ATTRIBUTE, None)
         if args.arg:
             declared = Spec((), parse_args_option(args.arg), None, None, declared.kind if declared else "jacobian")
@@ -104,7 +113,7 @@ def _targets(module, function_name, args):
         return [(function, declared)]
     found = [(value, getattr(value, ATTRIBUTE)) for _, value in sorted(vars(module).items()) if callable(value) and hasattr(value, ATTRIBUTE)]
     if not found:
-        raise CommandError(f"no function in {module.__name__!r} is declared with @symjac.spec; name one as FILE:FUNCTION")
+        raise CommandError(f"no function in {_described(module)!r} is declared with @symjac.spec; name one as FILE:FUNCTION")
     if args.arg or args.name:
         raise CommandError("--arg and --name need a single FILE:FUNCTION target")
     return found
@@ -151,12 +160,20 @@ def cache(args) -> int:
     kinds = [build.cache.entry_kind(path) for path, _ in entries]
     others = (f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s), "
               f"{kinds.count('warm')} warm-start key(s))")
+    leftovers = build.cache.cache_leftovers(root)
+    abandoned = [(path, size) for path, size, gone in leftovers if gone]
+    running = len(leftovers) - len(abandoned)
     if args.action == "clear":
         build.clear_cache(root)
-        print(f"removed {kinds.count('model')} entries {others} from {root}")
+        print(f"removed {kinds.count('model')} entries {others} and {len(abandoned)} leftover folder(s) of "
+              f"interrupted builds from {root}" + (f"; kept {running} build(s) still running" if running else ""))
         return 0
-    total = sum(size for _, size in entries)
-    print(f"cache directory: {root}\nentries: {kinds.count('model')} {others}\nsize: {total / 2**20:.1f} MiB")
+    total = sum(size for _, size in entries) + sum(size for _, size, _ in leftovers)
+    left_size = sum(size for _, size in abandoned)
+    print(f"cache directory: {root}\nentries: {kinds.count('model')} {others}\n"
+          f"leftovers: {len(abandoned)} folder(s) of interrupted builds, {left_size / 2**20:.1f} MiB "
+          f"('symjac cache clear' removes them)" + (f"; {running} build(s) running now" if running else "")
+          + f"\nsize: {total / 2**20:.1f} MiB")
     return 0
 
 

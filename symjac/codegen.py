@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .api import Generated, generate
 from .build.builder import BuildOptions
+from .emit.backends import source_suffix
 from .errors import BuildError
 from .front.names import check_identifier
 from .progress import Reporter
@@ -87,11 +88,12 @@ def write_module(
     )
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}{generated.source.suffix}"
+    suffix = source_suffix(generated.source)
+    path = directory / f"{name}{suffix}"
     _atomic_write(path, generated.source.text)
     for suffix, text in generated.source.parts:  # C files of large kernels
         _atomic_write(directory / f"{name}{suffix}", text)
-    if generated.source.suffix == ".pyx" and build:  # a Cython extension module
+    if suffix == ".pyx" and build:  # a Cython extension module
         with reporter.stage("compiled") as report:
             extension = build_in_place(path, name, flags, generated.source.parts, native)
             report.append(str(extension))

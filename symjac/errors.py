@@ -4,6 +4,11 @@
     ├── TracingError (TypeError)     the function cannot be traced (stage: trace)
     ├── InvalidNameError (ValueError) a name cannot become an identifier in generated code
     ├── ShapeError (ValueError)      bad shape specification or call arguments of the wrong shape
+    │   └── DeclaredShapeError (ShapeError, IndexError)
+    │                                the traced function indexes past an argument's declared shape
+    ├── ArgumentError (TypeError)    a call names an argument that does not exist, or one twice
+    ├── PrinterError (NotImplementedError)
+    │                                generated code cannot express a function the traced code calls
     └── BuildError (RuntimeError)    compiling or loading a generated module failed;
                                      carries the command and the compiler's whole log
     CacheError (SymjacError, PermissionError)
@@ -16,9 +21,12 @@ so ``except ValueError`` keeps working around symjac calls.
 from __future__ import annotations
 
 __all__ = [
+    "ArgumentError",
     "BuildError",
     "CacheError",
+    "DeclaredShapeError",
     "InvalidNameError",
+    "PrinterError",
     "ShapeError",
     "SymjacError",
     "TracingError",
@@ -43,6 +51,23 @@ class InvalidNameError(SymjacError, ValueError):
 
 class ShapeError(SymjacError, ValueError):
     """A shape specification or a call argument has the wrong shape."""
+
+
+class DeclaredShapeError(ShapeError, IndexError):
+    """The traced function indexes an argument beyond the shape it was declared
+    with (``y=2`` for code that reads ``y[2]``). The message names the
+    argument, its declared shape and the line of the user's function."""
+
+
+class ArgumentError(SymjacError, TypeError):
+    """A call of a compiled object names an argument that does not exist,
+    gives one twice, or leaves one out. The message lists the arguments."""
+
+
+class PrinterError(SymjacError, NotImplementedError):
+    """Generated code cannot express a function that the traced code calls
+    (e.g. a sympy function without a C or numpy equivalent). The message
+    names the function and what to use instead."""
 
 
 class BuildError(SymjacError, RuntimeError):

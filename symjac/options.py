@@ -29,8 +29,10 @@ class Options:
     flags (``DEFAULT_FLAGS``; None keeps them). ``native``: build for this
     machine's CPU (``-march=native``; the cache key names the CPU).
     ``vector_math``: SIMD lanes may call glibc's vector libm (within 4 ulp).
-    ``verbose``: report each stage on stderr. All but ``verbose`` change
-    what is built and are part of its cache key.
+    ``verbose``: report each stage on stderr: None (the default) reports
+    only a build that takes more than about two seconds (``SYMJAC_QUIET=1``
+    silences that), True every build, False none (see ``progress.py``).
+    All but ``verbose`` change what is built and are part of its cache key.
     """
 
     backend: str | None = None
@@ -38,7 +40,7 @@ class Options:
     flags: tuple[str, ...] | None = None
     native: bool = True
     vector_math: bool = True
-    verbose: bool = False
+    verbose: bool | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -47,8 +49,10 @@ class Options:
             if isinstance(self.flags, str) or not all(isinstance(flag, str) for flag in self.flags):
                 raise TypeError(f"flags must be a sequence of strings, got {self.flags!r}")
             object.__setattr__(self, "flags", tuple(self.flags))
-        for name in ("native", "vector_math", "verbose"):
+        for name in ("native", "vector_math"):
             object.__setattr__(self, name, bool(getattr(self, name)))
+        if self.verbose is not None:
+            object.__setattr__(self, "verbose", bool(self.verbose))
 
     def build_options(self) -> BuildOptions:
         """The compiler's share of these options."""

@@ -3,6 +3,6 @@
 The public name of :mod:`symjac.adapters.torch`; see its docstring.
 """
 
-from .adapters.torch import TorchFunction, function, function_and_jacobian, jacobian
+from .adapters.torch import TorchArrayFunction, TorchFunction, function, function_and_jacobian, jacobian
 
-__all__ = ["TorchFunction", "function", "function_and_jacobian", "jacobian"]
+__all__ = ["TorchArrayFunction", "TorchFunction", "function", "function_and_jacobian", "jacobian"]

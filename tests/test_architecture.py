@@ -17,7 +17,11 @@ from symjac.cli import make_parser
 from symjac.derive.derivatives import DERIVATIVES
 from symjac.derive.kinds import KINDS, kernel_spec
 from symjac.emit.backend import Backend
+from symjac.derive.array_calculus import derive as derive_array
+from symjac.emit.array_printing import load_module
+from symjac.emit.array_render import render_array
 from symjac.emit.backends import BACKENDS
+from symjac.front.array_trace import trace_array
 from symjac.emit.render import render
 from symjac.emit.simplify import simplify
 from symjac.emit.source import template_dir
@@ -156,12 +160,24 @@ def test_each_backend_has_every_piece_and_computes(name):
     for template in (backend.template, backend.library_template):
         assert template is None or (template_dir() / template).is_file(), template
     assert backend.suffix in (".py", ".pyx") and backend.form in ("scalar", "array")
-    assert isinstance(backend.element("W", (1, 0)), str) and hasattr(backend.printer({}), "doprint")
-    derivative = DERIVATIVES["jacobian"].transform(trace(_cubic, 2, 1), (0,), False)
-    source = render(derivative, (simplify(derivative, "jacobian"),), name)
-    module = builder.load(source)
     x, p = np.array([0.5, 1.5]), np.array([3.0])
+    expected = [[2 * x[0] * p[0], 0.0], [np.sin(x[1]), x[0] * np.cos(x[1])]]
+    if backend.form == "array":
+        traced = trace_array(lambda x, p: np.stack([x[0] ** 2 * p[0], np.sin(x[1]) * x[0]]), ("x", "p"), ((2,), (1,)))
+        derived = derive_array(traced, (0,), False, "jacobian")
+        source = render_array(traced, derived, "jacobian", (0,), False, name.removesuffix("-array"))
+        assert source.backend == name
+        if name == "torch-array":
+            import torch
+
+            result = load_module(source.text, "torch").kernel(torch.tensor(x), torch.tensor(p)).numpy()
+            np.testing.assert_allclose(result, expected, rtol=1e-14)
+            return
+    else:
+        assert isinstance(backend.element("W", (1, 0)), str) and hasattr(backend.printer({}), "doprint")
+        derivative = DERIVATIVES["jacobian"].transform(trace(_cubic, 2, 1), (0,), False)
+        source = render(derivative, (simplify(derivative, "jacobian"),), name)
+    module = builder.load(source)
     out = np.empty((1, 4))
     module.KERNELS["jacobian"]((x[None], p[None]), (out,), 1, 1)
-    expected = [[2 * x[0] * p[0], 0.0], [np.sin(x[1]), x[0] * np.cos(x[1])]]
     np.testing.assert_allclose(out.reshape(2, 2), expected, rtol=1e-14)

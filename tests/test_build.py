@@ -179,3 +179,40 @@ def test_cache_info_and_clear_commands(tmp_path):
     assert "removed 1 entries" in cleared
     assert "entries: 0" in subprocess.run([*command, "info"], env=env, capture_output=True, text=True).stdout
     assert cache.is_dir() and not list(cache.iterdir())
+
+
+def test_cache_info_counts_leftovers_and_clear_keeps_running_builds(tmp_path, monkeypatch):
+    """A killed build leaves a .build-* folder: info counts it, clear removes
+    it; a build still running (its .lock held, here by this process) stays."""
+    import fcntl
+
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    dead, live = root / ".build-dead", root / ".build-live"
+    for path in (dead, live):
+        path.mkdir()
+        (path / "kernel.o").write_bytes(b"x" * 300_000)
+    (dead / cache.LOCK).touch()  # its process died: nobody holds the lock
+    handle = os.open(live / cache.LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(root))
+    env = {**os.environ, "PYTHONPATH": str(Path(symjac.__file__).parent.parent)}
+    try:
+        info = subprocess.run([sys.executable, "-m", "symjac", "cache", "info"], capture_output=True, text=True,
+                              env=env)
+        assert "leftovers: 1 folder(s) of interrupted builds, 0.3 MiB" in info.stdout, info.stdout
+        assert "1 build(s) running now" in info.stdout and "size: 0.6 MiB" in info.stdout
+        cleared = subprocess.run([sys.executable, "-m", "symjac", "cache", "clear"], capture_output=True,
+                                 text=True, env=env)
+        assert "1 leftover folder(s)" in cleared.stdout and "kept 1 build(s) still running" in cleared.stdout
+        assert not dead.exists() and live.is_dir()
+    finally:
+        os.close(handle)
+    assert [path for path, _, abandoned in cache.cache_leftovers(root)] == [live]
+    assert cache.cache_leftovers(root)[0][2] is True  # the lock is free now: abandoned
+    # an old folder without a lock is abandoned, a fresh one is not
+    (live / cache.LOCK).unlink()
+    assert cache.cache_leftovers(root)[0][2] is False
+    os.utime(live, (1, 1))
+    os.utime(live / "kernel.o", (1, 1))
+    assert cache.cache_leftovers(root)[0][2] is True

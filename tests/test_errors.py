@@ -1,7 +1,11 @@
 """One test per error: the type raised and the key words of its message."""
 
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +180,92 @@ def test_build_error_carries_command_and_log(tmp_path, monkeypatch):
 def test_division_by_a_constant_zero_is_a_tracing_error():
     with pytest.raises(symjac.TracingError, match="division by a constant zero"):
         symjac.jacobian(lambda x: x / 0.0, 2, backend="numpy")
+
+
+# ---------------------------------------------------------------------------
+# issue 21: errors a new user meets in the first hour
+
+
+def _indexes_y2(y, k):
+    return np.array([k[0] * y[0], y[2]])
+
+
+def test_indexing_past_the_declared_shape_names_argument_shape_and_line():
+    with pytest.raises(symjac.DeclaredShapeError) as info:
+        symjac.jacobian(_indexes_y2, y=2, k=1, backend="numpy")
+    message = str(info.value)
+    assert "argument 'y', declared with shape (2,)" in message and "y=3" in message
+    assert "test_errors.py" in message and "in _indexes_y2" in message  # the user's line
+    assert isinstance(info.value, IndexError) and isinstance(info.value, symjac.ShapeError)
+
+
+def pairs(x, y):
+    return x * y[0] + y[1]
+
+
+@pytest.fixture(scope="module")
+def keyword_jac(request):
+    return {backend: symjac.jacobian(pairs, x=2, y=2, backend=backend, verbose=False) for backend in ("numpy", "cython")}
+
+
+@pytest.mark.parametrize("engine", ["numpy", "cython"])
+@pytest.mark.parametrize("call, message", [
+    (lambda j, x, y: j(x=x, z=y), "unexpected keyword argument 'z'; its arguments are x, y"),
+    (lambda j, x, y: j(x, x=x, y=y), "got argument 'x' twice"),
+    (lambda j, x, y: j(y=y), "missing argument(s) x; its arguments are x, y"),
+    (lambda j, x, y: j.values(x, q=y), "unexpected keyword argument 'q'"),
+])
+def test_a_wrong_keyword_is_an_argument_error_naming_the_arguments(keyword_jac, engine, call, message):
+    x, y = np.array([1.0, 2.0]), np.array([3.0, 4.0])
+    with pytest.raises(symjac.ArgumentError) as info:
+        call(keyword_jac[engine], x, y)
+    assert message in str(info.value) and "of pairs" in str(info.value)
+    assert isinstance(info.value, TypeError)
+
+
+def test_printer_refusals_name_the_function_and_the_fix(backend):
+    import sympy
+
+    def special(x):
+        return sympy.besselj(0, x[0]) * x[1]
+
+    with pytest.raises(symjac.PrinterError) as info:
+        symjac.jacobian(special, x=2, backend=backend)
+    message = str(info.value)
+    assert "besselj" in message and "strict" not in message and "pass its value as an argument" in message
+    assert isinstance(info.value, NotImplementedError)
+
+
+def test_an_unwritable_cache_directory_is_a_cache_error(tmp_path, monkeypatch):
+    from symjac.build import builder as build
+    from symjac.build import cache as cache_module
+
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    cache.chmod(0o500)  # read-only for its owner
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(cache))
+    monkeypatch.setattr(build, "_loaded", {})
+    if os.geteuid() == 0:
+        # root may write anywhere: make creating the build folder fail the way it does for a user
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied", str(cache))
+        monkeypatch.setattr(cache_module.tempfile, "mkdtemp", refuse)
+    try:
+        with pytest.raises(symjac.CacheError) as info:
+            symjac.jacobian(pairs, x=2, y=2, backend="cython", verbose=False)
+    finally:
+        cache.chmod(0o700)
+    message = str(info.value)
+    assert str(cache) in message and "SYMJAC_CACHE_DIR" in message and "writable" in message
+    assert isinstance(info.value, PermissionError)
+
+
+def test_the_command_line_names_the_users_file(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_text("import numpy as np\n\ndef spring(x):\n    return np.sin(x)\n")
+    done = subprocess.run([sys.executable, "-m", "symjac", "codegen", f"{model}:nope", "--arg", "x=2"],
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(symjac.__file__).parent.parent)})
+    assert done.returncode == 1
+    assert f"'nope' is not a function in '{model}' (its functions: spring)" in done.stderr, done.stderr
+    assert "_symjac_target_" not in done.stderr

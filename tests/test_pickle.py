@@ -203,3 +203,38 @@ def test_process_pool_executor():
 
 def _evaluate(obj, args):
     return obj(*args)
+
+
+TORCH_CHILD = textwrap.dedent("""
+    import pickle, sys, torch
+    tj, h, W, J, grad = pickle.loads(open(sys.argv[1], "rb").read())
+    h = h.clone().requires_grad_(True)
+    again = tj(h=h, W=W)
+    (again ** 2).sum().backward()
+    assert torch.equal(again.detach(), J) and torch.allclose(h.grad, grad, rtol=1e-12, atol=0)
+    print("ok", type(tj).__name__)
+""")
+
+
+def _torch_decoder(h, W):
+    return np.tanh(W @ h)
+
+
+def test_torch_objects_pickle_and_load_in_a_fresh_process_with_an_empty_cache(tmp_path):
+    import torch
+    import symjac.torch
+
+    tj = symjac.torch.jacobian(_torch_decoder, h=2, W=(3, 2), verbose=False)
+    h = torch.tensor([0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    W = torch.tensor([[0.5, -1.0], [2.0, 0.1], [-0.3, 0.7]], dtype=torch.float64)
+    J = tj(h, W)
+    (J ** 2).sum().backward()
+    payload = tmp_path / "torch.pkl"
+    payload.write_bytes(pickle.dumps((tj, h.detach(), W, J.detach(), h.grad)))
+    cache = tmp_path / "empty-cache"
+    cache.mkdir()
+    done = subprocess.run([sys.executable, "-c", TORCH_CHILD, str(payload)], env=_child_env(cache),
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok TorchFunction"
+    assert len(_entries(cache)) >= 2  # the forward's and the backward's kernels were built there

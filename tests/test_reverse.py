@@ -268,7 +268,7 @@ def one_pass_cse(monkeypatch):
     FULL_CSE_NODES) rebuilds each product evaluated, flattening nested ones:
     the shared adjoints and prefix products of reverse mode then cost it
     quadratic time and more (minutes for a 1,000-factor product)."""
-    monkeypatch.setattr(symjac.simplify, "FULL_CSE_NODES", 0)
+    monkeypatch.setattr(symjac.emit.simplify, "FULL_CSE_NODES", 0)
 
 
 def rosenbrock(n):

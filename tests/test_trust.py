@@ -155,9 +155,9 @@ def test_wrong_number_of_arguments_is_type_error(jac, count):
          "datetime", "timedelta", "structured"],
 )
 def test_non_real_arguments_are_type_errors(jac, bad):
-    with pytest.raises(TypeError, match=r"argument 'u' (is complex|must hold real numbers)"):
+    with pytest.raises(TypeError, match=r"argument 'u' (is complex|must hold real numbers|is None)"):
         jac(bad, P0)
-    with pytest.raises(TypeError, match=r"argument 'p' (is complex|must hold real numbers)"):
+    with pytest.raises(TypeError, match=r"argument 'p' (is complex|must hold real numbers|is None)"):
         jac(U0, bad)
 
 
@@ -811,7 +811,7 @@ def test_entry_that_others_can_write_is_refused_not_loaded(tmp_path, monkeypatch
     """An entry whose extension other users may write to could have been tampered
     with: symjac refuses it with a CacheError and neither loads nor rebuilds it."""
     source = generate(lorenz, (), {"u": 3, "p": 3}, wrt=None, backend="cython", kinds=("jacobian",)).source
-    key = build.cache_key(source, jac_cython._options)  # the API builds native
+    key = build.cache_key(source, jac_cython.options.build_options())  # the API builds native
     shared_entry = Path(jac_cython._module.__file__).parent
     assert shared_entry.name == key[:32]
     cache = tmp_path / "cache"
@@ -1123,7 +1123,7 @@ def test_repeated_calls_and_loads_do_not_leak(jac_cython, monkeypatch):
     def loads(count):
         for _ in range(count):
             build._loaded.clear()
-            module = build.load(source, jac_cython._options)
+            module = build.load(source, jac_cython.options.build_options())
             assert module.KERNELS
         for _ in range(count // 5):
             symjac.jacobian(lorenz, u=3, p=3, backend="cython")

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: c0d89eb2292be0f0f3aca650bcb76950c71cbaa283699cc7a3b4482626fddd09
+symjac-content-hash: 596f151127bf4a07fefe915ee8dc2c4368337d9043996862207e3a6a5ceba3dd
 """
 
 import os
@@ -375,6 +375,39 @@ cdef extern from *:
         const symjac_table *tables
 
 
+# Keyword calls of an _Entry: its type's call slot is wrapped (once, below
+# the class) by symjac_entry_call, which hands a call whose keywords are
+# only out= and num_threads= to the class's own __call__ untouched and any
+# other to _entry_named, which binds the keywords to positions. Positional
+# calls keep their path (no **kwargs dict for Cython to build on each call).
+cdef extern from *:
+    """
+    static ternaryfunc symjac_entry_plain_call = NULL;
+    static PyObject *(*symjac_entry_named_call)(PyObject *, PyObject *, PyObject *) = NULL;
+    static PyObject *symjac_entry_call(PyObject *self, PyObject *args, PyObject *kwds) {
+        if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+            Py_ssize_t position = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(kwds, &position, &key, &value)) {
+                if (!PyUnicode_Check(key) || (PyUnicode_CompareWithASCIIString(key, "out") != 0
+                                              && PyUnicode_CompareWithASCIIString(key, "num_threads") != 0))
+                    return symjac_entry_named_call(self, args, kwds);
+            }
+        }
+        return symjac_entry_plain_call(self, args, kwds);
+    }
+    static void symjac_install_entry_call(PyObject *type, PyObject *(*named)(PyObject *, PyObject *, PyObject *)) {
+        PyTypeObject *entry_type = (PyTypeObject *)type;
+        if (entry_type->tp_call == symjac_entry_call) return;
+        symjac_entry_plain_call = entry_type->tp_call;
+        symjac_entry_named_call = named;
+        entry_type->tp_call = symjac_entry_call;
+        PyType_Modified(entry_type);
+    }
+    """
+    void symjac_install_entry_call(object type, object (*named)(object, object, object))
+
+
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_RECORDS_RO, PyBUF_RECORDS
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 cimport cython
@@ -491,6 +524,7 @@ cdef class _Entry:
     cdef const symjac_driver *driver
     cdef object model_object
     cdef object fallback
+    cdef object bind               # (args, keywords) -> (args, out, num_threads); None: positions only
     cdef object structure          # nesting of the buffers, as in Signature.layouts
     cdef object thread_count       # (n, None) -> threads of a large batch; None: take the fallback
     cdef Py_ssize_t min_points     # batches of fewer points run on one thread
@@ -509,6 +543,14 @@ cdef class _Entry:
         if out is None and num_threads is None and self.fast:
             result = self._common(args, 0)
             return result if result is not None else self.fallback(args, None, None)
+        return self._dispatch(args, out, num_threads)
+
+    def call_named(self, tuple args, dict keywords):
+        """``entry(*args, **keywords)``: the arguments by name too (bound by ``bind``)."""
+        if self.bind is None:
+            raise TypeError("this kernel takes its arguments by position; got keyword argument(s) %s"
+                            % ", ".join(map(repr, keywords)))
+        args, out, num_threads = self.bind(args, keywords)
         return self._dispatch(args, out, num_threads)
 
     def call(self, tuple args, out=None, num_threads=None):
@@ -624,6 +666,13 @@ cdef class _Entry:
         return 0
 
 
+cdef object _entry_named(object entry, object args, object keywords):
+    return (<_Entry>entry).call_named(args, dict(keywords))
+
+
+symjac_install_entry_call(_Entry, _entry_named)
+
+
 @cython.boundscheck(False)
 @cython.wraparound(False)
 cdef class Model:
@@ -660,9 +709,11 @@ cdef class Model:
             tables.setdefault(kind, []).append(tuple([model.tables[k].values[j] for j in range(model.tables[k].length)]))
         self.nonzeros = {kind: tuple(values) for kind, values in tables.items()}
 
-    def make_entry(self, kind, fallback, signature=None, thread_count=None):
+    def make_entry(self, kind, fallback, signature=None, thread_count=None, bind=None):
         """The compiled callable for ``kind`` (see :class:`_Entry`) with
-        ``fallback(args, out, num_threads)`` for every other call. With the
+        ``fallback(args, out, num_threads)`` for every other call and
+        ``bind(args, keywords)`` -> ``(args, out, num_threads)`` for calls
+        that name arguments (None: they are refused). With the
         model's ``signature`` (a ``_calling.Signature``) and ``thread_count``
         (``(n, None)`` -> threads for a large batch of ``n`` points) any kind;
         without, only a kind in ``point_kinds``, and every batch of more than
@@ -718,6 +769,7 @@ cdef class Model:
             entry.zeroed[b] = 1 if zeroed[b] else 0
             entry.max_out_ndim = max(entry.max_out_ndim, entry.out_ndims[b])
         entry.model, entry.driver, entry.model_object, entry.fallback = self.model, driver, self, fallback
+        entry.bind = bind
         entry.structure, entry.thread_count, entry.min_points = structure, thread_count, min_points
         entry.n_outs = driver.n_outs
         entry.fast = (self.model.n_args <= FAST_ARGS and driver.n_outs <= FAST_OUTS
@@ -750,7 +802,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'c0d89eb2292be0f0f3aca650bcb76950c71cbaa283699cc7a3b4482626fddd09'
+CONTENT_HASH = '596f151127bf4a07fefe915ee8dc2c4368337d9043996862207e3a6a5ceba3dd'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -797,6 +849,7 @@ import os
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
+_MISSING = object()  # an argument not given (bind_arguments)
 
 
 def _size(shape):
@@ -854,6 +907,12 @@ class Signature:
         """The signature recorded in a generated module's metadata."""
         return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
                    module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
+
+    def __repr__(self):
+        arguments = ", ".join("%s=%s" % (name, shape) for name, shape in zip(self.names, self.shapes))
+        kernels = ", ".join("%s -> %s" % (kind, _nest(structure, [shape for shape in shapes]))
+                            for kind, (shapes, structure) in self.layouts.items())
+        return "<Signature (%s); %s>" % (arguments, kernels)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -917,6 +976,41 @@ def as_float_array(value, name):
     array = numpy.asarray(value)
     check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
+
+
+def bind_arguments(names, args, named, error=TypeError, what="this call"):
+    """``args`` and keyword arguments ``named`` (argument name -> value) as one
+    tuple in the order of ``names``, like Python binds a call: a name that is
+    not an argument, an argument given twice or one missing is an ``error``
+    naming the arguments there are."""
+    if not named:
+        return tuple(args)
+    listed = ", ".join(names)
+    if len(args) > len(names):
+        raise error("%s takes %d arguments (%s), got %d" % (what, len(names), listed, len(args)))
+    bound = list(args) + [_MISSING] * (len(names) - len(args))
+    for name, value in named.items():
+        if name not in names:
+            raise error("%s got an unexpected keyword argument %r; its arguments are %s (and out=, num_threads=)"
+                        % (what, name, listed))
+        position = names.index(name)
+        if bound[position] is not _MISSING:
+            raise error("%s got argument %r twice (by position and by name); its arguments are %s"
+                        % (what, name, listed))
+        bound[position] = value
+    missing = [name for name, value in zip(names, bound) if value is _MISSING]
+    if missing:
+        raise error("%s is missing argument(s) %s; its arguments are %s" % (what, ", ".join(missing), listed))
+    return tuple(bound)
+
+
+def bind_call(names, args, keywords, error=TypeError, what="this call"):
+    """A call's ``(args, out, num_threads)`` from its positional ``args`` and
+    its ``keywords`` (arguments by name, ``out=``, ``num_threads=``)."""
+    keywords = dict(keywords)
+    out = keywords.pop("out", None)
+    num_threads = keywords.pop("num_threads", None)
+    return bind_arguments(names, args, keywords, error, what), out, num_threads
 
 
 def prepare_arguments(signature, args):
@@ -1057,59 +1151,67 @@ def _general(kind):
 _ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS}
 
 
-def jacobian(*args, out=None, num_threads=None):
+def jacobian(*args, out=None, num_threads=None, **named):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "jacobian()")
     if "jacobian" in _ENTRIES:
         return _ENTRIES["jacobian"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def jacobian_values(*args, out=None, num_threads=None):
+def jacobian_values(*args, out=None, num_threads=None, **named):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "jacobian_values()")
     if "jacobian_values" in _ENTRIES:
         return _ENTRIES["jacobian_values"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=None):
+def function(*args, out=None, num_threads=None, **named):
     """Function: writes the non-zero entries of every output.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "function()")
     if "function" in _ENTRIES:
         return _ENTRIES["function"](*args, out=out, num_threads=num_threads)
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=None):
+def function_and_jacobian(*args, out=None, num_threads=None, **named):
     """Function and Jacobian in one pass, sharing subexpressions.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "function_and_jacobian()")
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
 
 
-def sparse_jacobian(*args, format="csr"):
+def sparse_jacobian(*args, format="csr", **named):
     """Jacobian values at one point as scipy sparse arrays (needs scipy), nested like jacobian_values()."""
-    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args), format)
+    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args, **named), format)
 
 
 def sparsity():

@@ -10,7 +10,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 927b1db37aeb3a551db00a5d73b5fa538f42fb0544900f4852efbd3974179b12
+symjac-content-hash: 2a8a7a3949aa8e85e38fbe166b617f14ae58f707ff56c1d57ad0e671673af81d
 """
 
 import os
@@ -266,7 +266,7 @@ _IDENTITY = range(81)  # the position table of packed values in their own order
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '927b1db37aeb3a551db00a5d73b5fa538f42fb0544900f4852efbd3974179b12'
+CONTENT_HASH = '2a8a7a3949aa8e85e38fbe166b617f14ae58f707ff56c1d57ad0e671673af81d'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -319,6 +319,7 @@ import os
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
+_MISSING = object()  # an argument not given (bind_arguments)
 
 
 def _size(shape):
@@ -376,6 +377,12 @@ class Signature:
         """The signature recorded in a generated module's metadata."""
         return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
                    module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
+
+    def __repr__(self):
+        arguments = ", ".join("%s=%s" % (name, shape) for name, shape in zip(self.names, self.shapes))
+        kernels = ", ".join("%s -> %s" % (kind, _nest(structure, [shape for shape in shapes]))
+                            for kind, (shapes, structure) in self.layouts.items())
+        return "<Signature (%s); %s>" % (arguments, kernels)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -439,6 +446,41 @@ def as_float_array(value, name):
     array = numpy.asarray(value)
     check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
+
+
+def bind_arguments(names, args, named, error=TypeError, what="this call"):
+    """``args`` and keyword arguments ``named`` (argument name -> value) as one
+    tuple in the order of ``names``, like Python binds a call: a name that is
+    not an argument, an argument given twice or one missing is an ``error``
+    naming the arguments there are."""
+    if not named:
+        return tuple(args)
+    listed = ", ".join(names)
+    if len(args) > len(names):
+        raise error("%s takes %d arguments (%s), got %d" % (what, len(names), listed, len(args)))
+    bound = list(args) + [_MISSING] * (len(names) - len(args))
+    for name, value in named.items():
+        if name not in names:
+            raise error("%s got an unexpected keyword argument %r; its arguments are %s (and out=, num_threads=)"
+                        % (what, name, listed))
+        position = names.index(name)
+        if bound[position] is not _MISSING:
+            raise error("%s got argument %r twice (by position and by name); its arguments are %s"
+                        % (what, name, listed))
+        bound[position] = value
+    missing = [name for name, value in zip(names, bound) if value is _MISSING]
+    if missing:
+        raise error("%s is missing argument(s) %s; its arguments are %s" % (what, ", ".join(missing), listed))
+    return tuple(bound)
+
+
+def bind_call(names, args, keywords, error=TypeError, what="this call"):
+    """A call's ``(args, out, num_threads)`` from its positional ``args`` and
+    its ``keywords`` (arguments by name, ``out=``, ``num_threads=``)."""
+    keywords = dict(keywords)
+    out = keywords.pop("out", None)
+    num_threads = keywords.pop("num_threads", None)
+    return bind_arguments(names, args, keywords, error, what), out, num_threads
 
 
 def prepare_arguments(signature, args):
@@ -579,35 +621,39 @@ def _general(kind):
 _ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS}
 
 
-def hessian(*args, out=None, num_threads=None):
+def hessian(*args, out=None, num_threads=None, **named):
     """Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "hessian()")
     if "hessian" in _ENTRIES:
         return _ENTRIES["hessian"](*args, out=out, num_threads=num_threads)
     return call(_kernel_hessian, _SIGNATURE, "hessian", args, out, num_threads)
 
 
-def hessian_values(*args, out=None, num_threads=None):
+def hessian_values(*args, out=None, num_threads=None, **named):
     """Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "hessian_values()")
     if "hessian_values" in _ENTRIES:
         return _ENTRIES["hessian_values"](*args, out=out, num_threads=num_threads)
     return call(_kernel_hessian_values, _SIGNATURE, "hessian_values", args, out, num_threads)
 
 
-def sparse_hessian(*args, format="csr"):
+def sparse_hessian(*args, format="csr", **named):
     """Hessian values at one point as scipy sparse arrays (needs scipy), nested like hessian_values()."""
-    return sparse_matrices(_SIGNATURE, "hessian_values", hessian_values(*args), format)
+    return sparse_matrices(_SIGNATURE, "hessian_values", hessian_values(*args, **named), format)
 
 
 def sparsity():

@@ -16,7 +16,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: ba39729d0436a5365ec1baf90457c5a90a432bd94f8b0b09028633aa4ecc24d1
+symjac-content-hash: 3e4ecbb9c0c1bc4e0df39346561a0eb7518fa1daff249e9d588e74497bed7698
 """
 
 import os
@@ -200,7 +200,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'ba39729d0436a5365ec1baf90457c5a90a432bd94f8b0b09028633aa4ecc24d1'
+CONTENT_HASH = '3e4ecbb9c0c1bc4e0df39346561a0eb7518fa1daff249e9d588e74497bed7698'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
@@ -251,6 +251,7 @@ import os
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
+_MISSING = object()  # an argument not given (bind_arguments)
 
 
 def _size(shape):
@@ -308,6 +309,12 @@ class Signature:
         """The signature recorded in a generated module's metadata."""
         return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
                    module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
+
+    def __repr__(self):
+        arguments = ", ".join("%s=%s" % (name, shape) for name, shape in zip(self.names, self.shapes))
+        kernels = ", ".join("%s -> %s" % (kind, _nest(structure, [shape for shape in shapes]))
+                            for kind, (shapes, structure) in self.layouts.items())
+        return "<Signature (%s); %s>" % (arguments, kernels)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -371,6 +378,41 @@ def as_float_array(value, name):
     array = numpy.asarray(value)
     check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
+
+
+def bind_arguments(names, args, named, error=TypeError, what="this call"):
+    """``args`` and keyword arguments ``named`` (argument name -> value) as one
+    tuple in the order of ``names``, like Python binds a call: a name that is
+    not an argument, an argument given twice or one missing is an ``error``
+    naming the arguments there are."""
+    if not named:
+        return tuple(args)
+    listed = ", ".join(names)
+    if len(args) > len(names):
+        raise error("%s takes %d arguments (%s), got %d" % (what, len(names), listed, len(args)))
+    bound = list(args) + [_MISSING] * (len(names) - len(args))
+    for name, value in named.items():
+        if name not in names:
+            raise error("%s got an unexpected keyword argument %r; its arguments are %s (and out=, num_threads=)"
+                        % (what, name, listed))
+        position = names.index(name)
+        if bound[position] is not _MISSING:
+            raise error("%s got argument %r twice (by position and by name); its arguments are %s"
+                        % (what, name, listed))
+        bound[position] = value
+    missing = [name for name, value in zip(names, bound) if value is _MISSING]
+    if missing:
+        raise error("%s is missing argument(s) %s; its arguments are %s" % (what, ", ".join(missing), listed))
+    return tuple(bound)
+
+
+def bind_call(names, args, keywords, error=TypeError, what="this call"):
+    """A call's ``(args, out, num_threads)`` from its positional ``args`` and
+    its ``keywords`` (arguments by name, ``out=``, ``num_threads=``)."""
+    keywords = dict(keywords)
+    out = keywords.pop("out", None)
+    num_threads = keywords.pop("num_threads", None)
+    return bind_arguments(names, args, keywords, error, what), out, num_threads
 
 
 def prepare_arguments(signature, args):
@@ -511,59 +553,67 @@ def _general(kind):
 _ENTRIES = {kind: make_entry(kind, _general(kind)) for kind in POINT_KINDS}
 
 
-def jacobian(*args, out=None, num_threads=None):
+def jacobian(*args, out=None, num_threads=None, **named):
     """Jacobian: writes the non-zero entries of every block d output / d argument.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "jacobian()")
     if "jacobian" in _ENTRIES:
         return _ENTRIES["jacobian"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian, _SIGNATURE, "jacobian", args, out, num_threads)
 
 
-def jacobian_values(*args, out=None, num_threads=None):
+def jacobian_values(*args, out=None, num_threads=None, **named):
     """Packed Jacobian: the non-zero values of every block, in NONZEROS order.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "jacobian_values()")
     if "jacobian_values" in _ENTRIES:
         return _ENTRIES["jacobian_values"](*args, out=out, num_threads=num_threads)
     return call(_kernel_jacobian_values, _SIGNATURE, "jacobian_values", args, out, num_threads)
 
 
-def function(*args, out=None, num_threads=None):
+def function(*args, out=None, num_threads=None, **named):
     """Function: writes the non-zero entries of every output.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "function()")
     if "function" in _ENTRIES:
         return _ENTRIES["function"](*args, out=out, num_threads=num_threads)
     return call(_kernel_function, _SIGNATURE, "function", args, out, num_threads)
 
 
-def function_and_jacobian(*args, out=None, num_threads=None):
+def function_and_jacobian(*args, out=None, num_threads=None, **named):
     """Function and Jacobian in one pass, sharing subexpressions.
 
-    Call with the arguments in ARGUMENT_NAMES order; leading batch dimensions
+    Call with the arguments in ARGUMENT_NAMES order, or by name; leading batch dimensions
     broadcast and lead the result. ``out=`` takes preallocated float64 arrays
     with the structure of the result. Large batches run on ``num_threads``
     threads (default: $SYMJAC_NUM_THREADS, else every core).
     """
+    if named:
+        args = bind_arguments(ARGUMENT_NAMES, args, named, TypeError, "function_and_jacobian()")
     return call(_kernel_function_and_jacobian, _SIGNATURE, "function_and_jacobian", args, out, num_threads)
 
 
-def sparse_jacobian(*args, format="csr"):
+def sparse_jacobian(*args, format="csr", **named):
     """Jacobian values at one point as scipy sparse arrays (needs scipy), nested like jacobian_values()."""
-    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args), format)
+    return sparse_matrices(_SIGNATURE, "jacobian_values", jacobian_values(*args, **named), format)
 
 
 def sparsity():

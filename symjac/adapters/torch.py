@@ -34,19 +34,23 @@ in symjac. float64 inputs and results are shared with numpy without copies
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
 import threading
 
 import numpy as np
 import torch
 
-from ..api import as_traced, compile_derivative, resolve_wrt
+from ..api import array_form, as_traced, compile_derivative, resolve_wrt
+from ..emit.array_printing import load_module
+from ..progress import Reporter
+from ..errors import ArgumentError
 from ..options import Options
 from ..run import calling as _calling
 from ..run.runtime import Compiled
 from ..front.trace import Traced
 
-__all__ = ["TorchFunction", "function", "function_and_jacobian", "jacobian"]
+__all__ = ["TorchArrayFunction", "TorchFunction", "function", "function_and_jacobian", "jacobian"]
 
 _NAMESPACE = "symjac"
 _OP_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -257,8 +261,20 @@ class TorchFunction:
     def backward(self) -> Compiled:
         return self._op.backward_op().compiled
 
-    def __call__(self, *args):
+    def __reduce__(self):
+        # What defines it, never the registered operator (a closure torch cannot
+        # pickle): the compiled forward and backward (each pickles by its
+        # source, see run/runtime.py) and the traced functions that build the
+        # next derivative on first use. The receiving process registers the
+        # operators again, loading or building the kernels in its own cache.
+        backward = self._op.backward_op()
+        return _restore, (self.compiled, self.kind, self.title, self._op.traced, self._op.order, backward.compiled,
+                          backward.traced)
+
+    def __call__(self, *args, **named):
         what = f"symjac.torch.{self.title}"
+        if named:
+            args = _calling.bind_arguments(self._op.names, args, named, ArgumentError, what)
         _broadcast(_check_tensors(args, self._op.names, self._op.shapes, what)[1], self._op.names, what)
         try:
             result = self._op(*args)
@@ -278,6 +294,15 @@ class TorchFunction:
         return f"<symjac.torch.{self.title} ({shapes}) wrt {', '.join(self.wrt)}: torch.ops.{self._op.qualname}>"
 
 
+def _restore(compiled, kind, title, traced, order, backward, backward_traced) -> TorchFunction:
+    """Unpickle a :class:`TorchFunction`: its operator and its backward's, registered in this process."""
+    op = operator(compiled, kind, traced, order)
+    with _LOCK:
+        if op._backward is None:
+            op._backward = operator(backward, "function", backward_traced, order + 1)
+    return TorchFunction(op, title)
+
+
 def _function_of(compiled: Compiled, kernel: str) -> Traced:
     """What ``compiled``'s kernel ``kernel`` computes, as a traced function: what its backward differentiates."""
     if kernel == "function":
@@ -291,15 +316,70 @@ def _function_of(compiled: Compiled, kernel: str) -> Traced:
 
 
 def _build(kernel, function, shapes, named_shapes, wrt, options):
+    what = "function" if kernel == "function" else "jacobian"
+    reporter = Reporter(enabled=options.verbose)
+    array = array_form(what, function, shapes, named_shapes, wrt=wrt, kernels=(kernel,), options=options,
+                       target="torch", reporter=reporter)
+    if array is not None:
+        return TorchArrayFunction(array.source, kernel, array.wrt, options.with_(form="array"))
     traced = as_traced(function, shapes, named_shapes)
     resolve_wrt(traced, wrt)
     # only the kernel asked for (symjac.jacobian would add the Jacobian kernel to function_and_jacobian)
-    what = "function" if kernel == "function" else "jacobian"
-    compiled = compile_derivative(what, traced, wrt=wrt, kernels=(kernel,), options=options)
+    compiled = compile_derivative(what, traced, wrt=wrt, kernels=(kernel,), options=options.with_(form="scalar"))
     op = operator(compiled, kernel, _function_of(compiled, kernel), 0 if kernel == "function" else 1)
     # the backward is what training needs: build it now, not in the middle of a backward pass
     op.backward_op()
     return TorchFunction(op, kernel)
+
+
+class TorchArrayFunction:
+    """A derivative in the array form, as plain torch operations: ``obj(*tensors)``.
+
+    The generated code (``source``) uses torch operations only, with
+    constants made in the arguments' dtype and on their device: it runs on
+    any device and floating dtype torch supports (float32 stays float32),
+    torch's autograd differentiates through it (backward and double
+    backward), and ``torch.compile`` sees ordinary operations. Pickles by its
+    source and options (nothing to build in the receiving process).
+    """
+
+    form = "array"
+
+    def __init__(self, source, kind: str, wrt: tuple[str, ...], options: Options) -> None:
+        self._source = source
+        self.source = source.text
+        self.kind = kind
+        self.wrt = tuple(wrt)
+        self.options = options
+        self._kernel = load_module(source.text, "torch").kernel  # with its lines in linecache: torch.compile reads them
+        self.argument_names = tuple(inspect.signature(self._kernel).parameters)
+        self.__doc__ = f"{kind} as torch operations (array form)."
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:  # keywords by argument name
+            unknown = sorted(set(kwargs) - set(self.argument_names))
+            if unknown:
+                raise TypeError(f"symjac.torch.{self.kind} got unknown arguments {unknown}; it takes "
+                                f"{', '.join(self.argument_names)}")
+            args = args + tuple(kwargs[name] for name in self.argument_names[len(args):])
+        if len(args) != len(self.argument_names):
+            raise TypeError(f"symjac.torch.{self.kind} takes {len(self.argument_names)} arguments "
+                            f"({', '.join(self.argument_names)}), got {len(args)}")
+        for value, name in zip(args, self.argument_names):
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"argument {name!r} of symjac.torch.{self.kind} must be a torch.Tensor, got "
+                                f"{type(value).__name__} (use torch.as_tensor or torch.from_numpy)")
+            if not value.dtype.is_floating_point:
+                raise TypeError(f"argument {name!r} of symjac.torch.{self.kind} has dtype {value.dtype}; "
+                                "the array form takes floating-point tensors")
+        return self._kernel(*args)
+
+    def __reduce__(self):
+        return TorchArrayFunction, (self._source, self.kind, self.wrt, self.options)
+
+    def __repr__(self) -> str:
+        return (f"<symjac.torch.{self.kind} ({', '.join(self.argument_names)}) wrt {', '.join(self.wrt)}: "
+                "array form, torch operations>")
 
 
 _DOCS = """
@@ -317,7 +397,7 @@ _DOCS = """
 def _entry_point(kernel: str, summary: str, takes_wrt: bool = True):
     """``symjac.torch.<kernel>``: the kernel ``kernel`` as a differentiable torch operator."""
     def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=False, **named_shapes):
+              verbose=None, **named_shapes):
         if wrt is not None and not takes_wrt:
             raise TypeError(f"symjac.torch.{kernel} differentiates with respect to every argument: it takes no wrt")
         options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,

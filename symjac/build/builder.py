@@ -42,6 +42,7 @@ from .. import __version__
 from . import cache, toolchain
 from .cache import cache_dir, cache_entries, clear_cache, verified_extension  # noqa: F401 - re-exported
 from ..errors import BuildError
+from ..emit.backends import source_suffix
 from ..emit.source import Source, runtime_source
 from .toolchain import compiler_works  # noqa: F401 - re-exported
 
@@ -316,5 +317,5 @@ def load(source: Source, options: BuildOptions | None = None) -> types.ModuleTyp
     """Return the module for ``source``, loaded the way its text needs:
     a kernel library with the kernel runtime, a Cython module compiled, a
     Python module executed."""
-    loader = {".c": load_kernels, ".pyx": load_compiled, ".py": execute}[source.suffix]
+    loader = {".c": load_kernels, ".pyx": load_compiled, ".py": execute}[source_suffix(source)]
     return loader(source, options or BuildOptions())

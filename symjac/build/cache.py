@@ -8,6 +8,16 @@ built in a private temporary directory and moved into place with one atomic rena
 load: a missing, truncated or tampered entry is a miss and is rebuilt, never
 loaded; an entry that another user owns or can write to is refused with a
 :class:`~symjac.CacheError`.
+
+Leftovers: a build that was killed leaves its ``.build-*`` directory (an
+interrupted removal a ``.trash-*`` one). :func:`cache_leftovers` finds them
+for ``symjac cache info``, and :func:`clear_cache` removes them — but never
+a build still running, here or in another process: a build holds an
+exclusive ``flock`` on ``.lock`` in its directory while it compiles, which
+the kernel releases when the process dies, so a directory whose lock can be
+taken is abandoned. Where there is no lock to test (no ``fcntl``, or the
+instant before the lock exists) only a directory untouched for
+:data:`LEFTOVER_AGE` seconds counts as abandoned.
 """
 
 from __future__ import annotations
@@ -19,17 +29,26 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import BuildError, CacheError
 
-__all__ = ["cache_dir", "cache_entries", "cache_key", "clear_cache", "entry_kind", "entry_path", "extension_for", "lookup", "private_dir",
+__all__ = ["cache_dir", "cache_entries", "cache_leftovers", "cache_key", "clear_cache", "entry_kind", "entry_path", "extension_for", "lookup", "private_dir",
            "verified_extension"]
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: leftovers are then recognised by age alone
+    fcntl = None
 
 log = logging.getLogger("symjac.build")
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"  # held by the build working in a .build-* directory
+LEFTOVER_AGE = 3600.0  # seconds without a change after which an unlocked .build-* directory is abandoned
+LEFTOVER_PREFIXES = (".build-", ".trash-")
 
 
 def cache_dir() -> Path:
@@ -99,6 +118,69 @@ def cache_entries(root: Path | None = None) -> list[tuple[Path, int]]:
     return entries
 
 
+def _tree_size(path: Path) -> int:
+    size = 0
+    for item in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            if item.is_file():
+                size += item.stat().st_size
+    return size
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether no build works in ``path`` any more (see the module docstring)."""
+    if path.name.startswith(".trash-"):
+        return True
+    lock = path / LOCK
+    if fcntl is not None:
+        try:
+            handle = os.open(lock, os.O_RDWR)
+        except OSError:
+            handle = None  # no lock yet (or any more): judge by age
+        if handle is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True  # nobody holds it: the build's process is gone
+            except OSError:
+                return False
+            finally:
+                os.close(handle)  # closing releases the lock taken here
+    try:
+        newest = max([path.stat().st_mtime] + [item.stat().st_mtime for item in path.iterdir()])
+    except OSError:
+        return False
+    return time.time() - newest > LEFTOVER_AGE
+
+
+def cache_leftovers(root: Path | None = None) -> list[tuple[Path, int, bool]]:
+    """(directory, size in bytes, abandoned) of every temporary directory in
+    the cache: builds running now (abandoned False) and what killed builds
+    or interrupted removals left behind (True)."""
+    root = root or cache_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.iterdir()):
+        if path.name.startswith(LEFTOVER_PREFIXES) and path.is_dir() and not path.is_symlink():
+            found.append((path, _tree_size(path), _abandoned(path)))
+    return found
+
+
+@contextlib.contextmanager
+def _building(workdir: Path):
+    """Hold the lock that tells :func:`clear_cache` this build is running."""
+    if fcntl is None:
+        yield
+        return
+    handle = os.open(workdir / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+        os.unlink(workdir / LOCK)  # the entry keeps no lock file; the directory is young, so still kept
+    finally:
+        os.close(handle)
+
+
 def entry_kind(entry: Path) -> str:
     """"model" (a model's kernels), "runtime" (the shared kernel runtime),
     "source" (the rendered source of a traced program) or "warm" (a
@@ -110,14 +192,19 @@ def entry_kind(entry: Path) -> str:
 
 
 def clear_cache(root: Path | None = None) -> int:
-    """Remove every entry (and leftover temporary directory); return how many entries went."""
+    """Remove every entry and every abandoned temporary directory (never a
+    build still running); return how many entries went."""
     root = root or cache_dir()
     if not root.is_dir():
         return 0
     removed = 0
     for entry in root.iterdir():
         if entry.is_dir() and not entry.is_symlink():
-            removed += not entry.name.startswith(".")
+            if entry.name.startswith("."):
+                if entry.name.startswith(LEFTOVER_PREFIXES) and not _abandoned(entry):
+                    continue  # a build in progress (here or in another process)
+            else:
+                removed += 1
             _discard(entry, root)
     return removed
 
@@ -138,7 +225,11 @@ def verified_extension(entry: Path) -> Path | None:
 
 def _discard(path: Path, root: Path) -> None:
     """Move ``path`` aside atomically, then delete it."""
-    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
+    try:
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
+    except OSError as error:
+        raise CacheError(f"cannot remove {path} from the symjac cache directory {root} ({error}); "
+                         "make the directory writable, or set SYMJAC_CACHE_DIR to another one") from None
     with contextlib.suppress(OSError):
         os.rename(path, trash / "entry")
     shutil.rmtree(trash, ignore_errors=True)
@@ -178,7 +269,8 @@ def extension_for(root: Path, key: str, build: Callable[[Path], Path], prefix: s
         raise CacheError(f"cannot build in the symjac cache directory {root} ({error}); "
                          "make it writable or set SYMJAC_CACHE_DIR") from None
     try:
-        built = build(workdir)
+        with _building(workdir):
+            built = build(workdir)
         os.chmod(built, built.stat().st_mode & ~0o022)  # private whatever the umask
         manifest = {"key": key, "file": built.name, "sha256": _file_sha256(built)}
         (workdir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))

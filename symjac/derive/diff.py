@@ -203,7 +203,10 @@ class _Differentiator:
                 inner = d(arg, symbol)
                 if inner is sympy.S.Zero:
                     continue
-                outer = node.fdiff(number)
+                try:
+                    outer = node.fdiff(number)
+                except sympy.core.function.ArgumentIndexError:  # no formula: sympy's diff leaves a Derivative
+                    break
                 if outer.has(sympy.Derivative):
                     break
                 terms.append(outer * inner)

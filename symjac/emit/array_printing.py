@@ -26,6 +26,7 @@ import hashlib
 import linecache
 import math
 import re
+import sys
 import types
 from dataclasses import dataclass
 
@@ -559,17 +560,20 @@ def print_module(program: ArrayProgram, target: str, title: str) -> str:
 
 
 def load_module(text: str, target: str) -> types.ModuleType:
-    """Execute module ``text`` in a fresh module namespace (not in sys.modules)."""
+    """Execute module ``text`` in a fresh module, registered under a name made of its hash."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     name = f"symjac_array_{target}_{digest}"
     filename = f"<{name}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
+    if name in sys.modules:  # the name is the text's hash: the same text, loaded before
+        return sys.modules[name]
     module = types.ModuleType(name)
     module.__file__ = filename
     exec(compile(text, filename, "exec"), module.__dict__)
-    return module
+    # torch.compile imports the module of every function it inlines by name
+    return sys.modules.setdefault(name, module)
 
 
 def scalar_cost(program: ArrayProgram) -> int:

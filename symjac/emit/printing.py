@@ -20,6 +20,8 @@ import sympy
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
 
+from ..errors import PrinterError
+
 __all__ = ["CPrinter", "NumpyPrinter", "symbol_names"]
 
 
@@ -46,6 +48,23 @@ class _KernelPrinting:
 
     def _print_Float(self, expr):
         return _float_text(expr)
+
+    def _print_not_supported(self, expr):
+        # sympy's refusal advises its 'strict' printer option, which symjac
+        # users never set: say instead which function and what to do.
+        name = getattr(expr, "func", type(expr)).__name__
+        language = "C" if isinstance(self, C99CodePrinter) else "numpy"
+        if isinstance(expr, (sympy.Derivative, sympy.Subs)):
+            inner = getattr(expr.expr, "func", type(expr.expr)).__name__
+            raise PrinterError(
+                f"symjac cannot differentiate {inner}: sympy knows no formula for its derivative here ({str(expr)[:80]}). "
+                f"Write {inner} with functions whose derivatives are known (np.exp, np.log, np.sin, ...), or keep it "
+                "out of what is differentiated and pass its value as an argument")
+        raise PrinterError(
+            f"symjac cannot write {name}(...) in {language}: generated code has no equivalent of the sympy function "
+            f"{name} (in {str(expr)[:80]}). Write it with functions numpy and C have (np.exp, np.log, np.sin, "
+            "np.sqrt, np.arctan2, np.where, ...), e.g. a series or rational approximation; where it does not depend on "
+            f"what is differentiated, compute {name} outside and pass its value as an argument")
 
     def _print_Piecewise(self, expr):
         if expr.args[-1].cond != True:  # noqa: E712 - sympy's true

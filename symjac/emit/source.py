@@ -20,9 +20,9 @@ __all__ = ["Source", "environment", "number_rows", "runtime_source", "template_d
 class Source:
     """Generated module text for one backend (plus C files for big kernels).
 
-    ``suffix`` says what the text is, and so how ``build`` loads it: ``.c`` a
-    kernel library run by the shared kernel runtime, ``.pyx`` a Cython
-    extension module, ``.py`` a Python module.
+    What the text is, and so how ``build`` loads it, is its suffix
+    (``backends.source_suffix``): ``.c`` a kernel library run by the shared
+    kernel runtime, ``.pyx`` a Cython extension module, ``.py`` a Python module.
     """
 
     backend: str
@@ -37,12 +37,6 @@ class Source:
     @property
     def is_library(self) -> bool:
         return bool(self.metadata)
-
-    @property
-    def suffix(self) -> str:
-        from .backends import get_backend
-
-        return ".c" if self.is_library else get_backend(self.backend).suffix
 
     def __str__(self) -> str:
         return self.text

@@ -152,7 +152,7 @@ def trace(function, *shapes, **named_shapes) -> Traced:
         Argument(check_identifier(name, "argument name"), shape, make_symbols(name, shape))
         for name, shape in resolved.items()
     )
-    tracers = [TracerArray(argument.symbols.copy()) for argument in arguments]
+    tracers = [TracerArray(argument.symbols.copy(), argument.name) for argument in arguments]
     with TracingContext():
         try:
             result = function(*tracers)

@@ -21,7 +21,7 @@ import threading
 import numpy as np
 import sympy
 
-from ..errors import ShapeError, TracingError
+from ..errors import DeclaredShapeError, ShapeError, TracingError
 
 __all__ = ["RULES", "TracerArray", "TracingContext", "as_values", "constant", "contains_tracer", "scalar_array", "unsupported", "wrap"]
 
@@ -155,10 +155,11 @@ class TracerArray:
     """
 
     __array_priority__ = 1000.0
-    __slots__ = ("_values",)
+    __slots__ = ("_values", "_argument")
 
-    def __init__(self, values: np.ndarray) -> None:
+    def __init__(self, values: np.ndarray, argument: str | None = None) -> None:
         self._values = values
+        self._argument = argument  # the argument's name when this is an argument as the function received it
 
     # -- array attributes ------------------------------------------------
     shape = property(lambda self: self._values.shape)
@@ -181,7 +182,13 @@ class TracerArray:
     def __getitem__(self, index):
         if contains_tracer(index):
             unsupported("Indexing with a traced value", "Indices must be constants; use np.where to select values.")
-        result = self._values[index]
+        try:
+            result = self._values[index]
+        except IndexError as error:
+            what = f"argument {self._argument!r}, declared with shape" if self._argument else "a traced array of shape"
+            raise DeclaredShapeError(
+                f"{error} in {what} {self.shape}: declare the shape the function indexes "
+                f"(e.g. {self._argument or 'y'}={_enough(self.shape, index)}){_user_location()}") from None
         if not isinstance(result, np.ndarray):
             result = scalar_array(result)
         return TracerArray(result)
@@ -380,6 +387,15 @@ class TracingContext:
                 for name, original in _ORIGINALS.items():
                     setattr(np, name, original)
         return False
+
+
+def _enough(shape, index) -> str:
+    """A shape suggestion that an integer ``index`` would fit (the declared one when none can be given)."""
+    items = index if isinstance(index, tuple) else (index,)
+    if len(items) > len(shape) or not all(isinstance(item, (int, np.integer)) for item in items):
+        return str(shape[0] if len(shape) == 1 else shape)
+    grown = tuple(max(extent, item + 1 if item >= 0 else -item) for extent, item in zip(shape, items)) + shape[len(items):]
+    return str(grown[0] if len(grown) == 1 else grown)
 
 
 def _user_location() -> str:

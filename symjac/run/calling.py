@@ -20,6 +20,7 @@ import os
 import numpy
 
 _FLOAT = numpy.dtype(numpy.float64)
+_MISSING = object()  # an argument not given (bind_arguments)
 
 
 def _size(shape):
@@ -77,6 +78,12 @@ class Signature:
         """The signature recorded in a generated module's metadata."""
         return cls(module.ARGUMENT_NAMES, module.ARGUMENT_SHAPES, module.LAYOUTS, module.NONZEROS,
                    module.FULL_SHAPES, module.SPARSE_SHAPES, module.PARALLEL_MIN_POINTS, module.CALLER_ZEROES)
+
+    def __repr__(self):
+        arguments = ", ".join("%s=%s" % (name, shape) for name, shape in zip(self.names, self.shapes))
+        kernels = ", ".join("%s -> %s" % (kind, _nest(structure, [shape for shape in shapes]))
+                            for kind, (shapes, structure) in self.layouts.items())
+        return "<Signature (%s); %s>" % (arguments, kernels)
 
     def buffer_shapes(self, kind):
         """Core shapes of the buffers a kernel of ``kind`` writes, in order."""
@@ -140,6 +147,41 @@ def as_float_array(value, name):
     array = numpy.asarray(value)
     check_dtype(array.dtype, name)
     return array.astype(_FLOAT, copy=False)
+
+
+def bind_arguments(names, args, named, error=TypeError, what="this call"):
+    """``args`` and keyword arguments ``named`` (argument name -> value) as one
+    tuple in the order of ``names``, like Python binds a call: a name that is
+    not an argument, an argument given twice or one missing is an ``error``
+    naming the arguments there are."""
+    if not named:
+        return tuple(args)
+    listed = ", ".join(names)
+    if len(args) > len(names):
+        raise error("%s takes %d arguments (%s), got %d" % (what, len(names), listed, len(args)))
+    bound = list(args) + [_MISSING] * (len(names) - len(args))
+    for name, value in named.items():
+        if name not in names:
+            raise error("%s got an unexpected keyword argument %r; its arguments are %s (and out=, num_threads=)"
+                        % (what, name, listed))
+        position = names.index(name)
+        if bound[position] is not _MISSING:
+            raise error("%s got argument %r twice (by position and by name); its arguments are %s"
+                        % (what, name, listed))
+        bound[position] = value
+    missing = [name for name, value in zip(names, bound) if value is _MISSING]
+    if missing:
+        raise error("%s is missing argument(s) %s; its arguments are %s" % (what, ", ".join(missing), listed))
+    return tuple(bound)
+
+
+def bind_call(names, args, keywords, error=TypeError, what="this call"):
+    """A call's ``(args, out, num_threads)`` from its positional ``args`` and
+    its ``keywords`` (arguments by name, ``out=``, ``num_threads=``)."""
+    keywords = dict(keywords)
+    out = keywords.pop("out", None)
+    num_threads = keywords.pop("num_threads", None)
+    return bind_arguments(names, args, keywords, error, what), out, num_threads
 
 
 def prepare_arguments(signature, args):

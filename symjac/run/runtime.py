@@ -25,7 +25,7 @@ import numpy as np
 from ..build.builder import load
 from ..derive.derivatives import DERIVATIVES
 from ..emit.source import Source
-from ..errors import BuildError
+from ..errors import ArgumentError, BuildError
 from . import calling as _calling
 
 __all__ = ["LAZY_CALLS", "RESULTS", "Compiled", "Gradient", "Hessian", "JVP", "Jacobian", "VJP"]
@@ -78,13 +78,15 @@ class Compiled:
     ``source`` (generated text), ``backend``, ``content_hash``,
     ``argument_names``, ``wrt`` (names of the differentiated arguments),
     ``options`` (the :class:`~symjac.Options` it was built with, which every
-    derivative built from it inherits).
+    derivative built from it inherits), ``form`` ("scalar" or "array").
     """
 
     DERIVATIVE = "function"
     KIND = "function"
 
-    def __init__(self, module, source: Source, options, derivative=None, derive=None, rebuild=None) -> None:
+    def __init__(self, module, source: Source, options, derivative=None, derive=None, rebuild=None,
+                 array=None) -> None:
+        self.array = array  # the array form's programs (api.ArrayForm), None in the scalar form or once unpickled
         self._derivative = derivative
         self._derive = derive  # computes the derivative on first access when built from a cached source
         self._rebuild = rebuild  # (what, self, wrt) -> a derivative of self with its options (from symjac.api)
@@ -106,7 +108,7 @@ class Compiled:
         if model is not None:
             thread_count = partial(_calling.thread_count, self.signature)
             for kind in self._kernels:
-                entry = model.make_entry(kind, partial(self._call, kind), self.signature, thread_count)
+                entry = model.make_entry(kind, partial(self._call, kind), self.signature, thread_count, self._bind)
                 self._entries[kind] = entry.call
                 if kind == self.KIND:
                     # Calls go straight to the compiled entry: an instance-level
@@ -115,6 +117,11 @@ class Compiled:
                     # names the public class.
                     self.__class__ = type(type(self).__name__, (type(self),), {"__call__": staticmethod(entry),
                                                                             "__module__": __name__})
+
+    @property
+    def form(self) -> str:
+        """"array" when built as an array program (numpy matmul/einsum), else "scalar"."""
+        return self.options.form
 
     @classmethod
     def title(cls) -> str:
@@ -134,8 +141,19 @@ class Compiled:
         """numpy's generalized-ufunc signature of a call, e.g. ``"(3),(3)->(3,3)"``."""
         return self.signature.gufunc_signature(self.KIND)
 
-    def __call__(self, *args, out=None, num_threads=None):
-        return self._call(self.KIND, args, out, num_threads)
+    def __call__(self, *args, out=None, num_threads=None, **named):
+        return self._call(self.KIND, self._arguments(args, named), out, num_threads)
+
+    def _arguments(self, args, named):
+        """Positional ``args`` plus arguments by name, in order (an ArgumentError names the valid ones)."""
+        return _calling.bind_arguments(self.signature.names, args, named, ArgumentError, self._what()) if named else args
+
+    def _bind(self, args, keywords):
+        """For the compiled entry: a call's (args, out, num_threads) from its keywords."""
+        return _calling.bind_call(self.signature.names, args, keywords, ArgumentError, self._what())
+
+    def _what(self) -> str:
+        return f"the {self.title().lower()} of {self._function_name}"
 
     def _call(self, kind, args, out=None, num_threads=None):
         """The general call in Python: Dask arrays, then ``_calling.call``."""
@@ -160,6 +178,10 @@ class Compiled:
 
     def _symbolic(self):
         if self.derivative is None:
+            if self.form == "array":
+                raise ValueError(f"this {self.title().lower()} is in the array form, which has no sympy form: "
+                                 "differentiate it with symjac (symjac.jacobian(obj), obj.derive(...)), or build "
+                                 "it with form='scalar'")
             raise ValueError(f"this {self.title().lower()} was unpickled or loaded without its symbolic form; "
                              "build it again from the function to differentiate or transform it")
         return self.derivative
@@ -180,7 +202,7 @@ class Compiled:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{n}={s}" for n, s in zip(self.signature.names, self.signature.shapes))
         return (f"<symjac.{self._public_class.__name__} of {self._function_name}({shapes}) "
-                f"wrt {', '.join(self.wrt)}, {self.backend}>")
+                f"wrt {', '.join(self.wrt)}, {self.form} form, {self.backend}>")
 
 
 class _Packed:
@@ -188,9 +210,9 @@ class _Packed:
 
     PACKED = ""
 
-    def values(self, *args, out=None, num_threads=None):
+    def values(self, *args, out=None, num_threads=None, **named):
         """Only the structural non-zeros: per buffer, batch shape + (nnz,), in ``indices()`` order."""
-        return self._entries[self.PACKED](args, out, num_threads)
+        return self._entries[self.PACKED](self._arguments(args, named), out, num_threads)
 
     def indices(self):
         """(rows, cols) of each buffer's non-zeros, in ``values()`` order, nested like them."""
@@ -216,13 +238,13 @@ class Jacobian(_Packed, Compiled):
     DERIVATIVE = KIND = "jacobian"
     PACKED = "jacobian_values"
 
-    def sparse(self, *args, format="csr"):
+    def sparse(self, *args, format="csr", **named):
         """The Jacobian at one point as ``scipy.sparse`` arrays (csr, csc or coo).
 
         Each block is a matrix of (output size) x (argument size); nothing
         dense is allocated. Needs scipy.
         """
-        return _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args), format)
+        return _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args, **named), format)
 
     def sparsity_matrix(self, format="csr"):
         """The structural pattern as scipy sparse arrays of ones, for
@@ -237,22 +259,22 @@ class Jacobian(_Packed, Compiled):
             pattern.flags.writeable = False
         return patterns
 
-    def function(self, *args, out=None, num_threads=None):
+    def function(self, *args, out=None, num_threads=None, **named):
         """The traced function's value, computed by the generated code."""
-        return self._entries["function"](args, out, num_threads)
+        return self._entries["function"](self._arguments(args, named), out, num_threads)
 
-    def function_and_jacobian(self, *args, out=None, num_threads=None):
+    def function_and_jacobian(self, *args, out=None, num_threads=None, **named):
         """``(value, jacobian)`` in one pass sharing subexpressions."""
-        return self._entries["function_and_jacobian"](args, out, num_threads)
+        return self._entries["function_and_jacobian"](self._arguments(args, named), out, num_threads)
 
-    def linear_operator(self, *args):
+    def linear_operator(self, *args, **named):
         """``scipy.sparse.linalg.LinearOperator`` of the Jacobian at one point:
         ``matvec`` is J v and ``rmatvec`` uᵀJ, by the generated J v and uᵀJ
         kernels (built on first use with this Jacobian's backend and flags);
         J is never formed. Needs one output and one ``wrt`` argument."""
         from .linear import linear_operator
 
-        return linear_operator(self, args)
+        return linear_operator(self, self._arguments(args, named))
 
 
 class Hessian(_Packed, Compiled):
@@ -267,12 +289,12 @@ class Hessian(_Packed, Compiled):
     DERIVATIVE = KIND = "hessian"
     PACKED = "hessian_values"
 
-    def sparse(self, *args, format="csr"):
+    def sparse(self, *args, format="csr", **named):
         """The full symmetric Hessian at one point, both triangles, per output
         as a scipy sparse array of (output size * n) x n, n = total wrt size."""
         import scipy.sparse
 
-        lower = _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args), "coo")
+        lower = _calling.sparse_matrices(self.signature, self.PACKED, self.values(*args, **named), "coo")
         flat = self.signature.flatten(self.PACKED, lower)
         full = []
         for matrix, (rows, n) in zip(flat, self.signature.sparse_shapes[self.PACKED]):
