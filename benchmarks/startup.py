@@ -19,7 +19,7 @@ warm start  ``symjac.jacobian(...)`` timed in a new process whose cache
             (z (8,) -> W2 @ tanh(W1 @ z + b1) + b2, (64,); form="scalar", as
             form="auto" builds it in the array form, which has no trace to skip) and the 1-D
             Brusselator with 1,000 states (symjac.examples.brusselator,
-            500 grid points), against the trace alone (symjac.trace in the
+            500 grid points; form="scalar" too), against the trace alone (symjac.trace in the
             same kind of process). Targets: decoder <= 0.3 s; Brusselator
             <= trace + 0.2 s. ``--before CHECKOUT`` repeats the warm starts
             with another checkout on PYTHONPATH (e.g. a worktree of the
@@ -60,7 +60,7 @@ def make_decoder(k=8, hidden=64, out=64, seed=0):
 
 def make_bruss(states=1000):
     from symjac.examples.brusselator import make_brusselator
-    return make_brusselator(states // 2), {"u": states, "p": 3}, {"wrt": "u"}
+    return make_brusselator(states // 2), {"u": states, "p": 3}, {"wrt": "u", "form": "scalar"}
 
 MODELS = {"decoder 8/64/64, closure weights": make_decoder, "Brusselator 1,000 states": make_bruss}
 '''
