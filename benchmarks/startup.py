@@ -95,7 +95,7 @@ def run_python(python: str, args: list[str], env: dict) -> tuple[dict, str]:
     return done, load()
 
 
-def first_use(python: str) -> None:
+def first_use(python: str) -> float:
     with tempfile.TemporaryDirectory(prefix="symjac-first-use-") as cache:
         env = {**os.environ, "SYMJAC_CACHE_DIR": cache, "SYMJAC_DEBUG": "1"}
         env.pop("PYTHONPATH", None)
@@ -107,6 +107,7 @@ def first_use(python: str) -> None:
     runtime = ("installed runtime" if "using the installed kernel runtime" in log else
                "runtime compiled" if re.search(r"built _symjac_runtime_", log) else "runtime from ?")
     print(f"  {python}\n    README first command, cold cache: {seconds:6.2f} s   ({runtime}; {before} -> {after})")
+    return seconds
 
 
 def warm_starts(checkout: Path, repeat: int, label: str) -> dict:
@@ -153,8 +154,9 @@ def main(argv=None) -> None:
     print(f"startup benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, {load()}")
     if args.first_use:
         print("\nfirst use on a machine")
-        for python in args.first_use:
-            first_use(python)
+        seconds = [first_use(python) for python in args.first_use]
+        if len(seconds) > 1:
+            print(f"  ratio first / last: {seconds[0] / seconds[-1]:.1f}x")
     if args.skip_warm:
         return
     after = warm_starts(args.checkout.resolve(), args.repeat, "warm starts, this checkout")
