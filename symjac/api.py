@@ -236,10 +236,27 @@ class ArrayForm:
     wrt: tuple[str, ...]  # names of the differentiated arguments
 
 
-# form="auto" takes the array form when the scalar form would compile at
-# least this many operations (scalar_cost of the derived program): measured
-# crossover in benchmarks/array_form.py (--crossover).
-AUTO_ARRAY_MIN_OPERATIONS = 20_000
+# form="auto" takes the array form for dense linear algebra (the traced
+# program contracts an index: matmul, einsum, tensordot) when the scalar form
+# would compile at least this many operations (scalar_cost of the derived
+# program). benchmarks/form_crossover.py, decoders k -> 2k -> k, batch 256,
+# one run (load 3.4): at 1,408 operations (k = 8) the scalar form evaluates
+# 4.3x faster and builds in 5.5 s; at 4,272 (k = 12) 2.8x and 21 s; at 9,600
+# (k = 16) only 1.4x faster but builds in 72 s against 0.04 s; at 70,912
+# (k = 32) the issue measured it 7x slower than the closed form. Past about
+# 8,000 operations a minute of building is not repaid by what is left of
+# the scalar form's lead, so the array form is taken from there.
+AUTO_ARRAY_MIN_OPERATIONS = 8_000
+
+
+def _contracts(program: ArrayProgram) -> bool:
+    """Whether ``program`` is dense linear algebra: some einsum sums over an index."""
+    for eqn in program.eqns:
+        if eqn.prim == "einsum":
+            operands, output = dict(eqn.params)["spec"]
+            if {label for labels in operands for label in labels} - set(output):
+                return True
+    return False
 
 
 def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
@@ -289,6 +306,9 @@ def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, k
         derived = derive_array(traced, indices, wrt_is_tuple, what)
         cost = scalar_cost(derived)
         report.append(f"{len(derived.eqns)} array operations; the scalar form would do about {cost:,}")
+    if not forced and not _contracts(traced):
+        return decline("no matrix products or contractions: elementwise and indexing code keeps its sparsity "
+                       "in the scalar form")
     if not forced and cost < AUTO_ARRAY_MIN_OPERATIONS:
         return decline(f"about {cost:,} scalar operations, below {AUTO_ARRAY_MIN_OPERATIONS:,}")
     with reporter.stage("rendered (array form)"):
