@@ -39,8 +39,8 @@ def _select(pairs, default):
 # np.maximum/np.minimum: one node each, not a Piecewise: a Piecewise inside a
 # later comparison (max of a max) makes sympy rewrite that condition into
 # all combinations of the inner conditions, exponential along a chain.
-_maximum = maximum
-_minimum = minimum
+_maximum = maximum.new
+_minimum = minimum.new
 
 
 def _remainder(a, b):
@@ -399,10 +399,10 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
 _REDUCERS = {
     np.add: lambda a, axis=0, keepdims=False: _sum(a, axis, keepdims=keepdims),
     np.multiply: lambda a, axis=0, keepdims=False: _prod(a, axis, keepdims=keepdims),
-    np.maximum: lambda a, axis=0, keepdims=False: _extreme("maximum.reduce", maximum)(a, axis, keepdims=keepdims),
-    np.minimum: lambda a, axis=0, keepdims=False: _extreme("minimum.reduce", minimum)(a, axis, keepdims=keepdims),
-    np.fmax: lambda a, axis=0, keepdims=False: _extreme("fmax.reduce", maximum)(a, axis, keepdims=keepdims),
-    np.fmin: lambda a, axis=0, keepdims=False: _extreme("fmin.reduce", minimum)(a, axis, keepdims=keepdims),
+    np.maximum: lambda a, axis=0, keepdims=False: _extreme("maximum.reduce", maximum.new)(a, axis, keepdims=keepdims),
+    np.minimum: lambda a, axis=0, keepdims=False: _extreme("minimum.reduce", minimum.new)(a, axis, keepdims=keepdims),
+    np.fmax: lambda a, axis=0, keepdims=False: _extreme("fmax.reduce", maximum.new)(a, axis, keepdims=keepdims),
+    np.fmin: lambda a, axis=0, keepdims=False: _extreme("fmin.reduce", minimum.new)(a, axis, keepdims=keepdims),
 }
 
 
@@ -806,10 +806,10 @@ FUNCTIONS.update({
     np.sum: _sum,
     np.prod: _prod,
     np.mean: _mean,
-    np.max: _extreme("max", maximum),
-    np.min: _extreme("min", minimum),
-    np.amax: _extreme("amax", maximum),
-    np.amin: _extreme("amin", minimum),
+    np.max: _extreme("max", maximum.new),
+    np.min: _extreme("min", minimum.new),
+    np.amax: _extreme("amax", maximum.new),
+    np.amin: _extreme("amin", minimum.new),
     np.dot: _dot,
     np.inner: _inner,
     np.vdot: _vdot,
