@@ -875,7 +875,8 @@ for _name, _columns in (("r_", False), ("c_", True)):
 _OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "@", "unary -", "abs()", "<", "<=", ">", ">=", "==", "!=",
               "&", "|", "~", "+=", "-=", "*=", "/=", "**=", "@=", "indexing and slicing with constant indices",
               "index assignment"]
-_METHODS = sorted(name for name in dir(TracerArray) if not name.startswith("_"))
+_METHODS = sorted(name for name in dir(TracerArray)
+                  if not name.startswith("_") and name not in ("item", "tolist"))  # those two refuse
 
 
 def _public_names(obj) -> list[str]:
@@ -913,3 +914,53 @@ def apply_function(func, args, kwargs):
 
 
 RULES.register(apply_ufunc, apply_function)
+
+
+_CONVENTIONS = """\
+Derivatives where numpy's function is not differentiable (a set of measure
+zero) follow numpy's selection rules and JAX:
+
+- `np.max`/`np.min` (and `amax`, `.max()`, `np.maximum.reduce`): the derivative
+  of the first maximal (minimal) element, the one `np.argmax` (`np.argmin`)
+  returns; `np.maximum(a, b)`/`np.minimum(a, b)` select `a` at a tie. (JAX
+  splits the derivative evenly between tied elements; a selection keeps every
+  derivative, also the second, that of one smooth branch.)
+- `np.sort`, `np.partition`, `np.median`: the element a stable sort puts at
+  each position (ties in original order), as JAX's sort; `np.partition`
+  returns the fully sorted array, one valid partition.
+- `np.floor`, `np.ceil`, `np.trunc`, `np.rint`, `np.round`, `//`, `np.sign`,
+  `np.angle`: derivative 0, also at the jumps.
+- `np.remainder`/`np.mod`/`%`: 1 with respect to the dividend, `-floor(a/b)`
+  with respect to the divisor; `np.fmod`: 1 and `-trunc(a/b)` (JAX's rules),
+  also at the jumps.
+- Compiled `max`/`min` use C's `fmax`/`fmin` (numpy: `np.fmax`/`np.fmin`): a NaN
+  element is skipped where `np.max` would return NaN. `np.logaddexp` and
+  `np.logaddexp2` are computed as written (`log(exp(a) + exp(b))`), so they
+  overflow for arguments beyond about 709 (1024 for base 2) where numpy's do not.
+
+Not supported, and why:
+
+- complex numbers: traced values are real (`np.real`, `np.imag`, `np.angle`,
+  `np.real_if_close` accept real input);
+- indices that depend on values (`np.argmax`, `np.argsort`, `x[np.argmax(x)]`,
+  boolean masks of traced values): the program would change with the point;
+  use `np.where`, `np.max`, `np.sort`;
+- `np.linalg` beyond `det`/`inv`/`solve` of matrices up to 3×3 (expanded
+  exactly), `norm` (vector 1- and 2-norm, Frobenius): larger matrices and the
+  factorizations belong to the array form (`form="array"`);
+- sorting is written with comparisons, O(n²) nodes: fine for tens to a few
+  hundred traced values, slow beyond.
+"""
+
+
+def supported_operations_markdown() -> str:
+    """The README's "Supported numpy operations" section body, generated from
+    the rule tables (``tests/test_numpy_coverage.py`` holds the README to it)."""
+    table = supported_operations()
+    titles = {"ufuncs": "ufuncs (elementwise, with broadcasting)", "functions": "functions",
+              "reductions": "ufunc reductions", "operators": "operators", "methods": "array methods and attributes"}
+    lines = []
+    for key, title in titles.items():
+        names = ", ".join(f"`{name}`" for name in table[key])
+        lines.append(f"- **{title}**: {names}")
+    return "\n".join(lines) + "\n\n" + _CONVENTIONS
