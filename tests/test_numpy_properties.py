@@ -78,7 +78,7 @@ def _stable_difference(f, x, h):
     return b
 
 
-@settings(max_examples=30, derandomize=True, database=None, deadline=None,
+@settings(max_examples=20, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(
     new=st.lists(st.sampled_from(NEW), min_size=1, max_size=2),
@@ -90,9 +90,15 @@ def test_compositions_values_and_derivatives(new, old, order, x):
     layers = list(new) + list(old)
     order.shuffle(layers)
     f = _compose(layers)
-    x = np.array(x)
+    x = np.array(x) + np.array([0.0, 0.31, -0.57, 0.83])
     with np.errstate(all="ignore"):
         value = f(x)
+        # std/var-like layers are not differentiable where all their inputs
+        # are equal: keep every intermediate vector spread out
+        y = x
+        for _, layer in layers:
+            assume(np.ptp(y) > 0.05)
+            y = layer(y)
     assume(np.isfinite(value) and abs(value) < 1e6)
     gradient = _stable_difference(f, x, 1e-6)
     assume(gradient is not None)

@@ -8,7 +8,17 @@ and return them wrapped as TracerArrays. An operation with no rule raises
 
 Sums and products are built with one ``sympy.Add``/``sympy.Mul`` per entry
 (never by repeated ``+``), so reductions and matrix products cost time linear
-in their number of terms.
+in their number of terms. Max/min reductions are balanced trees of binary
+selection nodes (``functions.maximum``: linear, first maximum at ties);
+sorting selects by stable ranks (:func:`_sorted`: O(n²), ties as a stable
+sort). Conventions where a derivative is undefined on a set of measure zero
+are listed in ``_CONVENTIONS`` (printed in the README).
+
+What numpy's protocols cannot see (``np.r_[...]``, Python lists of traced
+values handed to numpy functions, ``np.mean([a, b])``) is handled by
+replacements installed while tracing (``tracer.patch_while_tracing``).
+:func:`supported_operations` lists the rule tables; the README's list is
+generated from it.
 """
 
 from __future__ import annotations
