@@ -34,7 +34,7 @@ import math
 import sympy
 from sympy.core.logic import fuzzy_and
 
-__all__ = ["cbrt", "fmod", "ge_step", "le_step", "maximum", "minimum", "nan_to_num", "rint", "stable_rank", "trunc"]
+__all__ = ["cbrt", "eq_step", "fmod", "ge_step", "le_step", "pick", "maximum", "minimum", "nan_to_num", "rint", "stable_rank", "trunc"]
 
 _ZERO, _ONE = sympy.S.Zero, sympy.S.One
 
@@ -210,6 +210,50 @@ class le_step(_Step):  # noqa: N801
         return bool(a <= b)
 
 
+class eq_step(_Step):  # noqa: N801
+    """``eq_step(a, b)``: 1 if a == b else 0."""
+
+    _operator, _numpy_name = "==", "equal"
+
+    @staticmethod
+    def _holds(a, b):
+        return bool(a == b)
+
+
+class pick(sympy.Function):  # noqa: N801
+    """``pick(r, k, x)``: x where r == k, else 0 (a sorted position's share of
+    ``x``, ``r`` its stable rank). Not ``x * eq_step(r, k)``: an infinite x
+    would give inf * 0 = NaN at the other positions. Derivative
+    ``eq_step(r, k)`` with respect to x, 0 for the rank."""
+
+    nargs = 3
+
+    @classmethod
+    def new(cls, r, k, x):
+        evaluated = cls.eval(r, k, x)
+        return evaluated if evaluated is not None else sympy.Expr.__new__(cls, r, k, x)
+
+    @classmethod
+    def eval(cls, r, k, x):
+        if r.is_Number and k.is_Number:
+            return x if r == k else _ZERO
+        return None
+
+    def fdiff(self, argindex=3):
+        return eq_step.new(self.args[0], self.args[1]) if argindex == 3 else _ZERO
+
+    def _eval_is_real(self):
+        return self.args[2].is_real
+
+    def _ccode(self, printer):
+        r, k, x = (printer._print(arg) for arg in self.args)
+        return f"(({r} == {k}) ? ({x}) : 0.0)"
+
+    def _numpycode(self, printer):
+        r, k, x = (printer._print(arg) for arg in self.args)
+        return f"numpy.where(numpy.equal({r}, {k}), {x}, 0.0)"
+
+
 class trunc(sympy.Function):  # noqa: N801 - named like numpy's and C's function
     """Rounding toward zero (numpy.trunc, C99 trunc); derivative 0, also at the jumps."""
 
@@ -320,10 +364,16 @@ class stable_rank(sympy.Function):  # noqa: N801
     ``x_j``: the number of ``x_i`` with ``i < j, x_i <= x_j`` or
     ``i > j, x_i < x_j``. Piecewise constant: derivative 0.
 
-    A node of its own so that ``Eq(rank, k)`` stays one comparison: written
+    A node of its own so that ``rank == k`` stays one comparison: written
     as a sum of sympy Piecewise indicators, sympy expands such a condition
     into all combinations of the indicators' conditions (exponential).
     """
+
+    @classmethod
+    def new(cls, j, *values):
+        """``cls(j, *values)`` without sympy's per-call argument processing."""
+        evaluated = cls.eval(j, *values)
+        return evaluated if evaluated is not None else sympy.Expr.__new__(cls, j, *values)
 
     @classmethod
     def eval(cls, j, *values):

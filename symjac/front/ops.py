@@ -31,7 +31,7 @@ from sympy.codegen import cfunctions
 
 from .einsum import einsum as _einsum_values, einsum_arguments
 from ..errors import ShapeError, TracingError
-from .functions import cbrt, fmod, maximum, minimum, nan_to_num, rint, stable_rank, trunc
+from .functions import cbrt, fmod, maximum, minimum, nan_to_num, pick, rint, stable_rank, trunc
 from .tracer import RULES, TracerArray, as_values, constant, holds_tracer, patch_while_tracing, scalar_array, unsupported, wrap
 
 __all__ = ["apply_function", "apply_ufunc", "FUNCTIONS", "UFUNCS", "supported_operations"]
@@ -445,7 +445,7 @@ def _sorted(terms):
     """The values of ``terms`` in increasing order, as a stable sort orders them.
 
     Values are symbols, so the order is written with comparisons. Output k is
-    ``sum_j [rank_j == k] * x_j``, rank_j the stable rank of x_j (a
+    ``sum_j pick(rank_j, k, x_j)`` (x_j where rank_j == k), rank_j the stable rank of x_j (a
     :class:`~symjac.front.functions.stable_rank` node): n ranks of n
     comparisons and n outputs of n selections, O(n²) nodes, never
     exponential. A sorting network (n log² n min/max nodes) would be smaller
@@ -460,8 +460,8 @@ def _sorted(terms):
         return list(terms)
     if all(term.is_Number for term in terms):
         return sorted(terms, key=float)
-    ranks = [stable_rank(sympy.Integer(j), *terms) for j in range(n)]
-    return [_add_all(_select([(terms[j], sympy.Eq(ranks[j], k))], sympy.S.Zero) for j in range(n)) for k in range(n)]
+    ranks = [stable_rank.new(sympy.Integer(j), *terms) for j in range(n)]
+    return [sympy.Add(*[pick.new(ranks[j], sympy.Integer(k), terms[j]) for j in range(n)]) for k in range(n)]
 
 
 def _along(values: np.ndarray, axis, rows) -> np.ndarray:
