@@ -78,7 +78,7 @@ def _stable_difference(f, x, h):
     return b
 
 
-@settings(max_examples=20, derandomize=True, database=None, deadline=None,
+@settings(max_examples=30, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(
     new=st.lists(st.sampled_from(NEW), min_size=1, max_size=2),
