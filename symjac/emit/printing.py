@@ -10,7 +10,10 @@ printers with a few methods overridden), never from pasting strings:
 - integer powers up to the 8th print as parenthesised products (``(x*x)``),
   not ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
   printing, which takes a Pow to bind tighter than ``*`` and ``/``;
-- ``strict`` printing refuses anything it cannot print exactly.
+- ``strict`` printing refuses anything it cannot print exactly;
+- ``ITE`` (if-then-else conditions) prints as a selection directly;
+- functions of ``front/functions.py`` print themselves (``_ccode``,
+  ``_numpycode``: sympy's printer hooks), next to their definitions.
 """
 
 from __future__ import annotations
@@ -73,6 +76,13 @@ class _KernelPrinting:
         for piece in reversed(expr.args[:-1]):
             text = self._select(self._print(piece.cond), self._print(piece.expr), text)
         return text
+
+    def _print_ITE(self, expr):
+        # sympy's own ITE printing rewrites to Piecewise first, which fails on
+        # an ITE nested in And/Or (a boolean Piecewise is not a Boolean): the
+        # conditions sympy builds for chained np.maximum/np.where/np.clip.
+        condition, then, otherwise = expr.args
+        return self._select(self._print(condition), self._print(then), self._print(otherwise))
 
 
 # Integer powers up to this exponent print as products: without -ffast-math
