@@ -55,6 +55,8 @@ class _KernelPrinting:
     def _print_not_supported(self, expr):
         # sympy's refusal advises its 'strict' printer option, which symjac
         # users never set: say instead which function and what to do.
+        if not self._settings.get("strict"):
+            return super()._print_not_supported(expr)
         name = getattr(expr, "func", type(expr)).__name__
         language = "C" if isinstance(self, C99CodePrinter) else "numpy"
         if isinstance(expr, (sympy.Derivative, sympy.Subs)):
@@ -68,6 +70,13 @@ class _KernelPrinting:
             f"{name} (in {str(expr)[:80]}). Write it with functions numpy and C have (np.exp, np.log, np.sin, "
             "np.sqrt, np.arctan2, np.where, ...), e.g. a series or rational approximation; where it does not depend on "
             f"what is differentiated, compute {name} outside and pass its value as an argument")
+
+    def _print_ComplexInfinity(self, expr):
+        if not self._settings.get("strict"):
+            return super()._print_not_supported(expr)
+        language = "C" if isinstance(self, C99CodePrinter) else "numpy"
+        raise PrinterError(f"symjac cannot write ComplexInfinity(...) in {language}: the traced expressions divide "
+                           "by an exact zero (sympy's zoo); check the function at the point where it was folded")
 
     def _print_Piecewise(self, expr):
         if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
