@@ -260,7 +260,8 @@ def _contracts(program: ArrayProgram) -> bool:
 
 
 def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
-               options: Options = Options(), target: str = "numpy", reporter=None) -> ArrayForm | None:
+               options: Options = Options(), target: str = "numpy", reporter=None,
+               standalone: bool = False) -> ArrayForm | None:
     """Derivative ``what`` of ``function`` in the array form for ``target``, or
     None where ``options.form`` is "scalar", or "auto" and the scalar form fits
     better (logged under SYMJAC_DEBUG). With ``form="array"`` whatever the
@@ -312,7 +313,7 @@ def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, k
     if not forced and cost < AUTO_ARRAY_MIN_OPERATIONS:
         return decline(f"about {cost:,} scalar operations, below {AUTO_ARRAY_MIN_OPERATIONS:,}")
     with reporter.stage("rendered (array form)"):
-        source = render_array(traced, derived, what, indices, wrt_is_tuple, target)
+        source = render_array(traced, derived, what, indices, wrt_is_tuple, target, standalone=standalone)
     return ArrayForm(traced, derived, source, tuple(traced.inputs[j].name for j in indices))
 
 
