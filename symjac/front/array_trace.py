@@ -710,7 +710,8 @@ def _linalg_slogdet(a):
 
 def _linalg_cholesky(a, upper=False):
     builder = _builder_of(a)
-    L = builder.linalg("cholesky", _symmetrized(builder, _matrices(builder, a, "cholesky"), "L"))
+    # numpy reads the lower triangle, or the upper one for upper=True
+    L = builder.linalg("cholesky", _symmetrized(builder, _matrices(builder, a, "cholesky"), "U" if upper else "L"))
     return _wrap(builder, _swap_last(builder, L) if upper else L)
 
 
