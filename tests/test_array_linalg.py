@@ -253,3 +253,17 @@ def test_torch_gradient_kernel_passes_gradcheck():
     assert torch.autograd.gradcheck(kernel, (A, x))
     np.testing.assert_allclose(kernel(A, x).detach().numpy(), logdet_update_gradient(A.detach().numpy(),
                                                                                    x.detach().numpy()), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------
+# form="auto"
+
+
+def test_auto_form_takes_the_array_form_for_linalg_the_scalar_form_lacks():
+    import symjac
+
+    A = general(5)
+    J = symjac.jacobian(lambda a: np.linalg.slogdet(a)[1], (5, 5))
+    assert J.form == "array"
+    np.testing.assert_allclose(J(A), np.linalg.inv(A).T, rtol=1e-12)
+    assert symjac.jacobian(lambda a: np.linalg.det(a), (2, 2)).form == "scalar"  # expanded exactly
