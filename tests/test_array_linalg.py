@@ -267,3 +267,17 @@ def test_auto_form_takes_the_array_form_for_linalg_the_scalar_form_lacks():
     assert J.form == "array"
     np.testing.assert_allclose(J(A), np.linalg.inv(A).T, rtol=1e-12)
     assert symjac.jacobian(lambda a: np.linalg.det(a), (2, 2)).form == "scalar"  # expanded exactly
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (5, 3), (3, 5), (2, 4, 3)])
+def test_singular_values(shape):
+    f = lambda a: np.linalg.svd(a, compute_uv=False)
+    A = RNG.normal(size=shape)
+    check_jacobian(f, [A])
+    g = lambda a: np.sum(np.linalg.svd(a, compute_uv=False) ** 2)  # = |A|_F²
+    np.testing.assert_allclose(build(g, (shape,), what="gradient")(A), 2 * A, rtol=1e-10)
+    if torch is not None:
+        got = build(f, (shape,), target="torch")(torch.tensor(A)).numpy()
+        np.testing.assert_allclose(got, build(f, (shape,))(A), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ArrayFormError, match="compute_uv=True"):
+        trace_array(lambda a: np.linalg.svd(a), ("a",), (shape,))

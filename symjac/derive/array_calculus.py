@@ -440,6 +440,7 @@ class _Deriver:
             slogdet   d log|det A| = tr(A⁻¹ dA)
             cholesky  dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle, diagonal halved
             eigh      dλ_i = v_iᵀ dA v_i;  dV = V (F ∘ (Vᵀ dA V)), F_ij = 1/(λ_j - λ_i), F_ii = 0
+            svd       dσ_i = u_iᵀ dA v_i (singular values only; the vectors have no rule yet)
 
         (cholesky and eigh see a symmetric input: the tracer symmetrizes the
         triangle numpy reads, so dA is symmetric here). Reverse mode through
@@ -447,6 +448,10 @@ class _Deriver:
         b, prim, out, a = self.b, eqn.prim, eqn.out, eqn.inputs[0]
         n = a.shape[-1]
         stack = tuple(self.fresh(s) for s in a.shape[:-2])
+        if prim == "svd_values":  # dσ_i = u_iᵀ dA v_i (distinct, nonzero singular values)
+            U, Vh = b.linalg("svd_u", a), b.linalg("svd_vh", a)
+            i, p, q = self.fresh(out.shape[-1]), self.fresh(a.shape[-2]), self.fresh(n)
+            return 1.0, ((U, stack + (p, i)), (Vh, stack + (i, q))), stack + (i,), stack + (p, q)
         i, j, p, q, r = (self.fresh(n) for _ in range(5))
         if prim == "inv":
             return -1.0, ((out, stack + (i, p)), (out, stack + (q, j))), stack + (i, j), stack + (p, q)

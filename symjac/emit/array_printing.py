@@ -441,6 +441,16 @@ class ArrayPrinter:
     def _print_eigh_vectors(self, eqn: Eqn) -> str:
         return self._linalg_call("eigh", eqn, "[1]")
 
+    def _print_svd_values(self, eqn: Eqn) -> str:
+        x = self.ref(eqn.inputs[0])
+        return f"numpy.linalg.svd({x}, compute_uv=False)" if self.np else f"torch.linalg.svdvals({x})"
+
+    def _print_svd_u(self, eqn: Eqn) -> str:
+        return self._linalg_call("svd", eqn, "[0]").replace(")[0]", ", full_matrices=False)[0]")
+
+    def _print_svd_vh(self, eqn: Eqn) -> str:
+        return self._linalg_call("svd", eqn, "[2]").replace(")[2]", ", full_matrices=False)[2]")
+
     def _subscripts(self, eqn: Eqn, ellipsis=True) -> str:
         spec_in, spec_out = eqn.param("spec")
         dots = "..." if ellipsis else ""

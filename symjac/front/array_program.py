@@ -34,7 +34,8 @@ Primitives (``params`` in brackets):
                                 stack shapes: the tracer broadcasts them first):
                                 inv, solve (matrix right-hand side), det, slogdet
                                 (log|det|), slogdet_sign, cholesky (of a symmetric
-                                input), eigh_values, eigh_vectors (ascending, symmetric input)
+                                input), eigh_values, eigh_vectors (ascending, symmetric input),
+                                svd_values, svd_u, svd_vh (thin SVD of any (..., m, n))
 
 :class:`Builder` writes equations with common-subexpression elimination (the
 same primitive on the same inputs is one variable) and folds literals, so
@@ -188,6 +189,9 @@ LINALG: dict[str, tuple[int, object]] = {
     "cholesky": (1, lambda a: a),
     "eigh_values": (1, lambda a: a[:-1]),
     "eigh_vectors": (1, lambda a: a),
+    "svd_values": (1, lambda a: a[:-2] + (min(a[-2:]),)),  # any (..., m, n)
+    "svd_u": (1, lambda a: a[:-1] + (min(a[-2:]),)),
+    "svd_vh": (1, lambda a: a[:-2] + (min(a[-2:]), a[-1])),
 }
 
 _COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum", "eq", "ne", "and", "or", "xor", "hypot", "logaddexp"})
@@ -431,7 +435,7 @@ class Builder:
         if len(inputs) != arity:
             raise ArrayFormError(f"{prim} takes {arity} operands, got {len(inputs)}")
         a = inputs[0]
-        if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+        if a.ndim < 2 or a.shape[-1] != a.shape[-2] and not prim.startswith("svd"):
             raise ShapeError(f"{prim}: needs square matrices (..., n, n), got shape {a.shape}")
         if prim == "solve":
             rhs = inputs[1]

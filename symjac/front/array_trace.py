@@ -727,7 +727,19 @@ def _linalg_eigvalsh(a, UPLO="L"):
     return _wrap(builder, builder.linalg("eigh_values", S))
 
 
+def _linalg_svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    if compute_uv:
+        raise _unsupported("np.linalg.svd with compute_uv=True (singular vectors)",
+                           "singular values are supported: np.linalg.svd(a, compute_uv=False)")
+    builder = _builder_of(a)
+    A = _as_var(builder, a)
+    if A.ndim < 2:
+        raise ShapeError(f"np.linalg.svd: needs matrices (..., m, n), got shape {A.shape}")
+    return _wrap(builder, builder.linalg("svd_values", A))
+
+
 LINALG_FUNCTIONS = {
+    np.linalg.svd: _linalg_svd,
     np.linalg.inv: _linalg_inv, np.linalg.solve: _linalg_solve, np.linalg.det: _linalg_det,
     np.linalg.slogdet: _linalg_slogdet, np.linalg.cholesky: _linalg_cholesky, np.linalg.eigh: _linalg_eigh,
     np.linalg.eigvalsh: _linalg_eigvalsh,
