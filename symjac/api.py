@@ -42,7 +42,7 @@ from .derive.array_calculus import derive as derive_array
 from .emit.array_printing import scalar_cost
 from .emit.array_render import render_array
 from .errors import TracingError
-from .front.array_program import ArrayFormError, ArrayProgram
+from .front.array_program import LINALG, ArrayFormError, ArrayProgram
 from .front.array_trace import trace_array
 from .front.trace import Traced, resolve_shapes, trace
 
@@ -259,6 +259,13 @@ def _contracts(program: ArrayProgram) -> bool:
     return False
 
 
+def _needs_array_linalg(program: ArrayProgram) -> bool:
+    """Whether ``program`` has np.linalg the scalar form cannot expand (it does
+    det/inv/solve up to 3x3 only): form="auto" then takes the array form."""
+    return any(eqn.prim in LINALG and (eqn.prim not in ("inv", "solve", "det") or eqn.inputs[0].shape[-1] > 3)
+               for eqn in program.eqns)
+
+
 def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
                options: Options = Options(), target: str = "numpy", reporter=None,
                standalone: bool = False) -> ArrayForm | None:
@@ -307,6 +314,7 @@ def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, k
         derived = derive_array(traced, indices, wrt_is_tuple, what)
         cost = scalar_cost(derived)
         report.append(f"{len(derived.eqns)} array operations; the scalar form would do about {cost:,}")
+    forced = forced or _needs_array_linalg(traced)
     if not forced and not _contracts(traced):
         return decline("no matrix products or contractions: elementwise and indexing code keeps its sparsity "
                        "in the scalar form")

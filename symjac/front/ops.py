@@ -667,7 +667,8 @@ def _det2(m) -> sympy.Expr:
 
 
 def _det(a):
-    """np.linalg.det up to 3x3: the Leibniz expansion (exact, smooth)."""
+    """np.linalg.det up to 3x3: the Leibniz expansion (exact, smooth); larger
+    matrices need the array form (form="array")."""
     values = _square_stack(a, "det")
     result = np.empty(values.shape[:-2], dtype=object)
     for index in np.ndindex(*values.shape[:-2]):
@@ -688,7 +689,8 @@ def _inv2(m) -> np.ndarray:
 
 
 def _inv(a):
-    """np.linalg.inv up to 3x3: adjugate over determinant."""
+    """np.linalg.inv up to 3x3: adjugate over determinant; larger matrices need
+    the array form (form="array")."""
     values = _square_stack(a, "inv")
     result = np.empty(values.shape, dtype=object)
     for index in np.ndindex(*values.shape[:-2]):
@@ -697,7 +699,8 @@ def _inv(a):
 
 
 def _solve(a, b):
-    """np.linalg.solve up to 3x3: inv(a) @ b (b a vector or a stack of columns, numpy's rules)."""
+    """np.linalg.solve up to 3x3: inv(a) @ b (b a vector or a stack of columns, numpy's rules);
+    larger matrices need the array form (form="array")."""
     inverse = as_values(_inv(a))
     return TracerArray(matmul(inverse, as_values(b)))  # numpy 2: a 1-d b is a vector, else columns
 
@@ -957,7 +960,7 @@ Not supported, and why:
   use `np.where`, `np.max`, `np.sort`;
 - `np.linalg` beyond `det`/`inv`/`solve` of matrices up to 3×3 (expanded
   exactly), `norm` (vector 1- and 2-norm, Frobenius): larger matrices and the
-  factorizations belong to the array form (`form="array"`);
+  factorizations belong to the array form (`form="array"`, listed above);
 - sorting is written with comparisons, O(n²) nodes: fine for tens to a few
   hundred traced values, slow beyond.
 """
@@ -973,4 +976,9 @@ def supported_operations_markdown() -> str:
     for key, title in titles.items():
         names = ", ".join(f"`{name}`" for name in table[key])
         lines.append(f"- **{title}**: {names}")
+    from .array_trace import LINALG_FUNCTIONS  # the array form's own rule table
+
+    linalg = ", ".join(sorted(f"`np.linalg.{f.__name__}`" for f in LINALG_FUNCTIONS))
+    lines.append(f"- **array form only** (`form=\"array\"`; any matrix size, stacked and broadcast like "
+                 f"numpy; derivatives by the matrix rules of M. Giles 2008): {linalg}")
     return "\n".join(lines) + "\n\n" + _CONVENTIONS
