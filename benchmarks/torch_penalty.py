@@ -6,7 +6,8 @@ every weight. decoder(h) = W2 tanh(W1 h + b1) + b2, batch 256, float64, one
 thread (torch.set_num_threads(1); symjac kernels follow torch's thread count).
 
     .venv/bin/python benchmarks/torch_penalty.py            # 8->16->8 and 32->64->32
-    .venv/bin/python benchmarks/torch_penalty.py --sizes 8 --repeats 50
+    .venv/bin/python benchmarks/torch_penalty.py --sizes 8 32 64x1024 --repeats 10   # k or k x hidden
+    .venv/bin/python benchmarks/torch_penalty.py --sizes 32 --form scalar            # force a form
 
 Every method's gradients are checked against the closed form before timing.
 The symjac build time (forward Jacobian kernel and its backward kernel) is
@@ -62,9 +63,10 @@ def row_loop(h, W1, b1, W2, b2):
     return torch.stack(rows, 1)
 
 
-def make_symjac(k, m, native=False):
+def make_symjac(k, m, native=False, form="auto"):
     start = time.perf_counter()
-    jac = symjac.torch.jacobian(decoder, h=k, W1=(m, k), b1=m, W2=(k, m), b2=k, wrt="h", native=native)
+    jac = symjac.torch.jacobian(decoder, h=k, W1=(m, k), b1=m, W2=(k, m), b2=k, wrt="h", native=native, form=form,
+                                verbose=False)
     return jac, time.perf_counter() - start
 
 
@@ -106,7 +108,9 @@ def time_steps(methods, params, eye, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32], help="k for decoders k -> 2k -> k")
+    parser.add_argument("--sizes", nargs="+", default=["8", "32"],
+                        help="decoders: k (k -> 2k -> k) or KxH (k -> H -> k)")
+    parser.add_argument("--form", choices=("auto", "scalar", "array"), default="auto", help="symjac's form")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--native", action="store_true", help="compile symjac's kernels with -march=native")
@@ -114,7 +118,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     cache = os.environ.get("SYMJAC_CACHE_DIR", "~/.cache/symjac")
     print(f"batch {options.batch}, float64, {torch.get_num_threads()} thread, torch {torch.__version__}, "
-          f"symjac cache {cache}")
+          f"symjac cache {cache}, load average {os.getloadavg()[0]:.1f}")
     methods = {
         "closed form (einsum)": closed_form,
         "torch.func vmap(jacrev)": func_vmap_jacrev,
@@ -122,9 +126,11 @@ def main(argv=None):
         "autograd.grad row loop": row_loop,
     }
     rows = []
-    for k in options.sizes:
-        m = 2 * k
-        jac, build = make_symjac(k, m, options.native)
+    for size in options.sizes:
+        k, _, hidden = size.partition("x")
+        k = int(k)
+        m = int(hidden) if hidden else 2 * k
+        jac, build = make_symjac(k, m, options.native, options.form)
         params = parameters(k, m, options.batch)
         eye = torch.eye(k, dtype=torch.float64)
         reference = grads(closed_form, params, eye)
@@ -136,7 +142,7 @@ def main(argv=None):
                 raise SystemExit(f"{name}: gradients differ from the closed form by {error:.1e} (relative)")
         results = time_steps(everything, params, eye, options.repeats)
         rows.append((k, m, build, results))
-        print(f"\ndecoder {k} -> {m} -> {k}: symjac build {build:.1f} s (forward Jacobian + backward kernels)")
+        print(f"\ndecoder {k} -> {m} -> {k}: symjac build {build:.1f} s, {jac.form} form")
         for name, ms in results.items():
             ratio = ms / results["symjac.torch.jacobian"]
             print(f"  {name:30s} {ms:8.2f} ms/step (best)  {ratio:6.2f}x symjac's time")

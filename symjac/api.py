@@ -43,7 +43,7 @@ from .derive.array_calculus import derive as derive_array
 from .emit.array_printing import scalar_cost
 from .emit.array_render import render_array
 from .errors import TracingError
-from .front.array_program import ArrayFormError, ArrayProgram
+from .front.array_program import LINALG, ArrayFormError, ArrayProgram
 from .front.array_trace import trace_array
 from .front.trace import Traced, resolve_shapes, trace
 
@@ -248,14 +248,39 @@ class ArrayForm:
     wrt: tuple[str, ...]  # names of the differentiated arguments
 
 
-# form="auto" takes the array form when the scalar form would compile at
-# least this many operations (scalar_cost of the derived program): measured
-# crossover in benchmarks/array_form.py (--crossover).
-AUTO_ARRAY_MIN_OPERATIONS = 20_000
+# form="auto" takes the array form for dense linear algebra (the traced
+# program contracts an index: matmul, einsum, tensordot) when the scalar form
+# would compile at least this many operations (scalar_cost of the derived
+# program). benchmarks/form_crossover.py, decoders k -> 2k -> k, batch 256,
+# one run (load 3.4): at 1,408 operations (k = 8) the scalar form evaluates
+# 4.3x faster and builds in 5.5 s; at 4,272 (k = 12) 2.8x and 21 s; at 9,600
+# (k = 16) only 1.4x faster but builds in 72 s against 0.04 s; at 70,912
+# (k = 32) the issue measured it 7x slower than the closed form. Past about
+# 8,000 operations a minute of building is not repaid by what is left of
+# the scalar form's lead, so the array form is taken from there.
+AUTO_ARRAY_MIN_OPERATIONS = 8_000
+
+
+def _contracts(program: ArrayProgram) -> bool:
+    """Whether ``program`` is dense linear algebra: some einsum sums over an index."""
+    for eqn in program.eqns:
+        if eqn.prim == "einsum":
+            operands, output = dict(eqn.params)["spec"]
+            if {label for labels in operands for label in labels} - set(output):
+                return True
+    return False
+
+
+def _needs_array_linalg(program: ArrayProgram) -> bool:
+    """Whether ``program`` has np.linalg the scalar form cannot expand (it does
+    det/inv/solve up to 3x3 only): form="auto" then takes the array form."""
+    return any(eqn.prim in LINALG and (eqn.prim not in ("inv", "solve", "det") or eqn.inputs[0].shape[-1] > 3)
+               for eqn in program.eqns)
 
 
 def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, kernels=None,
-               options: Options = Options(), target: str = "numpy", reporter=None) -> ArrayForm | None:
+               options: Options = Options(), target: str = "numpy", reporter=None,
+               standalone: bool = False) -> ArrayForm | None:
     """Derivative ``what`` of ``function`` in the array form for ``target``, or
     None where ``options.form`` is "scalar", or "auto" and the scalar form fits
     better (logged under SYMJAC_DEBUG). With ``form="array"`` whatever the
@@ -301,10 +326,14 @@ def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, k
         derived = derive_array(traced, indices, wrt_is_tuple, what)
         cost = scalar_cost(derived)
         report.append(f"{len(derived.eqns)} array operations; the scalar form would do about {cost:,}")
+    forced = forced or _needs_array_linalg(traced)
+    if not forced and not _contracts(traced):
+        return decline("no matrix products or contractions: elementwise and indexing code keeps its sparsity "
+                       "in the scalar form")
     if not forced and cost < AUTO_ARRAY_MIN_OPERATIONS:
         return decline(f"about {cost:,} scalar operations, below {AUTO_ARRAY_MIN_OPERATIONS:,}")
     with reporter.stage("rendered (array form)"):
-        source = render_array(traced, derived, what, indices, wrt_is_tuple, target)
+        source = render_array(traced, derived, what, indices, wrt_is_tuple, target, standalone=standalone)
     return ArrayForm(traced, derived, source, tuple(traced.inputs[j].name for j in indices))
 
 

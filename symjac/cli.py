@@ -138,6 +138,7 @@ def codegen(args) -> int:
             path, _ = write_module(
                 function, declared.shapes, declared.named_shapes, wrt=wrt, backend=args.backend, what=what,
                 name=name, out_dir=args.out, build=not args.no_build, native=args.native, reporter=reporter,
+                form=args.form,
             )
             reporter.note(f"wrote {path}")
     return 0
@@ -194,7 +195,11 @@ def make_parser() -> argparse.ArgumentParser:
     gen.add_argument("--kind", metavar="KIND[,KIND...]",
                      help=f"derivatives to generate, one module each: {', '.join(DERIVATIVES)} "
                      "(default: as declared with @symjac.spec, else jacobian)")
-    gen.add_argument("--backend", choices=tuple(BACKENDS), default="cython", help="module kind (default: cython)")
+    gen.add_argument("--backend", choices=tuple(name for name, backend in BACKENDS.items() if backend.form == "scalar"),
+                     default="cython", help="module kind of the scalar form (default: cython)")
+    gen.add_argument("--form", choices=("scalar", "array", "auto"), default="scalar",
+                     help="scalar: one expression per element (default); array: the array form, a numpy module of "
+                     "matmul/einsum (dense linear algebra, any width); auto: as symjac.jacobian picks")
     gen.add_argument("--name", metavar="MODULE", help="module name (default: the function's name)")
     gen.add_argument("--out", metavar="DIR", default="generated", help="output directory (default: generated)")
     gen.add_argument("--no-build", action="store_true", help="write the source only; do not compile it")

@@ -15,7 +15,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .api import Generated, generate
+from .api import ArrayForm, Generated, array_form, generate
+from .options import Options
 from .build.builder import BuildOptions
 from .emit.backends import source_suffix
 from .errors import BuildError
@@ -74,25 +75,31 @@ def write_module(
     flags=None,
     native=False,
     reporter=None,
-) -> tuple[Path, Generated]:
+    form="scalar",
+) -> tuple[Path, Generated | ArrayForm]:
     """Generate the standalone module for ``function``; return its path and the pipeline's result.
 
     ``what`` is the derivative (``"jacobian"``, with its function and
     function_and_jacobian kernels, ``"hessian"``, ``"gradient"``, ``"jvp"``
-    or ``"vjp"``). The module is built portable unless ``native``."""
+    or ``"vjp"``). The module is built portable unless ``native``.
+    ``form="array"`` writes the array form as a numpy module (whatever the
+    backend: it needs no compiler); "auto" picks as ``symjac.jacobian`` does."""
     reporter = reporter or Reporter(enabled=False)
     name = check_identifier(name if name is not None else getattr(function, "__name__", ""), "module name")
-    generated = generate(
-        function, shapes, named_shapes or {}, wrt=wrt, backend=backend,
-        kinds=DERIVATIVES[what].all_kernels, what=what, reporter=reporter, standalone=True
-    )
+    generated = array_form(what, function, shapes, named_shapes or {}, wrt=wrt, options=Options(form=form),
+                           target="numpy", reporter=reporter, standalone=True)
+    if generated is None:
+        generated = generate(
+            function, shapes, named_shapes or {}, wrt=wrt, backend=backend,
+            kinds=DERIVATIVES[what].all_kernels, what=what, reporter=reporter, standalone=True
+        )
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     suffix = source_suffix(generated.source)
     path = directory / f"{name}{suffix}"
     _atomic_write(path, generated.source.text)
-    for suffix, text in generated.source.parts:  # C files of large kernels
-        _atomic_write(directory / f"{name}{suffix}", text)
+    for part_suffix, text in generated.source.parts:  # C files of large kernels
+        _atomic_write(directory / f"{name}{part_suffix}", text)
     if suffix == ".pyx" and build:  # a Cython extension module
         with reporter.stage("compiled") as report:
             extension = build_in_place(path, name, flags, generated.source.parts, native)

@@ -47,15 +47,15 @@ def test_float_conversion_suggests_numpy():
 
 
 def test_unsupported_numpy_function_is_named():
-    with pytest.raises(symjac.TracingError, match=r"numpy\.linalg\.inv"):
-        symjac.trace(lambda a: np.linalg.inv(a), (2, 2))
-    with pytest.raises(symjac.TracingError, match=r"np\.sort"):
-        symjac.trace(lambda x: np.sort(x), 3)
+    with pytest.raises(symjac.TracingError, match=r"numpy\.linalg\.eigh"):
+        symjac.trace(lambda a: np.linalg.eigh(a), (2, 2))
+    with pytest.raises(symjac.TracingError, match=r"np\.percentile"):
+        symjac.trace(lambda x: np.percentile(x, 30), 3)
 
 
 def test_unsupported_ufunc_is_named():
-    with pytest.raises(symjac.TracingError, match=r"np\.floor"):
-        symjac.trace(lambda x: np.floor(x), 3)
+    with pytest.raises(symjac.TracingError, match=r"np\.spacing"):
+        symjac.trace(lambda x: np.spacing(x), 3)
 
 
 def test_storing_traced_value_into_plain_array_suggests_zeros_like():

@@ -311,3 +311,10 @@ def test_jacobian_penalty_example_runs(capsys):
                            "--hidden", str(M), "--batch", "16"])
     out = capsys.readouterr().out
     assert "gradients agree" in out and "ms/step" in out and "step     6" in out
+
+
+def test_jacobian_penalty_example_trains_in_the_array_form(capsys):
+    jacobian_penalty.main(["--steps", "3", "--check-every", "3", "--timing-steps", "1", "--k", "4",
+                           "--hidden", "8", "--batch", "16", "--form", "array"])
+    out = capsys.readouterr().out
+    assert "array form" in out and "gradients agree" in out and "step     3" in out

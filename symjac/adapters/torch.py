@@ -245,6 +245,8 @@ class TorchFunction:
     of its backward (a vector-Jacobian product with respect to every argument).
     """
 
+    form = "scalar"
+
     def __init__(self, op: _Op, title: str) -> None:
         self._op = op
         self.compiled = op.compiled

@@ -50,8 +50,10 @@ import itertools
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ShapeError
-from ..front.array_program import ArrayFormError, ArrayProgram, Builder, Eqn, Var
+from ..front.array_program import LINALG, ArrayFormError, ArrayProgram, Builder, Eqn, Var
 from ..front.array_trace import program_from
 
 __all__ = ["DERIVATIVES", "Term", "derive"]
@@ -183,7 +185,7 @@ def _partial(b: Builder, prim: str, ins, out: Var, k: int):
     raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
 
 
-_ZERO_DERIVATIVE = frozenset({"literal", "constant", "eye", "zeros", "argmax_mask", "argmin_mask"})
+_ZERO_DERIVATIVE = frozenset({"literal", "constant", "eye", "zeros", "argmax_mask", "argmin_mask", "slogdet_sign"})
 
 
 class _Deriver:
@@ -424,7 +426,78 @@ class _Deriver:
             u_slots = tuple(self.fresh(s) for s in u.shape)
             c = self.fresh(total)
             return 1.0, ((place, (c, u_slots[axis])),), u_slots[:axis] + (c,) + u_slots[axis + 1:], u_slots
+        if prim in LINALG:
+            return self._linalg_local(eqn, k)
         raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+
+    def _linalg_local(self, eqn: Eqn, k: int):
+        """Matrix derivative results (M. Giles 2008; as JAX and autograd), in
+        Einstein form over stacked matrices (stack labels shared by everything):
+
+            inv       dV = -V dA V
+            solve     dX = A⁻¹ (dB - dA X)
+            det       dd = d tr(A⁻¹ dA)
+            slogdet   d log|det A| = tr(A⁻¹ dA)
+            cholesky  dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle, diagonal halved
+            eigh      dλ_i = v_iᵀ dA v_i;  dV = V (F ∘ (Vᵀ dA V)), F_ij = 1/(λ_j - λ_i), F_ii = 0
+            svd       dσ_i = u_iᵀ dA v_i (singular values only; the vectors have no rule yet)
+
+        (cholesky and eigh see a symmetric input: the tracer symmetrizes the
+        triangle numpy reads, so dA is symmetric here). Reverse mode through
+        ``solve`` solves with Aᵀ instead (see :meth:`adjoints`)."""
+        b, prim, out, a = self.b, eqn.prim, eqn.out, eqn.inputs[0]
+        n = a.shape[-1]
+        stack = tuple(self.fresh(s) for s in a.shape[:-2])
+        if prim == "svd_values":  # dσ_i = u_iᵀ dA v_i (distinct, nonzero singular values)
+            U, Vh = b.linalg("svd_u", a), b.linalg("svd_vh", a)
+            i, p, q = self.fresh(out.shape[-1]), self.fresh(a.shape[-2]), self.fresh(n)
+            return 1.0, ((U, stack + (p, i)), (Vh, stack + (i, q))), stack + (i,), stack + (p, q)
+        i, j, p, q, r = (self.fresh(n) for _ in range(5))
+        if prim == "inv":
+            return -1.0, ((out, stack + (i, p)), (out, stack + (q, j))), stack + (i, j), stack + (p, q)
+        if prim == "solve":
+            inverse = b.linalg("inv", a)
+            j = self.fresh(out.shape[-1])
+            if k == 1:
+                return 1.0, ((inverse, stack + (i, p)),), stack + (i, j), stack + (p, j)
+            return -1.0, ((inverse, stack + (i, p)), (out, stack + (q, j))), stack + (i, j), stack + (p, q)
+        if prim in ("det", "slogdet"):
+            inverse = b.linalg("inv", a)
+            factors = ((inverse, stack + (q, p)),)
+            if prim == "det":
+                factors = ((out, stack),) + factors
+            return 1.0, factors, stack, stack + (p, q)
+        if prim == "cholesky":
+            inverse = b.linalg("inv", out)
+            phi = b.constant(np.tril(np.ones((n, n))) - 0.5 * np.eye(n))
+            return 1.0, ((out, stack + (i, r)), (phi, (r, j)), (inverse, stack + (r, p)), (inverse, stack + (j, q))), \
+                stack + (i, j), stack + (p, q)
+        if prim == "eigh_values":
+            vectors = b.linalg("eigh_vectors", a)
+            return 1.0, ((vectors, stack + (p, i)), (vectors, stack + (q, i))), stack + (i,), stack + (p, q)
+        if prim == "eigh_vectors":
+            values = b.linalg("eigh_values", a)
+            column = b.reshape(values, values.shape + (1,))
+            row = b.reshape(values, values.shape[:-1] + (1, n))
+            eye = b.eye(n)
+            gaps = b.sub(row, column)  # λ_j - λ_i
+            F = b.sub(b.call("reciprocal", b.add(gaps, eye)), eye)  # zero diagonal, no division by zero
+            return 1.0, ((out, stack + (i, r)), (F, stack + (r, j)), (out, stack + (p, r)), (out, stack + (q, j))), \
+                stack + (i, j), stack + (p, q)
+        raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+
+    def _solve_adjoint(self, eqn: Eqn, g: Var, k: int) -> Var:
+        """Cotangents of solve(A, B) = X: gB = A⁻ᵀ g (a solve with Aᵀ), gA = -gB Xᵀ."""
+        b, (a, _), out = self.b, eqn.inputs, eqn.out
+        if g.shape != out.shape:
+            g = b.broadcast(g, out.shape)
+        rank = a.ndim
+        g_b = b.linalg("solve", b.transpose(a, tuple(range(rank - 2)) + (rank - 1, rank - 2)), g)
+        if k == 1:
+            return g_b
+        stack = tuple(self.fresh(s) for s in a.shape[:-2])
+        i, l, j = self.fresh(a.shape[-1]), self.fresh(a.shape[-1]), self.fresh(out.shape[-1])
+        return self.realize(((g_b, stack + (i, j)), (out, stack + (l, j))), -1.0, stack + (i, l))
 
     def rule(self, eqn: Eqn, D) -> list[Term]:
         terms: list[Term] = []
@@ -465,6 +538,8 @@ class _Deriver:
                     continue
                 if eqn.prim == "reshape":
                     part = self.b.reshape(g, u.shape)
+                elif eqn.prim == "solve":
+                    part = self._solve_adjoint(eqn, g, k)
                 else:
                     local = self.local(eqn, k)
                     if local is None:

@@ -198,6 +198,14 @@ class _Differentiator:
         if isinstance(node, _FLAT) or isinstance(node, (sympy.logic.boolalg.Boolean, sympy.core.relational.Relational)):
             return sympy.S.Zero
         if isinstance(node, sympy.Function) and not isinstance(node, sympy.core.function.AppliedUndef):
+            from .reverse import _almost_everywhere as _drop_deltas, _find
+
+            # Partials are searched for Derivative and DiracDelta without looking
+            # inside the node's own arguments (known to hold neither: their
+            # derivatives are built here): those can be whole subtrees, and a
+            # tree walk (``expr.has``) of a max-tree's partials is quadratic.
+            own = set(node.args)
+            own.add(node)
             terms = []
             for number, arg in enumerate(node.args, start=1):
                 inner = d(arg, symbol)
@@ -207,11 +215,11 @@ class _Differentiator:
                     outer = node.fdiff(number)
                 except sympy.core.function.ArgumentIndexError:  # no formula: sympy's diff leaves a Derivative
                     break
-                if outer.has(sympy.Derivative):
+                if _find(outer, (sympy.Derivative, sympy.Subs), own):
                     break
-                terms.append(outer * inner)
+                terms.append(_drop_deltas(outer, own) * inner)
             else:
-                return _almost_everywhere(sympy.Add(*terms))
+                return sympy.Add(*terms)
         return _almost_everywhere(node.diff(symbol))
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..front.array_program import ArrayProgram, Eqn, Var
+from ..front.array_program import LINALG, ArrayProgram, Eqn, Var
 from ..errors import InvalidNameError
 from ..front.names import check_identifier
 from .source import environment
@@ -94,6 +94,12 @@ def _concat(parts, rank, axis):
     return numpy.concatenate([numpy.broadcast_to(p, batch + p.shape[p.ndim - rank:]) for p in parts], axis=axis)
 
 
+def _solve(a, b):
+    """numpy.linalg.solve with b a stack of matrices (never read as a vector), stacks broadcast."""
+    batch = numpy.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return numpy.linalg.solve(numpy.broadcast_to(a, batch + a.shape[-2:]), numpy.broadcast_to(b, batch + b.shape[-2:]))
+
+
 def _out(x, shape):
     """x with the full batch shape in front (a fresh array where broadcasting was needed)."""
     if x.shape != shape:
@@ -139,6 +145,12 @@ def _concat(parts, rank, axis):
     """Concatenate along a core axis, broadcasting the batch dimensions first."""
     batch = torch.broadcast_shapes(*(p.shape[:p.ndim - rank] for p in parts))
     return torch.cat([p.expand(batch + p.shape[p.ndim - rank:]) for p in parts], dim=axis)
+
+
+def _solve(a, b):
+    """torch.linalg.solve with b a stack of matrices (never read as a vector), stacks broadcast."""
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return torch.linalg.solve(a.expand(batch + a.shape[-2:]), b.expand(batch + b.shape[-2:]))
 
 
 def _out(x, shape):
@@ -400,6 +412,45 @@ class ArrayPrinter:
         x = self.ref(eqn.inputs[0])
         return f"_diag_embed({x})" if self.np else f"torch.diag_embed({x})"
 
+    # -- linear algebra: numpy.linalg / torch.linalg at run time ------------------
+    def _linalg_call(self, name: str, eqn: Eqn, suffix: str = "") -> str:
+        module = "numpy.linalg" if self.np else "torch.linalg"
+        return f"{module}.{name}({', '.join(self.ref(v) for v in eqn.inputs)}){suffix}"
+
+    def _print_inv(self, eqn: Eqn) -> str:
+        return self._linalg_call("inv", eqn)
+
+    def _print_solve(self, eqn: Eqn) -> str:
+        return f"_solve({self.ref(eqn.inputs[0])}, {self.ref(eqn.inputs[1])})"
+
+    def _print_det(self, eqn: Eqn) -> str:
+        return self._linalg_call("det", eqn)
+
+    def _print_slogdet(self, eqn: Eqn) -> str:
+        return self._linalg_call("slogdet", eqn, "[1]")
+
+    def _print_slogdet_sign(self, eqn: Eqn) -> str:
+        return self._linalg_call("slogdet", eqn, "[0]")
+
+    def _print_cholesky(self, eqn: Eqn) -> str:
+        return self._linalg_call("cholesky", eqn)
+
+    def _print_eigh_values(self, eqn: Eqn) -> str:
+        return self._linalg_call("eigvalsh", eqn)
+
+    def _print_eigh_vectors(self, eqn: Eqn) -> str:
+        return self._linalg_call("eigh", eqn, "[1]")
+
+    def _print_svd_values(self, eqn: Eqn) -> str:
+        x = self.ref(eqn.inputs[0])
+        return f"numpy.linalg.svd({x}, compute_uv=False)" if self.np else f"torch.linalg.svdvals({x})"
+
+    def _print_svd_u(self, eqn: Eqn) -> str:
+        return self._linalg_call("svd", eqn, "[0]").replace(")[0]", ", full_matrices=False)[0]")
+
+    def _print_svd_vh(self, eqn: Eqn) -> str:
+        return self._linalg_call("svd", eqn, "[2]").replace(")[2]", ", full_matrices=False)[2]")
+
     def _subscripts(self, eqn: Eqn, ellipsis=True) -> str:
         spec_in, spec_out = eqn.param("spec")
         dots = "..." if ellipsis else ""
@@ -591,6 +642,9 @@ def scalar_cost(program: ArrayProgram) -> int:
             total += math.prod(sizes.values())
         elif eqn.prim in ("sum", "amax", "amin", "argmax_mask", "argmin_mask"):
             total += eqn.inputs[0].size
+        elif eqn.prim in LINALG:  # a factorization: n³ per matrix
+            n = eqn.inputs[0].shape[-1]
+            total += math.prod(eqn.inputs[0].shape[:-2]) * n ** 3 + eqn.out.size
         elif eqn.prim in ("literal", "reshape", "transpose", "getitem", "broadcast"):
             continue
         else:

@@ -15,6 +15,7 @@ each output's matrix over the concatenated ``wrt``, as in the scalar form.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from ..derive.derivatives import DERIVATIVES
 from ..derive.kinds import KINDS
 from ..front.array_program import ArrayProgram
 from .array_printing import print_module
-from .source import Source, environment, number_rows
+from .source import Source, calling_source, environment, number_rows
 
 __all__ = ["block_coordinates", "render_array"]
 
@@ -83,9 +84,38 @@ def _packed_layouts(traced: ArrayProgram, derived: ArrayProgram, kind: str, wrt,
     return layout, nonzeros, full_shapes, sparse, gather
 
 
+@dataclass(frozen=True)
+class _Driver:
+    """What templates/_interface.py.j2 needs of a public function."""
+
+    kind: str
+    docs: str
+    packed: bool
+    kernel_kind: str
+    single: bool
+
+    @property
+    def layout(self) -> str:
+        return "packed" if self.packed else "dense"
+
+
+@dataclass(frozen=True)
+class _Header:
+    alias: str | None
+
+
+@dataclass(frozen=True)
+class _Interface:
+    runtime: str
+    drivers: tuple[_Driver, ...]
+    header: _Header
+
+
 def render_array(traced: ArrayProgram, derived: ArrayProgram, what: str, wrt: tuple[int, ...],
-                 wrt_is_tuple: bool, target: str) -> Source:
-    """The Source of ``derived`` (derivative ``what`` of ``traced``) for ``target``."""
+                 wrt_is_tuple: bool, target: str, standalone: bool = False) -> Source:
+    """The Source of ``derived`` (derivative ``what`` of ``traced``) for ``target``;
+    ``standalone`` (numpy) adds the call convention and public functions of
+    ``templates/_interface.py.j2``, so that the module needs only numpy."""
     description = DERIVATIVES[what]
     text = print_module(derived, target, description.title)
     kernel = description.kernels[0]
@@ -110,5 +140,11 @@ def render_array(traced: ArrayProgram, derived: ArrayProgram, what: str, wrt: tu
         text += environment().get_template("_array_calls.py.j2").render(
             metadata=metadata, kernel=kernel, packed=kinds[1] if len(kinds) > 1 else None, gather=gather,
             structure=derived.structure)
+        if standalone:
+            text += environment().get_template("_interface.py.j2").render(module=_Interface(
+                runtime=calling_source(),
+                drivers=tuple(_Driver(kind, KINDS[kernel].packed_docs if kind != kernel else KINDS[kernel].docs,
+                                      kind != kernel, kernel, derived.structure == 0) for kind in kinds),
+                header=_Header(what if kernel == "function" and what != "function" else None)))
     content_hash = hashlib.sha256(text.encode()).hexdigest()
     return Source(f"{target}-array", text, content_hash, kinds)

@@ -10,7 +10,10 @@ printers with a few methods overridden), never from pasting strings:
 - integer powers up to the 8th print as parenthesised products (``(x*x)``),
   not ``pow`` calls: the parentheses keep them correct inside sympy's own Mul
   printing, which takes a Pow to bind tighter than ``*`` and ``/``;
-- ``strict`` printing refuses anything it cannot print exactly.
+- ``strict`` printing refuses anything it cannot print exactly;
+- ``ITE`` (if-then-else conditions) prints as a selection directly;
+- functions of ``front/functions.py`` print themselves (``_ccode``,
+  ``_numpycode``: sympy's printer hooks), next to their definitions.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class _KernelPrinting:
     def _print_not_supported(self, expr):
         # sympy's refusal advises its 'strict' printer option, which symjac
         # users never set: say instead which function and what to do.
+        if not self._settings.get("strict"):
+            return super()._print_not_supported(expr)
         name = getattr(expr, "func", type(expr)).__name__
         language = "C" if isinstance(self, C99CodePrinter) else "numpy"
         if isinstance(expr, (sympy.Derivative, sympy.Subs)):
@@ -66,6 +71,13 @@ class _KernelPrinting:
             "np.sqrt, np.arctan2, np.where, ...), e.g. a series or rational approximation; where it does not depend on "
             f"what is differentiated, compute {name} outside and pass its value as an argument")
 
+    def _print_ComplexInfinity(self, expr):
+        if not self._settings.get("strict"):
+            return super()._print_not_supported(expr)
+        language = "C" if isinstance(self, C99CodePrinter) else "numpy"
+        raise PrinterError(f"symjac cannot write ComplexInfinity(...) in {language}: the traced expressions divide "
+                           "by an exact zero (sympy's zoo); check the function at the point where it was folded")
+
     def _print_Piecewise(self, expr):
         if expr.args[-1].cond != True:  # noqa: E712 - sympy's true
             raise ValueError("Piecewise without a default branch cannot be printed")
@@ -73,6 +85,13 @@ class _KernelPrinting:
         for piece in reversed(expr.args[:-1]):
             text = self._select(self._print(piece.cond), self._print(piece.expr), text)
         return text
+
+    def _print_ITE(self, expr):
+        # sympy's own ITE printing rewrites to Piecewise first, which fails on
+        # an ITE nested in And/Or (a boolean Piecewise is not a Boolean): the
+        # conditions sympy builds for chained np.maximum/np.where/np.clip.
+        condition, then, otherwise = expr.args
+        return self._select(self._print(condition), self._print(then), self._print(otherwise))
 
 
 # Integer powers up to this exponent print as products: without -ffast-math

@@ -37,7 +37,7 @@ from ..front.names import InvalidNameError, check_identifier
 from .backends import Backend, get_backend
 from .printing import symbol_names
 from .simplify import Program, chunk
-from .source import Source, environment, number_rows
+from .source import Source, calling_source, environment, number_rows
 
 __all__ = ["ModuleContext", "render"]
 
@@ -308,11 +308,6 @@ def _metadata(derivative: Derivative, content_hash: str, parallel_min_points: in
     ).rstrip("\n")
 
 
-def _runtime_text() -> str:
-    """The call convention (``run/calling.py``), embedded verbatim in standalone modules."""
-    return (Path(__file__).resolve().parent.parent / "run" / "calling.py").read_text().strip("\n")
-
-
 def _packed_tables(programs) -> tuple[tuple[str, str, int, str], ...]:
     """(packed kind, C table, length, rows) per packed buffer: NONZEROS of compiled modules."""
     return tuple(
@@ -369,7 +364,7 @@ def render(
             identity=number_rows(range(max_entries), " " * 4),
             metadata=_metadata(derivative, content_hash, parallel_min_points, chosen.c_tables, programs, drivers),
             packed_tables=_packed_tables(programs),
-            runtime=_runtime_text() if standalone else None,
+            runtime=calling_source() if standalone else None,
             vector_functions=vector_functions,
         )
 

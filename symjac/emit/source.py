@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jinja2
 
-__all__ = ["Source", "environment", "number_rows", "runtime_source", "template_dir"]
+__all__ = ["Source", "calling_source", "environment", "number_rows", "runtime_source", "template_dir"]
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,8 @@ def number_rows(numbers, indent: str, per_row: int = 16) -> str:
 def runtime_source() -> str:
     """The Cython text of the kernel runtime (the same for every model)."""
     return environment().get_template("kernel_runtime.pyx.j2").render()
+
+
+def calling_source() -> str:
+    """The call convention (``run/calling.py``), embedded verbatim in standalone modules."""
+    return (Path(__file__).resolve().parent.parent / "run" / "calling.py").read_text().strip("\n")

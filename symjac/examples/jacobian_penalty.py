@@ -6,12 +6,14 @@ An autoencoder x -> h = encoder(x) -> decoder(h) is trained with
 
 so the Jacobian of every sample must itself be differentiated with respect
 to h (and through it the encoder) and to the decoder's weights.
-``symjac.torch.jacobian`` computes J for the whole batch in one generated
-kernel; its backward is one call of another generated kernel (the incoming
-gradient contracted with dJ/d(h and every weight)).
+``symjac.torch.jacobian`` computes J for the whole batch: at these widths in
+the array form (``W2 (1 - tanh²(W1 h + b1)) W1`` printed as torch operations,
+so torch's autograd gives the backward), at small widths in the scalar form
+(one generated kernel, its backward another generated kernel).
 
-    python -m symjac.examples.jacobian_penalty              # 300 Adam steps, 8 -> 16 -> 8
-    python -m symjac.examples.jacobian_penalty --steps 50 --k 4 --hidden 8
+    python -m symjac.examples.jacobian_penalty              # 300 Adam steps, 32 -> 512 -> 32
+    python -m symjac.examples.jacobian_penalty --small      # 8 -> 16 -> 8 (the scalar form)
+    python -m symjac.examples.jacobian_penalty --steps 50 --k 4 --hidden 8 --form scalar
 
 It prints the loss curve, checks at every ``--check-every`` steps that the
 gradients agree with torch.autograd.functional.jacobian(create_graph=True)
@@ -116,8 +118,11 @@ def time_steps(model, x, ways, lam, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Train an autoencoder with a Jacobian penalty using symjac.torch.")
-    parser.add_argument("--k", type=int, default=8, help="data and hidden dimension (decoder k -> hidden -> k)")
-    parser.add_argument("--hidden", type=int, default=16)
+    parser.add_argument("--k", type=int, default=32, help="data and code dimension (decoder k -> hidden -> k)")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--small", action="store_true", help="the decoder 8 -> 16 -> 8 (overrides --k, --hidden)")
+    parser.add_argument("--form", choices=("auto", "array", "scalar"), default="auto",
+                        help="symjac's form (default: auto, which picks by size)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lam", type=float, default=0.1, help="weight λ of the Jacobian penalty")
@@ -125,12 +130,13 @@ def main(argv=None):
     parser.add_argument("--timing-steps", type=int, default=20)
     options = parser.parse_args(argv)
     torch.set_num_threads(1)
-    k, hidden = options.k, options.hidden
+    k, hidden = (8, 16) if options.small else (options.k, options.hidden)
 
     start = time.perf_counter()
-    jac = symjac.torch.jacobian(decoder, h=k, W1=(hidden, k), b1=hidden, W2=(k, hidden), b2=k, wrt="h")
-    print(f"symjac: decoder {k} -> {hidden} -> {k}, Jacobian and its backward kernel ready in "
-          f"{time.perf_counter() - start:.1f} s ({jac.op_name})")
+    jac = symjac.torch.jacobian(decoder, h=k, W1=(hidden, k), b1=hidden, W2=(k, hidden), b2=k, wrt="h",
+                                form=options.form)
+    print(f"symjac: decoder {k} -> {hidden} -> {k}, Jacobian ready in {time.perf_counter() - start:.1f} s, "
+          f"{jac.form} form ({jac!r})")
 
     def reference(*args):
         return jacobian_functional(*args, vectorize=False)   # autograd.functional.jacobian(create_graph=True)

@@ -30,6 +30,12 @@ Primitives (``params`` in brackets):
                                 ("i", k) or ("n",) for a new axis
     concat [axis]               along a core axis
     diag_embed                  (..., k) -> (..., k, k) with the values on the diagonal
+    <linalg>                    :data:`LINALG`, on stacked matrices (core axes last, equal
+                                stack shapes: the tracer broadcasts them first):
+                                inv, solve (matrix right-hand side), det, slogdet
+                                (log|det|), slogdet_sign, cholesky (of a symmetric
+                                input), eigh_values, eigh_vectors (ascending, symmetric input),
+                                svd_values, svd_u, svd_vh (thin SVD of any (..., m, n))
 
 :class:`Builder` writes equations with common-subexpression elimination (the
 same primitive on the same inputs is one variable) and folds literals, so
@@ -59,7 +65,7 @@ import numpy as np
 
 from ..errors import ShapeError, TracingError
 
-__all__ = ["ArrayFormError", "ArrayProgram", "Builder", "ConstantData", "ELEMENTWISE", "Eqn", "Var"]
+__all__ = ["ArrayFormError", "ArrayProgram", "Builder", "ConstantData", "ELEMENTWISE", "Eqn", "LINALG", "Var"]
 
 
 class ArrayFormError(TracingError):
@@ -171,6 +177,21 @@ ELEMENTWISE: dict[str, tuple[int, object, str]] = {
     "le": (2, np.less_equal, "b"), "eq": (2, np.equal, "b"), "ne": (2, np.not_equal, "b"),
     "and": (2, np.logical_and, "b"), "or": (2, np.logical_or, "b"), "xor": (2, np.logical_xor, "b"),
     "not": (1, np.logical_not, "b"),
+}
+
+# linear algebra on stacked matrices (..., n, n): name -> (number of operands, output shape of the inputs' shapes)
+LINALG: dict[str, tuple[int, object]] = {
+    "inv": (1, lambda a: a),
+    "solve": (2, lambda a, b: b),
+    "det": (1, lambda a: a[:-2]),
+    "slogdet": (1, lambda a: a[:-2]),
+    "slogdet_sign": (1, lambda a: a[:-2]),
+    "cholesky": (1, lambda a: a),
+    "eigh_values": (1, lambda a: a[:-1]),
+    "eigh_vectors": (1, lambda a: a),
+    "svd_values": (1, lambda a: a[:-2] + (min(a[-2:]),)),  # any (..., m, n)
+    "svd_u": (1, lambda a: a[:-1] + (min(a[-2:]),)),
+    "svd_vh": (1, lambda a: a[:-2] + (min(a[-2:]), a[-1])),
 }
 
 _COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum", "eq", "ne", "and", "or", "xor", "hypot", "logaddexp"})
@@ -406,6 +427,22 @@ class Builder:
 
     def diag_embed(self, x: Var) -> Var:
         return self.emit("diag_embed", (x,), x.shape + x.shape[-1:])
+
+    def linalg(self, prim: str, *inputs: Var) -> Var:
+        """A :data:`LINALG` primitive; operands are stacks of square matrices with
+        equal stack shapes (a ``solve`` right-hand side a stack of matrices)."""
+        arity, shape_of = LINALG[prim]
+        if len(inputs) != arity:
+            raise ArrayFormError(f"{prim} takes {arity} operands, got {len(inputs)}")
+        a = inputs[0]
+        if a.ndim < 2 or a.shape[-1] != a.shape[-2] and not prim.startswith("svd"):
+            raise ShapeError(f"{prim}: needs square matrices (..., n, n), got shape {a.shape}")
+        if prim == "solve":
+            rhs = inputs[1]
+            if rhs.ndim != a.ndim or rhs.shape[:-2] != a.shape[:-2] or rhs.shape[-2] != a.shape[-1]:
+                raise ShapeError(f"solve: right-hand side of shape {rhs.shape} for matrices of shape {a.shape}")
+        inputs = tuple(self.elementwise("cast", v) if v.dtype == "b" else v for v in inputs)
+        return self.emit(prim, inputs, shape_of(*(v.shape for v in inputs)))
 
     def einsum(self, operands, labels, out) -> Var:
         """One raw einsum equation (one or two operands): see :meth:`contract`."""

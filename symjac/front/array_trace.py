@@ -15,6 +15,7 @@ so callers can fall back to the scalar form.
 
 from __future__ import annotations
 
+import collections
 import math
 import re
 
@@ -24,7 +25,7 @@ from ..errors import ShapeError, TracingError
 from .names import check_identifier
 from .array_program import ArrayFormError, ArrayProgram, Builder, Var, broadcast_shapes, normalize_axes
 
-__all__ = ["ArrayFormError", "ArrayTracer", "FUNCTIONS", "UFUNCS", "trace_array"]
+__all__ = ["ArrayFormError", "ArrayTracer", "FUNCTIONS", "LINALG_FUNCTIONS", "UFUNCS", "trace_array"]
 
 _HINT = "use form=\"scalar\" for this function"
 
@@ -636,7 +637,117 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     return _wrap(builder, builder.broadcast(_as_var(builder, fill_value), shape))
 
 
+# --------------------------------------------------------------------------
+# np.linalg on stacked matrices (core axes last, stacks broadcast like numpy)
+
+SlogdetResult = collections.namedtuple("SlogdetResult", "sign logabsdet")
+EighResult = collections.namedtuple("EighResult", "eigenvalues eigenvectors")
+
+
+def _matrices(builder, a, name) -> Var:
+    var = _as_var(builder, a)
+    if var.ndim < 2 or var.shape[-1] != var.shape[-2]:
+        raise ShapeError(f"np.linalg.{name}: the last two dimensions must be square, got shape {var.shape}")
+    return var
+
+
+def _swap_last(builder, var: Var) -> Var:
+    return builder.transpose(var, tuple(range(var.ndim - 2)) + (var.ndim - 1, var.ndim - 2))
+
+
+def _symmetrized(builder, var: Var, uplo: str) -> Var:
+    """The symmetric matrix that LAPACK reads from one triangle of ``var``
+    (numpy's ``cholesky`` and ``eigh`` ignore the other triangle; so do their
+    derivatives here, which are then exact for non-symmetric input too)."""
+    n = var.shape[-1]
+    if uplo not in ("L", "U"):
+        raise ShapeError(f"UPLO must be 'L' or 'U', got {uplo!r}")
+    lower = uplo == "L"
+    keep = np.tril(np.ones((n, n))) if lower else np.triu(np.ones((n, n)))
+    strict = keep - np.eye(n)
+    if n == 1:
+        return var
+    part = builder.mul(var, builder.constant(keep))
+    mirrored = _swap_last(builder, builder.mul(var, builder.constant(strict)))
+    return builder.add(part, mirrored)
+
+
+def _linalg_inv(a):
+    builder = _builder_of(a)
+    return _wrap(builder, builder.linalg("inv", _matrices(builder, a, "inv")))
+
+
+def _linalg_solve(a, b):
+    builder = _builder_of(a, b)
+    A, B = _matrices(builder, a, "solve"), _as_var(builder, b)
+    n = A.shape[-1]
+    vector = B.ndim == 1  # numpy >= 2: b is a vector only when it is 1-d
+    if vector:
+        if B.shape[0] != n:
+            raise ShapeError(f"np.linalg.solve: b of shape {B.shape} for matrices of shape {A.shape}")
+        B = builder.reshape(B, (n, 1))
+    if B.ndim < 2 or B.shape[-2] != n:
+        raise ShapeError(f"np.linalg.solve: b of shape {B.shape} for matrices of shape {A.shape}")
+    batch = broadcast_shapes(A.shape[:-2], B.shape[:-2], what="np.linalg.solve stacks")
+    A = builder.broadcast(A, batch + A.shape[-2:])
+    B = builder.broadcast(B, batch + B.shape[-2:])
+    X = builder.linalg("solve", A, B)
+    if vector:
+        X = builder.reshape(X, batch + (n,))
+    return _wrap(builder, X)
+
+
+def _linalg_det(a):
+    builder = _builder_of(a)
+    return _wrap(builder, builder.linalg("det", _matrices(builder, a, "det")))
+
+
+def _linalg_slogdet(a):
+    builder = _builder_of(a)
+    A = _matrices(builder, a, "slogdet")
+    return SlogdetResult(_wrap(builder, builder.linalg("slogdet_sign", A)), _wrap(builder, builder.linalg("slogdet", A)))
+
+
+def _linalg_cholesky(a, upper=False):
+    builder = _builder_of(a)
+    # numpy reads the lower triangle, or the upper one for upper=True
+    L = builder.linalg("cholesky", _symmetrized(builder, _matrices(builder, a, "cholesky"), "U" if upper else "L"))
+    return _wrap(builder, _swap_last(builder, L) if upper else L)
+
+
+def _linalg_eigh(a, UPLO="L"):
+    builder = _builder_of(a)
+    S = _symmetrized(builder, _matrices(builder, a, "eigh"), UPLO)
+    return EighResult(_wrap(builder, builder.linalg("eigh_values", S)), _wrap(builder, builder.linalg("eigh_vectors", S)))
+
+
+def _linalg_eigvalsh(a, UPLO="L"):
+    builder = _builder_of(a)
+    S = _symmetrized(builder, _matrices(builder, a, "eigvalsh"), UPLO)
+    return _wrap(builder, builder.linalg("eigh_values", S))
+
+
+def _linalg_svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    if compute_uv:
+        raise _unsupported("np.linalg.svd with compute_uv=True (singular vectors)",
+                           "singular values are supported: np.linalg.svd(a, compute_uv=False)")
+    builder = _builder_of(a)
+    A = _as_var(builder, a)
+    if A.ndim < 2:
+        raise ShapeError(f"np.linalg.svd: needs matrices (..., m, n), got shape {A.shape}")
+    return _wrap(builder, builder.linalg("svd_values", A))
+
+
+LINALG_FUNCTIONS = {
+    np.linalg.svd: _linalg_svd,
+    np.linalg.inv: _linalg_inv, np.linalg.solve: _linalg_solve, np.linalg.det: _linalg_det,
+    np.linalg.slogdet: _linalg_slogdet, np.linalg.cholesky: _linalg_cholesky, np.linalg.eigh: _linalg_eigh,
+    np.linalg.eigvalsh: _linalg_eigvalsh,
+}
+
+
 FUNCTIONS = {
+    **LINALG_FUNCTIONS,
     np.sum: _sum, np.mean: _mean, np.max: _extreme("amax"), np.min: _extreme("amin"),
     np.amax: _extreme("amax"), np.amin: _extreme("amin"),
     np.dot: _dot, np.inner: _inner, np.outer: _outer, np.tensordot: _tensordot, np.einsum: _einsum,

@@ -8,7 +8,17 @@ and return them wrapped as TracerArrays. An operation with no rule raises
 
 Sums and products are built with one ``sympy.Add``/``sympy.Mul`` per entry
 (never by repeated ``+``), so reductions and matrix products cost time linear
-in their number of terms.
+in their number of terms. Max/min reductions are balanced trees of binary
+selection nodes (``functions.maximum``: linear, first maximum at ties);
+sorting selects by stable ranks (:func:`_sorted`: O(n²), ties as a stable
+sort). Conventions where a derivative is undefined on a set of measure zero
+are listed in ``_CONVENTIONS`` (printed in the README).
+
+What numpy's protocols cannot see (``np.r_[...]``, Python lists of traced
+values handed to numpy functions, ``np.mean([a, b])``) is handled by
+replacements installed while tracing (``tracer.patch_while_tracing``).
+:func:`supported_operations` lists the rule tables; the README's list is
+generated from it.
 """
 
 from __future__ import annotations
@@ -21,10 +31,10 @@ from sympy.codegen import cfunctions
 
 from .einsum import einsum as _einsum_values, einsum_arguments
 from ..errors import ShapeError, TracingError
-from .functions import cbrt
-from .tracer import RULES, TracerArray, as_values, constant, scalar_array, unsupported, wrap
+from .functions import cbrt, fmod, maximum, minimum, nan_to_num, pick, rint, stable_rank, trunc
+from .tracer import RULES, TracerArray, as_values, constant, holds_tracer, patch_while_tracing, scalar_array, unsupported, wrap
 
-__all__ = ["apply_function", "apply_ufunc", "FUNCTIONS", "UFUNCS"]
+__all__ = ["apply_function", "apply_ufunc", "FUNCTIONS", "UFUNCS", "supported_operations"]
 
 
 # --------------------------------------------------------------------------
@@ -36,12 +46,20 @@ def _select(pairs, default):
     return sympy.Piecewise(*pairs, (default, True))
 
 
-def _maximum(a, b):
-    return _select([(a, sympy.Ge(a, b))], b)
+# np.maximum/np.minimum: one node each, not a Piecewise: a Piecewise inside a
+# later comparison (max of a max) makes sympy rewrite that condition into
+# all combinations of the inner conditions, exponential along a chain.
+_maximum = maximum.new
+_minimum = minimum.new
 
 
-def _minimum(a, b):
-    return _select([(a, sympy.Le(a, b))], b)
+def _remainder(a, b):
+    """numpy's remainder (sign of the divisor) from C's fmod, as numpy computes
+    it: fmod, plus b where fmod is non-zero and its sign differs from b's.
+    Derivatives: 1 for a, -floor(a/b) for b (fmod's -trunc(a/b), plus 1 in
+    the adjusted branch), also at the jumps, as JAX's ``jnp.remainder``."""
+    rest = fmod(a, b)
+    return _select([(rest + b, sympy.And(sympy.Ne(rest, 0), sympy.Xor(sympy.Lt(b, 0), sympy.Lt(rest, 0))))], rest)
 
 
 def _heaviside(x, h0):
@@ -72,6 +90,14 @@ UFUNCS = {
     np.log10: cfunctions.log10,
     np.log1p: cfunctions.log1p,
     np.logaddexp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
+    np.logaddexp2: lambda a, b: cfunctions.log2(cfunctions.exp2(a) + cfunctions.exp2(b)),
+    np.remainder: _remainder,
+    np.fmod: fmod,
+    np.floor_divide: lambda a, b: sympy.floor(a / b),
+    np.floor: sympy.floor,
+    np.ceil: sympy.ceiling,
+    np.trunc: trunc,
+    np.rint: rint,
     np.sin: sympy.sin,
     np.cos: sympy.cos,
     np.tan: sympy.tan,
@@ -126,10 +152,13 @@ def apply_ufunc(ufunc, method, inputs, kwargs):
     out = kwargs.pop("out", None)
     kwargs.pop("dtype", None)
     kwargs.pop("casting", None)
+    reduce_options = {}
+    if method == "reduce":  # numpy passes everything but the array as keywords
+        reduce_options = {"axis": kwargs.pop("axis", 0), "keepdims": kwargs.pop("keepdims", False)}
     if kwargs:
         unsupported(f"{name} with {', '.join(sorted(kwargs))}=", "Drop those keyword arguments.")
-    if method == "reduce" and ufunc in (np.add, np.multiply):
-        result = _sum(inputs[0], *inputs[1:]) if ufunc is np.add else _prod(inputs[0], *inputs[1:])
+    if method == "reduce" and ufunc in (np.add, np.multiply, np.maximum, np.minimum, np.fmax, np.fmin):
+        result = _REDUCERS[ufunc](inputs[0], **reduce_options)
     elif method != "__call__":
         unsupported(f"{name}.{method}", "Only plain ufunc calls (and np.add/np.multiply.reduce) are supported.")
     elif ufunc is np.matmul:
@@ -302,17 +331,29 @@ def _mean(a, axis=None, dtype=None, out=None, keepdims=False, where=None):
     return _reduce(values, axis, keepdims, lambda terms: sympy.Rational(1, count) * _add_all(terms))
 
 
+def _tree(terms, pick):
+    """``pick`` over ``terms`` as a balanced binary tree, earlier terms on the
+    left: n - 1 nodes, depth log2(n) (see ``functions._Selection``)."""
+    while len(terms) > 1:
+        paired = [pick(terms[i], terms[i + 1]) for i in range(0, len(terms) - 1, 2)]
+        if len(terms) % 2:
+            paired.append(terms[-1])
+        terms = paired
+    return terms[0]
+
+
 def _extreme(name, pick):
     def reduce(a, axis=None, out=None, keepdims=False, initial=None, where=None):
-        _no_extras(name, out=out, initial=initial, where=where)
+        _no_extras(name, out=out, where=where)
+        values = as_values(a)
+        if values.size == 0 and initial is None:
+            raise ShapeError(f"np.{name} of an empty array needs initial=")
 
         def combine(terms):
-            best = terms[0]
-            for term in terms[1:]:
-                best = pick(best, term)
-            return best
+            best = _tree(terms, pick) if terms else constant(initial)
+            return best if initial is None or not terms else pick(best, constant(initial))
 
-        return _reduce(a, axis, keepdims, combine)
+        return _reduce(values, axis, keepdims, combine)
 
     return reduce
 
@@ -365,6 +406,371 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     return TracerArray(np.broadcast_to(as_values(fill_value), np.shape(a) if shape is None else shape).copy())
 
 
+_REDUCERS = {
+    np.add: lambda a, axis=0, keepdims=False: _sum(a, axis, keepdims=keepdims),
+    np.multiply: lambda a, axis=0, keepdims=False: _prod(a, axis, keepdims=keepdims),
+    np.maximum: lambda a, axis=0, keepdims=False: _extreme("maximum.reduce", maximum.new)(a, axis, keepdims=keepdims),
+    np.minimum: lambda a, axis=0, keepdims=False: _extreme("minimum.reduce", minimum.new)(a, axis, keepdims=keepdims),
+    np.fmax: lambda a, axis=0, keepdims=False: _extreme("fmax.reduce", maximum.new)(a, axis, keepdims=keepdims),
+    np.fmin: lambda a, axis=0, keepdims=False: _extreme("fmin.reduce", minimum.new)(a, axis, keepdims=keepdims),
+}
+
+
+# --------------------------------------------------------------------------
+# statistics and sorting
+
+
+def _var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None, correction=None):
+    """np.var: the mean of squared deviations, divided by n - ddof instead of n."""
+    _no_extras("var", out=out, where=where, mean=mean)
+    if correction is not None:
+        ddof = correction
+    values = as_values(a)
+    axes = _axes(axis, values.ndim)
+    count = int(np.prod([values.shape[d] for d in axes], dtype=np.int64))
+    if count - ddof <= 0:
+        raise ShapeError(f"np.var/np.std over {count} elements with ddof={ddof}: n - ddof must be positive")
+    centre = _mean(values, axis=tuple(axes), keepdims=True)
+    squares = elementwise(lambda v, m: (v - m) ** 2, values, centre)
+    scale = sympy.Rational(1, count - int(ddof)) if float(ddof).is_integer() else 1 / constant(count - ddof)
+    return _reduce(squares, tuple(axes), keepdims, lambda terms: scale * _add_all(terms))
+
+
+def _std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None, correction=None):
+    return elementwise(sympy.sqrt, _var(a, axis, dtype, out, ddof, keepdims, where=where, mean=mean,
+                                        correction=correction))
+
+
+def _sorted(terms):
+    """The values of ``terms`` in increasing order, as a stable sort orders them.
+
+    Values are symbols, so the order is written with comparisons. Output k is
+    ``sum_j pick(rank_j, k, x_j)`` (x_j where rank_j == k), rank_j the stable rank of x_j (a
+    :class:`~symjac.front.functions.stable_rank` node): n ranks of n
+    comparisons and n outputs of n selections, O(n²) nodes, never
+    exponential. A sorting network (n log² n min/max nodes) would be smaller
+    but is not stable: at a tie it can hand a later element to an earlier
+    position, and the derivative would follow the permutation it made. With
+    ranks, the element selected at each position is exactly the one numpy's
+    stable sort (and JAX's sort) puts there, ties in original order: the
+    Jacobian is that permutation, also at ties; the ranks themselves are flat.
+    """
+    n = len(terms)
+    if n == 1:
+        return list(terms)
+    if all(term.is_Number for term in terms):
+        return sorted(terms, key=float)
+    ranks = [stable_rank.new(sympy.Integer(j), *terms) for j in range(n)]
+    return [sympy.Add(*[pick.new(ranks[j], sympy.Integer(k), terms[j]) for j in range(n)]) for k in range(n)]
+
+
+def _along(values: np.ndarray, axis, rows) -> np.ndarray:
+    """Apply ``rows`` (list of exprs -> list of exprs, same length) along ``axis``."""
+    if axis is None:
+        values, axis = values.ravel(), 0
+    if values.ndim == 0:
+        raise ShapeError("cannot sort a 0-d array")
+    moved = np.moveaxis(values, axis, -1)
+    result = np.empty(moved.shape, dtype=object)
+    for index in np.ndindex(*moved.shape[:-1]):
+        result[index] = np.array(rows(list(moved[index])) + [None], dtype=object)[:-1]
+    return np.moveaxis(result, -1, axis)
+
+
+def _sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    _no_extras("sort", order=order)
+    return TracerArray(_along(as_values(a), axis, _sorted))
+
+
+def _partition(a, kth, axis=-1, kind="introselect", order=None):
+    """np.partition: the whole array sorted, which is one valid partition
+    (numpy leaves the order inside each part unspecified)."""
+    _no_extras("partition", order=order)
+    values = as_values(a)
+    length = values.size if axis is None else values.shape[axis]
+    for k in np.atleast_1d(kth):
+        if not -length <= int(k) < length:
+            raise ShapeError(f"kth {int(k)} out of bounds for an axis of length {length}")
+    return TracerArray(_along(values, axis, _sorted))
+
+
+def _median(a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    _no_extras("median", out=out)
+    values = as_values(a)
+
+    def middle(terms):
+        ordered = _sorted(terms)
+        n = len(ordered)
+        return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+    return _reduce(values, axis, keepdims, middle)
+
+
+def _value_dependent(name):
+    def refuse(*args, **kwargs):
+        unsupported(f"np.{name} of traced values",
+                    "Its result is an index that depends on the values. Use np.sort / np.max / np.min for "
+                    "the values themselves, or np.where to select.")
+    return refuse
+
+
+# --------------------------------------------------------------------------
+# real-valued views of complex functions, rounding, clean-up
+
+
+def _real(a):
+    return TracerArray(as_values(a).copy())
+
+
+def _imag(a):
+    return _filled_like(sympy.S.Zero)(a)
+
+
+def _angle(z, deg=False):
+    """The phase of a real number: pi for negatives, 0 otherwise (derivative 0)."""
+    half_turn = sympy.Integer(180) if deg else sympy.pi
+    return elementwise(lambda v: _select([(half_turn, sympy.Lt(v, 0))], sympy.S.Zero), z)
+
+
+def _real_if_close(a, tol=100):
+    return _real(a)
+
+
+_LARGEST = constant(np.finfo(np.float64).max)
+
+
+def _nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    high = _LARGEST if posinf is None else constant(posinf)
+    low = -_LARGEST if neginf is None else constant(neginf)
+    return elementwise(lambda v: nan_to_num(v, constant(nan), high, low), x)
+
+
+def _round(a, decimals=0, out=None):
+    """np.round: rint(a * 10**d) / 10**d as numpy computes it; derivative 0."""
+    _no_extras("round", out=out)
+    if decimals == 0:
+        return elementwise(rint, a)
+    scale = constant(10.0 ** abs(decimals))
+    if decimals > 0:
+        return elementwise(lambda v: rint(v * scale) / scale, a)
+    return elementwise(lambda v: rint(v / scale) * scale, a)
+
+
+# --------------------------------------------------------------------------
+# array construction and finite differences
+
+
+def _linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *, device=None):
+    """np.linspace with traced end points: start + i * (stop - start) / div, the last one stop."""
+    if num < 0:
+        raise ShapeError(f"np.linspace: num must be non-negative, got {num}")
+    start, stop = as_values(start), as_values(stop)
+    shape = np.broadcast_shapes(start.shape, stop.shape)
+    start, stop = np.broadcast_to(start, shape), np.broadcast_to(stop, shape)
+    div = (num - 1) if endpoint else num
+    result = np.empty((num,) + shape, dtype=object)
+    step = np.empty(shape, dtype=object)
+    for index in np.ndindex(*shape):
+        delta = stop[index] - start[index]
+        step[index] = delta / div if div > 0 else sympy.nan
+        for i in range(num):
+            result[(i,) + index] = start[index] + (delta * sympy.Rational(i, div) if div > 0 else 0)
+        if endpoint and num > 1:
+            result[(num - 1,) + index] = stop[index]
+    result = np.moveaxis(result, 0, axis)
+    return (TracerArray(result), TracerArray(step)) if retstep else TracerArray(result)
+
+
+def _gradient(f, *varargs, axis=None, edge_order=1):
+    """np.gradient with uniform spacings (a scalar per axis, constant or traced):
+    second-order central differences inside, one-sided ones of order
+    ``edge_order`` at the edges, as numpy computes them."""
+    values = as_values(f)
+    axes = _axes(axis, values.ndim)
+    if len(varargs) == 0:
+        spacings = [sympy.S.One] * len(axes)
+    elif len(varargs) == 1:
+        spacings = [varargs[0]] * len(axes)
+    elif len(varargs) == len(axes):
+        spacings = list(varargs)
+    else:
+        raise ShapeError(f"np.gradient: {len(varargs)} spacings for {len(axes)} axes")
+    steps = []
+    for spacing in spacings:
+        step = as_values(spacing)
+        if step.ndim:
+            unsupported("np.gradient with coordinate arrays", "Give one uniform spacing per axis.")
+        steps.append(step[()])
+    if edge_order not in (1, 2):
+        raise ShapeError("np.gradient: edge_order must be 1 or 2")
+    results = []
+    for d, h in zip(axes, steps):
+        n = values.shape[d]
+        if n < edge_order + 1:
+            raise ShapeError(f"np.gradient needs at least {edge_order + 1} points along axis {d}, got {n}")
+        moved = np.moveaxis(values, d, 0)
+        out = np.empty(moved.shape, dtype=object)
+        for i in range(1, n - 1):
+            out[i] = (moved[i + 1] - moved[i - 1]) / (2 * h)
+        if edge_order == 1:
+            out[0] = (moved[1] - moved[0]) / h
+            out[-1] = (moved[-1] - moved[-2]) / h
+        else:
+            out[0] = (-3 * moved[0] + 4 * moved[1] - moved[2]) / (2 * h)
+            out[-1] = (3 * moved[-1] - 4 * moved[-2] + moved[-3]) / (2 * h)
+        results.append(TracerArray(np.moveaxis(out, 0, d)))
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+def _select_arrays(condlist, choicelist, default=0):
+    """np.select: the first choice whose condition holds, else default."""
+    if len(condlist) != len(choicelist):
+        raise ShapeError("np.select: condlist and choicelist must be of the same length")
+    if not condlist:
+        raise ShapeError("np.select: select with an empty condition list is not possible")
+    count = len(condlist)
+
+    def pick(*items):
+        conditions, choices, fallback = items[:count], items[count:2 * count], items[-1]
+        return _select(list(zip(choices, conditions)), fallback)
+
+    return elementwise(pick, *condlist, *choicelist, default)
+
+
+# --------------------------------------------------------------------------
+# np.linalg for small fixed sizes: exact symbolic expansion
+
+
+_SMALL_LINALG = 3
+
+
+def _square_stack(a, name):
+    values = as_values(a)
+    if values.ndim < 2 or values.shape[-1] != values.shape[-2]:
+        raise ShapeError(f"np.linalg.{name}: the last two dimensions must be square, got shape {values.shape}")
+    if values.shape[-1] > _SMALL_LINALG:
+        unsupported(f"np.linalg.{name} of a {values.shape[-1]}x{values.shape[-1]} matrix in the scalar form",
+                    f"The scalar form expands np.linalg.{name} symbolically up to 3x3; "
+                    "use form=\"array\" for larger matrices.")
+    return values
+
+
+def _det2(m) -> sympy.Expr:
+    n = m.shape[0]
+    if n == 1:
+        return m[0, 0]
+    if n == 2:
+        return m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    return (m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1])
+            - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
+            + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]))
+
+
+def _det(a):
+    """np.linalg.det up to 3x3: the Leibniz expansion (exact, smooth); larger
+    matrices need the array form (form="array")."""
+    values = _square_stack(a, "det")
+    result = np.empty(values.shape[:-2], dtype=object)
+    for index in np.ndindex(*values.shape[:-2]):
+        result[index] = _det2(values[index])
+    return TracerArray(result)
+
+
+def _inv2(m) -> np.ndarray:
+    n = m.shape[0]
+    det = _det2(m)
+    adjugate = np.empty((n, n), dtype=object)
+    for i in range(n):
+        for j in range(n):
+            minor = np.delete(np.delete(m, j, axis=0), i, axis=1)
+            adjugate[i, j] = (-1) ** (i + j) * (_det2(minor) if n > 1 else sympy.S.One)
+    inverse = 1 / det
+    return np.frompyfunc(lambda entry: entry * inverse, 1, 1)(adjugate)
+
+
+def _inv(a):
+    """np.linalg.inv up to 3x3: adjugate over determinant; larger matrices need
+    the array form (form="array")."""
+    values = _square_stack(a, "inv")
+    result = np.empty(values.shape, dtype=object)
+    for index in np.ndindex(*values.shape[:-2]):
+        result[index] = _inv2(values[index])
+    return TracerArray(result)
+
+
+def _solve(a, b):
+    """np.linalg.solve up to 3x3: inv(a) @ b (b a vector or a stack of columns, numpy's rules);
+    larger matrices need the array form (form="array")."""
+    inverse = as_values(_inv(a))
+    return TracerArray(matmul(inverse, as_values(b)))  # numpy 2: a 1-d b is a vector, else columns
+
+
+# --------------------------------------------------------------------------
+# np.r_ / np.c_ and Python lists of traced values
+
+
+def _concatenator_items(key):
+    items = key if isinstance(key, tuple) else (key,)
+    parts = []
+    for item in items:
+        if isinstance(item, str):
+            unsupported("np.r_/np.c_ with a string directive", "Use np.concatenate / np.stack with axis=.")
+        if isinstance(item, slice):
+            item = _ORIGINAL_R[item]
+        parts.append(as_values(item))
+    return parts
+
+
+class _Concatenator:
+    """np.r_ / np.c_ while tracing: numpy's own unless a traced value is inside."""
+
+    def __init__(self, original, columns: bool):
+        self._original = original
+        self._columns = columns
+
+    def __getitem__(self, key):
+        from .tracer import tracing
+
+        if not (tracing() and holds_tracer(key if isinstance(key, tuple) else (key,))):
+            return self._original[key]
+        parts = _concatenator_items(key)
+        if self._columns:  # np.c_: 1-d parts become columns, concatenated along the last axis
+            parts = [part.reshape(1, 1) if part.ndim == 0 else part[:, None] if part.ndim == 1 else part
+                     for part in parts]
+            return TracerArray(np.concatenate(parts, axis=-1))
+        parts = [part.reshape(1) if part.ndim == 0 else part for part in parts]
+        return TracerArray(np.concatenate(parts, axis=0))
+
+    def __len__(self):
+        return 0
+
+
+_ORIGINAL_R = np.r_
+
+
+def _lists_as_arrays(original):
+    """A numpy function that turns lists holding traced values into traced
+    arrays before numpy sees them (numpy would convert them itself, without
+    dispatching to the tracer); numpy's own function otherwise."""
+    from .tracer import tracing
+
+    def convert(value):
+        if isinstance(value, (list, tuple)) and holds_tracer(value):
+            return TracerArray(as_values(value))
+        return value
+
+    def call(*args, **kwargs):
+        if tracing():
+            args = [convert(arg) for arg in args]
+            kwargs = {key: convert(value) for key, value in kwargs.items()}
+        return original(*args, **kwargs)
+
+    call.__name__ = getattr(original, "__name__", "function")
+    call.__doc__ = getattr(original, "__doc__", None)
+    call.__wrapped__ = original
+    return call
+
+
 def _passthrough(func):
     """Structural numpy functions: run numpy itself on the object arrays.
 
@@ -404,7 +810,7 @@ _PASSTHROUGH = [
     np.atleast_1d, np.atleast_2d, np.atleast_3d, np.broadcast_to, np.broadcast_arrays,
     np.flip, np.fliplr, np.flipud, np.roll, np.rot90, np.repeat, np.tile, np.take,
     np.diag, np.diagonal, np.diagflat, np.tril, np.triu, np.copy, np.append, np.insert, np.delete,
-    np.split, np.array_split, np.hsplit, np.vsplit, np.pad,
+    np.split, np.array_split, np.hsplit, np.vsplit, np.dsplit, np.pad, np.rollaxis, np.take_along_axis,
     np.cross, np.diff, np.cumsum, np.cumprod, np.trace, np.kron,
 ]
 
@@ -413,10 +819,10 @@ FUNCTIONS.update({
     np.sum: _sum,
     np.prod: _prod,
     np.mean: _mean,
-    np.max: _extreme("max", UFUNCS[np.maximum]),
-    np.min: _extreme("min", UFUNCS[np.minimum]),
-    np.amax: _extreme("amax", UFUNCS[np.maximum]),
-    np.amin: _extreme("amin", UFUNCS[np.minimum]),
+    np.max: _extreme("max", maximum.new),
+    np.min: _extreme("min", minimum.new),
+    np.amax: _extreme("amax", maximum.new),
+    np.amin: _extreme("amin", minimum.new),
     np.dot: _dot,
     np.inner: _inner,
     np.vdot: _vdot,
@@ -433,7 +839,78 @@ FUNCTIONS.update({
     np.shape: lambda a: a.shape,
     np.ndim: lambda a: a.ndim,
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],
+    np.var: _var,
+    np.std: _std,
+    np.median: _median,
+    np.sort: _sort,
+    np.partition: _partition,
+    np.argsort: _value_dependent("argsort"),
+    np.argmax: _value_dependent("argmax"),
+    np.argmin: _value_dependent("argmin"),
+    np.argpartition: _value_dependent("argpartition"),
+    np.real: _real,
+    np.imag: _imag,
+    np.angle: _angle,
+    np.real_if_close: _real_if_close,
+    np.nan_to_num: _nan_to_num,
+    np.round: _round,
+    np.around: _round,
+    np.fix: lambda x, out=None: (_no_extras("fix", out=out), elementwise(trunc, x))[1],
+    np.linspace: _linspace,
+    np.gradient: _gradient,
+    np.select: _select_arrays,
+    np.linalg.det: _det,
+    np.linalg.inv: _inv,
+    np.linalg.solve: _solve,
 })
+
+# Functions that take one array: a Python list holding traced values is that
+# array (np.mean([a, b])). Not those taking sequences of arrays
+# (np.concatenate, np.block, ...): numpy dispatches on their items already.
+_LIST_ARGUMENTS = [
+    np.sum, np.prod, np.mean, np.max, np.min, np.amax, np.amin, np.var, np.std, np.median, np.sort,
+    np.partition, np.append, np.insert, np.cumsum, np.cumprod, np.diff, np.dot, np.inner, np.outer, np.vdot,
+    np.where, np.clip, np.reshape, np.ravel, np.transpose, np.flip, np.roll, np.repeat, np.tile, np.diag,
+    np.trace, np.cross, np.kron, np.real, np.imag, np.angle, np.nan_to_num, np.round, np.around, np.gradient,
+    np.linalg.norm, np.linalg.det, np.linalg.inv, np.linalg.solve, np.tensordot, np.pad, np.squeeze,
+    np.expand_dims, np.atleast_1d, np.atleast_2d, np.atleast_3d, np.broadcast_to,
+]
+for _function in _LIST_ARGUMENTS:
+    _module = np.linalg if _function.__module__.startswith("numpy.linalg") else np
+    patch_while_tracing(_module, _function.__name__, _lists_as_arrays(_function))
+for _name, _columns in (("r_", False), ("c_", True)):
+    patch_while_tracing(np, _name, _Concatenator(getattr(np, _name), _columns))
+
+
+# --------------------------------------------------------------------------
+# what the tracer supports (README's list is generated from this)
+
+_OPERATORS = ["+", "-", "*", "/", "//", "%", "**", "@", "unary -", "abs()", "<", "<=", ">", ">=", "==", "!=",
+              "&", "|", "~", "+=", "-=", "*=", "/=", "**=", "@=", "indexing and slicing with constant indices",
+              "index assignment"]
+_METHODS = sorted(name for name in dir(TracerArray)
+                  if not name.startswith("_") and name not in ("item", "tolist"))  # those two refuse
+
+
+def _public_names(obj) -> list[str]:
+    for prefix, module in (("np.linalg.", np.linalg), ("np.", np)):
+        names = sorted(name for name in dir(module) if not name.startswith("_") and getattr(module, name, None) is obj)
+        if names:
+            return [prefix + name for name in names]
+    return [f"np.{getattr(obj, '__name__', obj)}"]
+
+
+def supported_operations() -> dict[str, list[str]]:
+    """What the scalar-form tracer supports, from its rule tables: numpy
+    ufuncs, numpy functions, the ufunc reductions, operators and array
+    methods. Refusals (``np.argsort`` ...) are left out."""
+    refused = {func for func, rule in FUNCTIONS.items() if getattr(rule, "__name__", "") == "refuse"}
+    ufuncs = sorted({name for ufunc in list(UFUNCS) + [np.matmul] for name in _public_names(ufunc)})
+    functions = sorted({name for func in FUNCTIONS if func not in refused for name in _public_names(func)}
+                       | {"np.array", "np.asarray", "np.asanyarray", "np.ascontiguousarray", "np.r_", "np.c_"})
+    reductions = sorted(f"{name}.reduce" for ufunc in _REDUCERS for name in _public_names(ufunc))
+    return {"ufuncs": ufuncs, "functions": functions, "reductions": reductions,
+            "operators": list(_OPERATORS), "methods": list(_METHODS)}
 
 
 def apply_function(func, args, kwargs):
@@ -450,3 +927,58 @@ def apply_function(func, args, kwargs):
 
 
 RULES.register(apply_ufunc, apply_function)
+
+
+_CONVENTIONS = """\
+Derivatives where numpy's function is not differentiable (a set of measure
+zero) follow numpy's selection rules and JAX:
+
+- `np.max`/`np.min` (and `amax`, `.max()`, `np.maximum.reduce`): the derivative
+  of the first maximal (minimal) element, the one `np.argmax` (`np.argmin`)
+  returns; `np.maximum(a, b)`/`np.minimum(a, b)` select `a` at a tie. (JAX
+  splits the derivative evenly between tied elements; a selection keeps every
+  derivative, also the second, that of one smooth branch.)
+- `np.sort`, `np.partition`, `np.median`: the element a stable sort puts at
+  each position (ties in original order), as JAX's sort; `np.partition`
+  returns the fully sorted array, one valid partition.
+- `np.floor`, `np.ceil`, `np.trunc`, `np.rint`, `np.round`, `//`, `np.sign`,
+  `np.angle`: derivative 0, also at the jumps.
+- `np.remainder`/`np.mod`/`%`: 1 with respect to the dividend, `-floor(a/b)`
+  with respect to the divisor; `np.fmod`: 1 and `-trunc(a/b)` (JAX's rules),
+  also at the jumps.
+- Compiled `max`/`min` use C's `fmax`/`fmin` (numpy: `np.fmax`/`np.fmin`): a NaN
+  element is skipped where `np.max` would return NaN. `np.logaddexp` and
+  `np.logaddexp2` are computed as written (`log(exp(a) + exp(b))`), so they
+  overflow for arguments beyond about 709 (1024 for base 2) where numpy's do not.
+
+Not supported, and why:
+
+- complex numbers: traced values are real (`np.real`, `np.imag`, `np.angle`,
+  `np.real_if_close` accept real input);
+- indices that depend on values (`np.argmax`, `np.argsort`, `x[np.argmax(x)]`,
+  boolean masks of traced values): the program would change with the point;
+  use `np.where`, `np.max`, `np.sort`;
+- `np.linalg` beyond `det`/`inv`/`solve` of matrices up to 3×3 (expanded
+  exactly), `norm` (vector 1- and 2-norm, Frobenius): larger matrices and the
+  factorizations belong to the array form (`form="array"`, listed above);
+- sorting is written with comparisons, O(n²) nodes: fine for tens to a few
+  hundred traced values, slow beyond.
+"""
+
+
+def supported_operations_markdown() -> str:
+    """The README's "Supported numpy operations" section body, generated from
+    the rule tables (``tests/test_numpy_coverage.py`` holds the README to it)."""
+    table = supported_operations()
+    titles = {"ufuncs": "ufuncs (elementwise, with broadcasting)", "functions": "functions",
+              "reductions": "ufunc reductions", "operators": "operators", "methods": "array methods and attributes"}
+    lines = []
+    for key, title in titles.items():
+        names = ", ".join(f"`{name}`" for name in table[key])
+        lines.append(f"- **{title}**: {names}")
+    from .array_trace import LINALG_FUNCTIONS  # the array form's own rule table
+
+    linalg = ", ".join(sorted(f"`np.linalg.{f.__name__}`" for f in LINALG_FUNCTIONS))
+    lines.append(f"- **array form only** (`form=\"array\"`; any matrix size, stacked and broadcast like "
+                 f"numpy; derivatives by the matrix rules of M. Giles 2008): {linalg}")
+    return "\n".join(lines) + "\n\n" + _CONVENTIONS

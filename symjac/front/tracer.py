@@ -23,7 +23,8 @@ import sympy
 
 from ..errors import DeclaredShapeError, ShapeError, TracingError
 
-__all__ = ["RULES", "TracerArray", "TracingContext", "as_values", "constant", "contains_tracer", "scalar_array", "unsupported", "wrap"]
+__all__ = ["RULES", "TracerArray", "TracingContext", "as_values", "constant", "contains_tracer", "holds_tracer",
+           "patch_while_tracing", "scalar_array", "tracing", "unsupported", "wrap"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # symjac/
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__))
@@ -268,6 +269,8 @@ class TracerArray:
     def __invert__(self): return np.logical_not(self)
     def __floordiv__(self, other): return np.floor_divide(self, other)
     def __mod__(self, other): return np.remainder(self, other)
+    def __rmod__(self, other): return np.remainder(other, self)
+    def __rfloordiv__(self, other): return np.floor_divide(other, self)
 
     # In-place operators write through, so they also update the array a view
     # was taken from (``tail = out[1:]; tail += x[1:]``), as numpy does.
@@ -322,6 +325,38 @@ class TracerArray:
     def mean(self, axis=None, keepdims=False, **kwargs):
         return np.mean(self, axis=axis, keepdims=keepdims, **kwargs)
 
+    def max(self, axis=None, out=None, keepdims=False, **kwargs):
+        return np.max(self, axis=axis, out=out, keepdims=keepdims, **kwargs)
+
+    def min(self, axis=None, out=None, keepdims=False, **kwargs):
+        return np.min(self, axis=axis, out=out, keepdims=keepdims, **kwargs)
+
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+        return np.var(self, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
+
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False, **kwargs):
+        return np.std(self, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims, **kwargs)
+
+    def cumsum(self, axis=None):
+        return np.cumsum(self, axis=axis)
+
+    def cumprod(self, axis=None):
+        return np.cumprod(self, axis=axis)
+
+    def sort(self, axis=-1, kind=None, order=None):
+        """In place, as ndarray.sort."""
+        self._values[...] = np.sort(self, axis=axis)._values
+
+    def round(self, decimals=0):
+        return np.round(self, decimals)
+
+    def conj(self):
+        return self
+
+    conjugate = conj
+    real = property(lambda self: self)
+    imag = property(lambda self: np.zeros_like(self))
+
     def dot(self, other):
         return np.dot(self, other)
 
@@ -341,7 +376,7 @@ def _traced_constructor(name: str):
 
     @functools.wraps(original)
     def constructor(obj, *args, **kwargs):
-        if getattr(_tracing, "active", False) and _holds_tracer(obj):
+        if getattr(_tracing, "active", False) and holds_tracer(obj):
             dtype = kwargs.get("dtype", args[0] if args else None)
             if dtype is not None and np.dtype(dtype).kind not in "f":
                 unsupported(f"np.{name}(..., dtype={np.dtype(dtype)})", "Traced values are real floats; drop the dtype.")
@@ -351,16 +386,32 @@ def _traced_constructor(name: str):
     return constructor
 
 
-def _holds_tracer(obj) -> bool:
+def tracing() -> bool:
+    """Whether this thread is tracing a function now."""
+    return getattr(_tracing, "active", False)
+
+
+def holds_tracer(obj) -> bool:
     """A TracerArray, or a (nested) list/tuple with one inside; ndarrays never
     (numpy's own Python code calls np.asarray on object arrays and must get
     numpy's behaviour)."""
     if isinstance(obj, TracerArray):
         return True
-    return isinstance(obj, (list, tuple)) and any(_holds_tracer(item) for item in obj)
+    return isinstance(obj, (list, tuple)) and any(holds_tracer(item) for item in obj)
 
 
-_REPLACEMENTS = {name: _traced_constructor(name) for name in _ORIGINALS}
+# (module, attribute) -> (numpy's original, the replacement while tracing)
+_PATCHES = {(np, name): (original, _traced_constructor(name)) for name, original in _ORIGINALS.items()}
+
+
+def patch_while_tracing(module, name: str, replacement) -> None:
+    """Install ``replacement`` as ``module.name`` while any thread traces.
+
+    For what numpy's protocols cannot intercept: ``np.r_[...]`` and numpy
+    functions handed a Python list of traced values (``np.mean([a, b])``:
+    numpy converts the list before dispatching). A replacement must behave
+    exactly like the original when :func:`tracing` is false (other threads)."""
+    _PATCHES[(module, name)] = (getattr(module, name), replacement)
 _install_lock = threading.Lock()
 _install_count = 0
 
@@ -372,8 +423,8 @@ class TracingContext:
         global _install_count
         with _install_lock:
             if _install_count == 0:
-                for name, replacement in _REPLACEMENTS.items():
-                    setattr(np, name, replacement)
+                for (module, name), (_, replacement) in _PATCHES.items():
+                    setattr(module, name, replacement)
             _install_count += 1
         _tracing.active = True
         return self
@@ -384,8 +435,8 @@ class TracingContext:
         with _install_lock:
             _install_count -= 1
             if _install_count == 0:
-                for name, original in _ORIGINALS.items():
-                    setattr(np, name, original)
+                for (module, name), (original, _) in _PATCHES.items():
+                    setattr(module, name, original)
         return False
 
 
