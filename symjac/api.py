@@ -352,7 +352,9 @@ _COMMON_DOCS = """
     is an argument name, index, or a tuple of them (default: the first
     argument); the other arguments are runtime parameters. The build options
     (``symjac.Options``): ``backend`` is "cython", "numpy" or None (Cython
-    where a C compiler works, else numpy with a warning). ``flags`` replaces
+    where a C compiler works, else numpy with a warning). ``form`` is "auto"
+    (the array form for dense linear algebra that would scalarize into many
+    operations), "scalar" or "array"; ``obj.form`` says which was taken. ``flags`` replaces
     the default C compiler flags (``("-O3", "-fno-math-errno",
     "-ffp-contract=off")``). ``native=True`` (the default) builds for this
     machine's CPU and its widest SIMD lanes (``-march=native``; the cache key
@@ -369,11 +371,9 @@ _COMMON_DOCS = """
 
 def _entry_point(kind):
     """The public entry point ``symjac.<kind.name>`` of a derivative description."""
-    def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=None, **named_shapes):
+    def entry(function, *shapes, wrt=None, **keywords):
+        options, named_shapes = Options.split(keywords)
         kernels = _check_kernels(kind, named_shapes.pop("kernels", None) if kind.optional_kernels else None)
-        options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
-                          verbose=verbose)
         return compile_derivative(kind.name, function, shapes, named_shapes, wrt=wrt, kernels=kernels,
                                   options=options)
 

@@ -54,6 +54,14 @@ class Options:
         if self.verbose is not None:
             object.__setattr__(self, "verbose", bool(self.verbose))
 
+    @classmethod
+    def split(cls, keywords: dict) -> tuple["Options", dict]:
+        """An entry point's keywords -> (the options among them, the rest: the
+        named shapes). Every entry point takes the options this way, so their
+        names and defaults are written here only."""
+        rest = dict(keywords)
+        return cls(**{name: rest.pop(name) for name in OPTION_NAMES if name in rest}), rest
+
     def build_options(self) -> BuildOptions:
         """The compiler's share of these options."""
         return BuildOptions(flags=self.flags if self.flags is not None else DEFAULT_FLAGS, native=self.native,

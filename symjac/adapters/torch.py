@@ -398,12 +398,10 @@ _DOCS = """
 
 def _entry_point(kernel: str, summary: str, takes_wrt: bool = True):
     """``symjac.torch.<kernel>``: the kernel ``kernel`` as a differentiable torch operator."""
-    def entry(function, *shapes, wrt=None, backend=None, form="auto", flags=None, native=True, vector_math=True,
-              verbose=None, **named_shapes):
+    def entry(function, *shapes, wrt=None, **keywords):
         if wrt is not None and not takes_wrt:
             raise TypeError(f"symjac.torch.{kernel} differentiates with respect to every argument: it takes no wrt")
-        options = Options(backend=backend, form=form, flags=flags, native=native, vector_math=vector_math,
-                          verbose=verbose)
+        options, named_shapes = Options.split(keywords)
         return _build(kernel, function, shapes, named_shapes, wrt, options)
 
     entry.__name__ = entry.__qualname__ = kernel
