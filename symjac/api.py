@@ -12,7 +12,7 @@ computes its symbolic derivative only when asked (``.derivative``,
 command); :func:`jacobian`, :func:`hessian`, :func:`gradient`, :func:`jvp` and
 :func:`vjp` add building and wrap the module for calling. The first argument
 may be a numpy-style function (then shapes are given), a
-:class:`~symjac.trace.Traced`, or a compiled derivative built in this process
+:class:`~symjac.front.trace.Traced`, or a compiled derivative built in this process
 (its :meth:`~symjac.runtime.Compiled.traced` form: a derivative is a function
 and can be differentiated again).
 """

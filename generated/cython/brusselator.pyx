@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 307f28ab15986daa40afb5d211f88370e5cfaa5c6d2c33144cac1a334404a493
+symjac-content-hash: 9d0e1f5cc25b15bdd1bede59498a37faac375d396e7e19a1d7b5a175e70ed3a3
 """
 
 import os
@@ -950,7 +950,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '307f28ab15986daa40afb5d211f88370e5cfaa5c6d2c33144cac1a334404a493'
+CONTENT_HASH = '9d0e1f5cc25b15bdd1bede59498a37faac375d396e7e19a1d7b5a175e70ed3a3'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
@@ -977,7 +977,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

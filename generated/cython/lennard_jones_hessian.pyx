@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 3ffc93935bb5f1243741df313a33deeae33925cce6cabb2a15d209d5c491682b
+symjac-content-hash: 0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe
 """
 
 import os
@@ -912,7 +912,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '3ffc93935bb5f1243741df313a33deeae33925cce6cabb2a15d209d5c491682b'
+CONTENT_HASH = '0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -939,7 +939,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

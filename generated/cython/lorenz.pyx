@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 946e33304aa205fc4cb5c51b34d8ce5b166e54b15920d54a5d0f2e5e7fb39b82
+symjac-content-hash: 9f6f06b21ba479b896e3576a934ca9c67b3144a87ddbcf700e35d814b3873d9e
 """
 
 import os
@@ -793,7 +793,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '946e33304aa205fc4cb5c51b34d8ce5b166e54b15920d54a5d0f2e5e7fb39b82'
+CONTENT_HASH = '9f6f06b21ba479b896e3576a934ca9c67b3144a87ddbcf700e35d814b3873d9e'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -820,7 +820,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 596f151127bf4a07fefe915ee8dc2c4368337d9043996862207e3a6a5ceba3dd
+symjac-content-hash: d9d84659a9c9f6c88a79d91d5cd047e4237ea124a2086375036343bde699562d
 """
 
 import os
@@ -802,7 +802,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '596f151127bf4a07fefe915ee8dc2c4368337d9043996862207e3a6a5ceba3dd'
+CONTENT_HASH = 'd9d84659a9c9f6c88a79d91d5cd047e4237ea124a2086375036343bde699562d'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -829,7 +829,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 9c7e8a4e623a1ae5f3c3a7ec3230742f5d01e92b29829b2cc91cd892111d04d0
+symjac-content-hash: 71a20a573585abf767a7640eb3c2564a9d3a4178c1d18a13fba6106e22fa6e64
 """
 
 import os
@@ -636,7 +636,7 @@ POINT_KINDS = MODEL.point_kinds  # make_entry takes these
 make_entry = MODEL.make_entry
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '9c7e8a4e623a1ae5f3c3a7ec3230742f5d01e92b29829b2cc91cd892111d04d0'
+CONTENT_HASH = '71a20a573585abf767a7640eb3c2564a9d3a4178c1d18a13fba6106e22fa6e64'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -663,7 +663,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

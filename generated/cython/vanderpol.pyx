@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: f95e9371c04645264299ab494b2cd8122249ddcc0453775bb715ad1f9a96fd2c
+symjac-content-hash: 64fcb1344f8bd0d18bce84f88a2235eb8ddac8e0ef068b9baa23b7c6b7ee753f
 """
 
 import os
@@ -781,7 +781,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'f95e9371c04645264299ab494b2cd8122249ddcc0453775bb715ad1f9a96fd2c'
+CONTENT_HASH = '64fcb1344f8bd0d18bce84f88a2235eb8ddac8e0ef068b9baa23b7c6b7ee753f'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
@@ -808,7 +808,7 @@ NONZEROS = _nonzero_tables()
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

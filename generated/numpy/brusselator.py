@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 9adedf1ffebefdfeef3e3c08887d02d6bee002e77dc0f9e62b3426275b12f39b
+symjac-content-hash: 1b564897b22c103a5c13d5a0907a0cc958f75a0453bfed629acdb08fbebd7059
 """
 
 import os
@@ -245,7 +245,7 @@ _IDENTITY = range(36)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '9adedf1ffebefdfeef3e3c08887d02d6bee002e77dc0f9e62b3426275b12f39b'
+CONTENT_HASH = '1b564897b22c103a5c13d5a0907a0cc958f75a0453bfed629acdb08fbebd7059'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))
@@ -278,7 +278,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

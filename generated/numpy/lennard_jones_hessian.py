@@ -10,7 +10,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 2a8a7a3949aa8e85e38fbe166b617f14ae58f707ff56c1d57ad0e671673af81d
+symjac-content-hash: 89932b87a310972a431b3dcec51a4fe2496648b5652a820da91b90a299fdf442
 """
 
 import os
@@ -266,7 +266,7 @@ _IDENTITY = range(81)  # the position table of packed values in their own order
 KERNELS = {"hessian": _kernel_hessian, "hessian_values": _kernel_hessian_values}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '2a8a7a3949aa8e85e38fbe166b617f14ae58f707ff56c1d57ad0e671673af81d'
+CONTENT_HASH = '89932b87a310972a431b3dcec51a4fe2496648b5652a820da91b90a299fdf442'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -299,7 +299,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 27f07409c96c4c943ea7ff5cddd0884a41f2b1fe15252e79e0b457fe0ed98c16
+symjac-content-hash: 5e90d98b8ea3c3360b8a583b7a97a262353d137f3d6775bea60524e142b97736
 """
 
 import os
@@ -128,7 +128,7 @@ _IDENTITY = range(8)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '27f07409c96c4c943ea7ff5cddd0884a41f2b1fe15252e79e0b457fe0ed98c16'
+CONTENT_HASH = '5e90d98b8ea3c3360b8a583b7a97a262353d137f3d6775bea60524e142b97736'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -159,7 +159,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

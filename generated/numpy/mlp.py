@@ -16,7 +16,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 3e4ecbb9c0c1bc4e0df39346561a0eb7518fa1daff249e9d588e74497bed7698
+symjac-content-hash: 867ace5c56fefaf85fc13ebcc4fe73f18c5e29e1d1b113cbc43d21edbc0cbc06
 """
 
 import os
@@ -200,7 +200,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '3e4ecbb9c0c1bc4e0df39346561a0eb7518fa1daff249e9d588e74497bed7698'
+CONTENT_HASH = '867ace5c56fefaf85fc13ebcc4fe73f18c5e29e1d1b113cbc43d21edbc0cbc06'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))
@@ -231,7 +231,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

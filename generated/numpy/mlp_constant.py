@@ -12,7 +12,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0270ac9930cf581ee9507befff6dd5cd3bb4c01dc2a3fb697fdbca664c2fac67
+symjac-content-hash: f7c3ab3d7d4da86151386d3c36700e33394813d20a5fbce55b863056d07eae39
 """
 
 import os
@@ -158,7 +158,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0270ac9930cf581ee9507befff6dd5cd3bb4c01dc2a3fb697fdbca664c2fac67'
+CONTENT_HASH = 'f7c3ab3d7d4da86151386d3c36700e33394813d20a5fbce55b863056d07eae39'
 FUNCTION_NAME = 'mlp_const'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((3,),)
@@ -189,7 +189,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

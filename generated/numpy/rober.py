@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: a3813b013ce6d7bb11708ccfc976056d82b333e5de05f2eb73ce786f76fe93f7
+symjac-content-hash: 435272fcb721f68fd949d5d53fd8b708b74e04abfaf750785fd517250296499d
 """
 
 import os
@@ -137,7 +137,7 @@ _IDENTITY = range(7)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'a3813b013ce6d7bb11708ccfc976056d82b333e5de05f2eb73ce786f76fe93f7'
+CONTENT_HASH = '435272fcb721f68fd949d5d53fd8b708b74e04abfaf750785fd517250296499d'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))
@@ -168,7 +168,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

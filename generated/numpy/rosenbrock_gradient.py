@@ -8,7 +8,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 03eb58e1e23ceee815227a695e012ff549f584f263358bf65ed3e3616d2e8ac8
+symjac-content-hash: 1d8547895a8997102043202a8465b4e85fd2e45ee2bfc62a8be01cecedbc78e2
 """
 
 import os
@@ -55,7 +55,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '03eb58e1e23ceee815227a695e012ff549f584f263358bf65ed3e3616d2e8ac8'
+CONTENT_HASH = '1d8547895a8997102043202a8465b4e85fd2e45ee2bfc62a8be01cecedbc78e2'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
@@ -83,7 +83,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: e5b6eb4435e70b5954a46a9ec2d929fb9884008d447cc6c8a02a0f2c437a1e9a
+symjac-content-hash: 5f95cf60474f81f3cd795170491d13a7c018ec67f3e1165c7f8bb8786c80c7e0
 """
 
 import os
@@ -116,7 +116,7 @@ _IDENTITY = range(3)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'e5b6eb4435e70b5954a46a9ec2d929fb9884008d447cc6c8a02a0f2c437a1e9a'
+CONTENT_HASH = '5f95cf60474f81f3cd795170491d13a7c018ec67f3e1165c7f8bb8786c80c7e0'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())
@@ -147,7 +147,7 @@ NONZEROS = {
 # ---------------------------------------------------------------------------
 """Runtime call convention shared by every generated module (numpy only).
 
-Consumed by ``runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
+Consumed by ``run/runtime.py`` (the ``symjac.jacobian`` wrapper) and embedded
 verbatim into the standalone modules that ``symjac codegen`` writes, so the
 Python API and generated modules validate, broadcast and lay out results in
 exactly the same way. It imports only numpy and the standard library (scipy

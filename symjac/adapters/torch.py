@@ -1,6 +1,6 @@
 """symjac.torch: compiled functions and exact derivatives as torch operators.
 
-An adapter over the runtime (``runtime.py``): it reads only the public
+An adapter over the runtime (``run/runtime.py``): it reads only the public
 attributes of a compiled object (``signature``, ``argument_names``,
 ``content_hash``, ``traced()``) and never the generated code. Each compiled
 kernel becomes one ``torch.library.custom_op`` (CPU), with
@@ -109,7 +109,7 @@ def _check_tensors(args, names, shapes, what):
 class _Op:
     """One compiled kernel as a registered torch operator (flat tensors in and out).
 
-    ``compiled`` computes ``traced`` (a :class:`~symjac.trace.Traced`) with
+    ``compiled`` computes ``traced`` (a :class:`~symjac.front.trace.Traced`) with
     kernel ``kind``; its backward is the symjac vector-Jacobian product of
     ``traced`` with respect to every argument, built by :meth:`backward_op`.
     """
@@ -358,12 +358,7 @@ class TorchArrayFunction:
         self.__doc__ = f"{kind} as torch operations (array form)."
 
     def __call__(self, *args, **kwargs):
-        if kwargs:  # keywords by argument name
-            unknown = sorted(set(kwargs) - set(self.argument_names))
-            if unknown:
-                raise TypeError(f"symjac.torch.{self.kind} got unknown arguments {unknown}; it takes "
-                                f"{', '.join(self.argument_names)}")
-            args = args + tuple(kwargs[name] for name in self.argument_names[len(args):])
+        args = _calling.bind_arguments(self.argument_names, args, kwargs, ArgumentError, f"symjac.torch.{self.kind}")
         if len(args) != len(self.argument_names):
             raise TypeError(f"symjac.torch.{self.kind} takes {len(self.argument_names)} arguments "
                             f"({', '.join(self.argument_names)}), got {len(args)}")

@@ -1,12 +1,12 @@
-"""Stage 5 — build: turn a rendered module into an imported module.
+"""Stage 4, build: turn a rendered module into an imported module.
 
-Takes a :class:`~symjac.render.Source`; returns a module, consumed by
-``runtime.py``. How a source becomes a module is its backend's business
-(``backends.py``): numpy sources are executed in a fresh module object (no
+Takes a :class:`~symjac.emit.source.Source`; returns a module, consumed by
+``run/runtime.py``. How a source becomes a module is its backend's business
+(``emit/backends.py``): numpy sources are executed in a fresh module object (no
 compiler, no disk); the Cython backend's sources for the Python API are
 *kernel libraries* (:func:`load_kernels`): one plain C file per model,
 compiled by the C compiler alone (no Cython, no Python headers) into a shared
-library kept in the build cache (``cache.py``), opened by the *kernel
+library kept in the build cache (``build/cache.py``), opened by the *kernel
 runtime* (:func:`kernel_runtime`): one Cython extension, built with the
 package at install (``setup.py``: ``symjac/_runtime``) and otherwise on
 first use and cached under its own key (its text, compiler, Python, Cython,

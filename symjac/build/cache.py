@@ -1,8 +1,8 @@
 """The build cache: one private directory per key, verified before every load.
 
-Used by ``build.py``. The cache (``SYMJAC_CACHE_DIR``, default
+Used by ``build/builder.py``. The cache (``SYMJAC_CACHE_DIR``, default
 ``$XDG_CACHE_HOME/symjac`` or ``~/.cache/symjac``) holds one directory per
-key; the caller (``build.py``) decides what goes into the key. An entry is
+key; the caller (``build/builder.py``) decides what goes into the key. An entry is
 built in a private temporary directory and moved into place with one atomic rename; its
 ``manifest.json`` records the SHA-256 of the extension, checked before every
 load: a missing, truncated or tampered entry is a miss and is rebuilt, never

@@ -12,7 +12,7 @@ fingerprint of symjac's own code and templates. Two functions that trace to
 the same program share an entry; a changed body, closure constant or
 version misses.
 
-Entries live in the build cache (``cache.py``) as ``source-<key>``, with the
+Entries live in the build cache (``build/cache.py``) as ``source-<key>``, with the
 same trust rules as built modules: private directory, SHA-256 checked before
 use, written atomically, a damaged entry is a miss and is rewritten. The
 stored JSON holds the Source fields only: it is read as data, never executed
@@ -134,7 +134,7 @@ def source_key(traced: Traced, wrt: tuple[int, ...], wrt_is_tuple: bool, what: s
 
 def cached_source(root: Path, key: str) -> Source | None:
     """The Source stored under ``key``, or None (missing, damaged or foreign-looking
-    entries are misses; an entry others may write to is refused, see ``cache.py``)."""
+    entries are misses; an entry others may write to is refused, see ``build/cache.py``)."""
     entry = cache.entry_path(root, key, "source-")
     path = cache.lookup(root, key, "source-")
     try:

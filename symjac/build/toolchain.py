@@ -1,6 +1,6 @@
 """The C toolchain: find the compiler, translate Cython, compile and link.
 
-Used by ``build.py`` (cached builds: kernel libraries, plain C compiled by
+Used by ``build/builder.py`` (cached builds: kernel libraries, plain C compiled by
 the C compiler alone, and the one kernel runtime extension that runs them)
 and ``codegen.py`` (in-place builds of standalone Cython modules). Nothing here knows about the cache: a build is
 "source text in, extension file out" in a directory the caller owns. Compiler

@@ -35,7 +35,7 @@ Hessian of a scalar is the forward Jacobian of that gradient program
 Every equation goes through the builder that holds the forward program, so
 derivatives share its values (``1 - t**2`` reads the forward ``tanh``).
 
-    what        result (conventions of symjac.derivatives / symjac.kinds)
+    what        result (conventions of symjac.derivatives / symjac.derive.kinds)
     function    the program itself
     jacobian    J[i][j]: output_i.shape + wrt_j.shape
     hessian     H[i][j][k]: output_i.shape + wrt_j.shape + wrt_k.shape (Jacobian of the Jacobian)

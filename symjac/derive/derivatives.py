@@ -1,9 +1,9 @@
 """A derivative is a function: the symbolic transformations behind each kind.
 
-Each transformation takes a :class:`~symjac.trace.Traced` (a traced user
+Each transformation takes a :class:`~symjac.front.trace.Traced` (a traced user
 function, or a derivative turned back into one with
-:meth:`~symjac.diff.Derivative.as_traced`) and the indices of the ``wrt``
-arguments, and returns a :class:`~symjac.diff.Derivative` that ``simplify``
+:meth:`~symjac.derive.diff.Derivative.as_traced`) and the indices of the ``wrt``
+arguments, and returns a :class:`~symjac.derive.diff.Derivative` that ``simplify``
 compiles with the kernel kinds it names. Nothing here touches ``trace.py``.
 
     what        derivative                               kernel kinds       mode

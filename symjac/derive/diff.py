@@ -1,6 +1,6 @@
 """Stage 2 — differentiate: exact partial derivatives, sparsity for free.
 
-Takes a :class:`~symjac.trace.Traced` and the indices of the arguments to
+Takes a :class:`~symjac.front.trace.Traced` and the indices of the arguments to
 differentiate with respect to; produces a :class:`Derivative`, consumed by
 ``simplify.py``. Each output entry is differentiated only with respect to the
 symbols it contains, so an entry's structural zeros are never even formed:

@@ -1,6 +1,6 @@
 """Kernel kinds: the one registry that says what each kind of kernel writes.
 
-A kernel kind turns a :class:`~symjac.diff.Derivative` into a
+A kernel kind turns a :class:`~symjac.derive.diff.Derivative` into a
 :class:`KernelSpec`: the output buffers it fills (shape and non-zero entries),
 how the caller sees them nested (``structure``: nested tuples of buffer
 numbers, any depth) and, for kinds with sparse results, a :class:`Packing`:

@@ -6,7 +6,7 @@ make sense for its target language. This base class is a backend with no
 such policy (pure Python: every kernel evaluates a whole batch at once with
 array operations); :class:`~symjac.emit.c_backend.CBackend` adds SIMD lanes,
 chunked C files, libm vector functions and inlining. The registry of
-backends is ``backends.py``.
+backends is ``emit/backends.py``.
 
 ``form`` says which program a backend prints: ``"scalar"`` backends print
 the straight-line programs of ``simplify`` (one expression per element),

@@ -5,7 +5,7 @@ printers with a few methods overridden), never from pasting strings:
 
 - symbols of the traced arguments print as element accesses, indexed like
   the symbols are named (C: ``y[1]``, ``W[1][0]``; numpy: ``y[:, 1]``,
-  ``W[:, 1, 0]``, see ``backends.py``);
+  ``W[:, 1, 0]``, see ``emit/backends.py``);
 - floats print as the shortest text that round-trips the same double;
 - integer powers up to the 8th print as parenthesised products (``(x*x)``),
   not ``pow`` calls: the parentheses keep them correct inside sympy's own Mul

@@ -1,7 +1,7 @@
 """Stage 4 — render: straight-line programs -> module source text.
 
-Takes the :class:`~symjac.simplify.Program` of each kernel plus the traced
-signature; produces a :class:`Source`, consumed by ``build.py``. Expression
+Takes the :class:`~symjac.emit.simplify.Program` of each kernel plus the traced
+signature; produces a :class:`Source`, consumed by ``build/builder.py``. Expression
 text comes from the backend's printer (``printing.py``); everything else a
 template needs is handed over as a typed :class:`ModuleContext` of names,
 counts, tables and already-printed expressions, and all C and Python syntax
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -326,7 +325,7 @@ def render(
     title: str = "Jacobian",
     alias: str | None = None,
 ) -> Source:
-    """Render the module of ``programs`` for a scalar-form ``backend`` (see ``backends.py``).
+    """Render the module of ``programs`` for a scalar-form ``backend`` (see ``emit/backends.py``).
 
     ``standalone`` embeds the call convention (``run/calling.py``) and a
     public interface, so that the module works without symjac installed.

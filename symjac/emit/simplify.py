@@ -1,6 +1,6 @@
 """Stage 3 — simplify: one straight-line program per kernel.
 
-Takes a :class:`~symjac.diff.Derivative` and a kernel kind (``kinds.py`` says
+Takes a :class:`~symjac.derive.diff.Derivative` and a kernel kind (``kinds.py`` says
 which entries the kind writes); produces a :class:`Program`, consumed by
 ``render.py``. Common subexpressions are eliminated over all the non-zero
 entries a kernel writes at once (the Jacobian entries, the function values,

@@ -1,19 +1,19 @@
-"""Stage 6 — runtime: the callables that users hold.
+"""Stage 5, run: the callables that users hold.
 
-Takes a loaded module (from ``build.py``) and its :class:`~symjac.render.Source`.
+Takes a loaded module (from ``build/builder.py``) and its :class:`~symjac.emit.source.Source`.
 Everything a call needs is read from the module's metadata into a public
-:class:`~symjac._calling.Signature` (argument names and shapes, the buffers
+:class:`~symjac.run.calling.Signature` (argument names and shapes, the buffers
 and nesting of every kernel, gufunc signatures), so adapters (torch, Dask)
 build on public attributes only. The call convention itself (validation,
-broadcasting, allocation, ``out=``, threads) lives in ``_calling.py``, shared
+broadcasting, allocation, ``out=``, threads) lives in ``run/calling.py``, shared
 with standalone generated modules. With the Cython backend the common call
 (C-contiguous float64 arrays of the core shapes, with or without the same
 batch dimensions, no ``out=``) runs in compiled code instead: the kernel
-runtime's ``make_entry``, which hands every other call to ``_calling.py``.
+runtime's ``make_entry``, which hands every other call to ``run/calling.py``.
 
 Every object here pickles by what defines it, the generated source and the
 build options, never the compiled file: unpickling loads the module from the
-receiving process's cache, or builds it there once (see ``build.py``).
+receiving process's cache, or builds it there once (see ``build/builder.py``).
 """
 
 from __future__ import annotations
