@@ -191,9 +191,12 @@ _ZERO_DERIVATIVE = frozenset({"literal", "constant", "eye", "zeros", "argmax_mas
 class _Deriver:
     """Forward accumulation of symbolic terms over one program's equations."""
 
-    def __init__(self, program: ArrayProgram) -> None:
+    def __init__(self, program: ArrayProgram, batched=None) -> None:
         self.program = program
-        self.b = Builder()
+        # ``batched``: names of the inputs taken for the points of a batch (the
+        # others are parameters shared by it) when contraction orders are costed
+        # (array_program.BATCH_HINT); None: no input is told apart
+        self.b = Builder(batched=None if batched is None else frozenset(batched))
         self.rename: dict[str, Var] = {v.name: v for v in program.inputs}
         for eqn in program.eqns:
             self.rename[eqn.out.name] = self.b.replay(eqn, self.rename)
@@ -717,8 +720,10 @@ def _check_wrt(program: ArrayProgram, wrt) -> tuple[int, ...]:
     return wrt
 
 
-def _jacobian(program: ArrayProgram, wrt, wrt_is_tuple: bool, name: str) -> ArrayProgram:
-    d = _Deriver(program)
+def _jacobian(program: ArrayProgram, wrt, wrt_is_tuple: bool, name: str, points: bool = True) -> ArrayProgram:
+    """``points``: Jacobians are taken at a batch of points of the wrt inputs (the
+    other inputs shared by the batch), and contraction orders costed so."""
+    d = _Deriver(program, (program.inputs[j].name for j in wrt) if points else None)
     per_wrt = []
     for j in wrt:
         x = program.inputs[j]
@@ -742,7 +747,7 @@ def _gradient(program, wrt, wrt_is_tuple):
         shapes = ", ".join(str(v.shape) for v in program.outputs)
         raise ShapeError(f"gradient needs a function with one scalar output; {program.name} returns shape(s) "
                          f"{shapes} (use symjac.jacobian or symjac.vjp)")
-    d = _Deriver(program)
+    d = _Deriver(program)  # a scalar objective: typically one point, its data a parameter
     out = d.var(program.outputs[0])
     adjoint = d.adjoints([(out, d.b.literal(1.0))], [program.inputs[j].name for j in wrt])
     outputs = [_adjoint_of(d, adjoint, program.inputs[j]) for j in wrt]
@@ -760,12 +765,14 @@ def _adjoint_of(d: _Deriver, adjoint, x: Var) -> Var:
 
 
 def _hessian(program, wrt, wrt_is_tuple):
+    # costed for one point: contracting the parameters first (logistic regression's
+    # X ⊗ X, data size x d²) would pay only across a large batch of points
     if not program.output_is_tuple and program.outputs[0].shape == ():
         first = _gradient(program, wrt, wrt_is_tuple)  # forward over reverse
     else:
-        first = _jacobian(program, wrt, wrt_is_tuple, program.name)
+        first = _jacobian(program, wrt, wrt_is_tuple, program.name, points=False)
     flat = ArrayProgram(first.name, first.inputs, first.eqns, first.outputs, tuple(range(len(first.outputs))), True)
-    second = _jacobian(flat, wrt, wrt_is_tuple, program.name)
+    second = _jacobian(flat, wrt, wrt_is_tuple, program.name, points=False)
     structure = _nest((program.output_is_tuple, wrt_is_tuple, wrt_is_tuple),
                       (len(program.outputs), len(wrt), len(wrt)))
     return ArrayProgram(second.name, second.inputs, second.eqns, second.outputs, structure,
@@ -780,7 +787,7 @@ def _jvp(program, wrt, wrt_is_tuple):
         name = _fresh_name("v" if not wrt_is_tuple else f"v_{x.name}", taken)
         taken.add(name)
         tangents.append(Var(name, x.shape))
-    d = _Deriver(program)
+    d = _Deriver(program, [program.inputs[j].name for j in wrt] + [v.name for v in tangents])
     sums = [None] * len(program.outputs)
     for j, tangent in zip(wrt, tangents):
         D = d.tangents(program.inputs[j])
@@ -800,7 +807,7 @@ def _vjp(program, wrt, wrt_is_tuple):
         name = _fresh_name(f"u{i}" if program.output_is_tuple else "u", taken)
         taken.add(name)
         cotangents.append(Var(name, out.shape))
-    d = _Deriver(program)
+    d = _Deriver(program, [program.inputs[j].name for j in wrt] + [v.name for v in cotangents])
     seeds = [(d.var(out), cotangent) for out, cotangent in zip(program.outputs, cotangents)]
     adjoint = d.adjoints(seeds, [program.inputs[j].name for j in wrt])
     outputs = [_adjoint_of(d, adjoint, program.inputs[j]) for j in wrt]

@@ -49,10 +49,8 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NUMPY_HELPERS = '''\
 def _matmul(a, b):
     """a (..., m, k) @ b (..., k, n) as ONE GEMM when one side has no batch dimensions."""
-    if a.ndim == 2 and b.ndim > 2:
-        k, n = b.shape[-2:]
-        product = a @ numpy.moveaxis(b, -2, 0).reshape(k, -1)
-        return numpy.moveaxis(product.reshape((a.shape[0],) + b.shape[:-2] + (n,)), 0, -2)
+    if a.ndim == 2 and b.ndim > 2:  # (bᵀ aᵀ)ᵀ: b's batch joins the rows, no copy when bᵀ is contiguous
+        return numpy.swapaxes(_matmul(numpy.swapaxes(b, -1, -2), a.T), -1, -2)
     if b.ndim == 2 and a.ndim > 2:
         return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
     return a @ b
@@ -109,10 +107,8 @@ def _out(x, shape):
 _TORCH_HELPERS = '''\
 def _matmul(a, b):
     """a (..., m, k) @ b (..., k, n) as ONE GEMM when one side has no batch dimensions."""
-    if a.ndim == 2 and b.ndim > 2:
-        k, n = b.shape[-2:]
-        product = a @ torch.movedim(b, -2, 0).reshape(k, -1)
-        return torch.movedim(product.reshape((a.shape[0],) + b.shape[:-2] + (n,)), 0, -2)
+    if a.ndim == 2 and b.ndim > 2:  # (bᵀ aᵀ)ᵀ: b's batch joins the rows, no copy when bᵀ is contiguous
+        return _matmul(b.mT, a.mT).mT
     if b.ndim == 2 and a.ndim > 2:
         return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
     return a @ b
@@ -485,10 +481,20 @@ class ArrayPrinter:
             keyword = "axis" if self.np else "dim"
             product = f"({left} * {right}).sum({keyword}={axes})"
             result_labels = batch
-        elif not batch and len(free_a) == 1 and len(contracted) == 1 and not free_b:
-            product, result_labels = f"_matvec({left}, {right})", free_a
-        elif not batch and not free_a and len(contracted) == 1 and len(free_b) == 1:
-            product, result_labels = f"_vecmat({left}, {right})", free_b
+        elif not batch and (not free_a or not free_b):  # a matrix and a vector, axes merged where needed
+            def merged(text, labels, groups):
+                if all(len(g) <= 1 for g in groups):
+                    return text
+                return self._reshape_core(self._tmp(text, "operand"), len(labels),
+                                          [math.prod(sizes[l] for l in g) for g in groups if g])
+
+            matrix = free_a or free_b
+            left = merged(left, la, (free_a, contracted))
+            right = merged(right, lb, (contracted, free_b))
+            product = f"_matvec({left}, {right})" if free_a else f"_vecmat({left}, {right})"
+            if len(matrix) > 1:
+                product = self._reshape_core(self._tmp(product, "matrix-vector product"), 1, [sizes[l] for l in matrix])
+            result_labels = matrix
         else:  # (..., batch, m, k) @ (..., batch, k, n), merging or adding axes where needed
             def prod(labels):
                 return math.prod(sizes[l] for l in labels)

@@ -224,10 +224,14 @@ class Builder:
     """Writes equations with common-subexpression elimination and literal folding."""
 
     prefix: str = "_t"
+    # names of the inputs assumed to carry the batch dimensions (None: every
+    # input may): what contraction orders are costed with (see BATCH_HINT)
+    batched: frozenset | None = None
     eqns: list = field(default_factory=list)
     _table: dict = field(default_factory=dict)
     _by_name: dict = field(default_factory=dict)
     _count: itertools.count = field(default_factory=itertools.count)
+    _carries: dict = field(default_factory=dict)
 
     # -- bookkeeping ---------------------------------------------------------
     def emit(self, prim: str, inputs, shape, params=(), dtype="f") -> Var:
@@ -252,6 +256,29 @@ class Builder:
 
     def eqn(self, var: Var) -> Eqn | None:
         return self._by_name.get(var.name)
+
+    def carries_batch(self, var: Var) -> bool:
+        """Whether ``var`` is assumed to carry batch dimensions: it depends on a
+        ``batched`` input (constants and literals never do)."""
+        if self.batched is None:
+            return True
+        found = self._carries.get(var.name)
+        if found is None:
+            stack = [var]
+            while stack:  # iteratively: programs can be deep
+                v = stack.pop()
+                if v.name in self._carries:
+                    continue
+                eqn = self._by_name.get(v.name)
+                pending = [] if eqn is None else [u for u in eqn.inputs if u.name not in self._carries]
+                if pending:
+                    stack.append(v)
+                    stack.extend(pending)
+                else:
+                    self._carries[v.name] = v.name in self.batched if eqn is None else \
+                        any(self._carries[u.name] for u in eqn.inputs)
+            found = self._carries[var.name]
+        return found
 
     def literal_value(self, var: Var):
         eqn = self._by_name.get(var.name)
@@ -484,11 +511,26 @@ def _unary(b: Builder, var: Var, labels, keep) -> Var:
     return b.einsum((var,), (labels,), keep)
 
 
-def _plan(label_sets, out, sizes):
+# The batch size the build-time plan assumes: a contraction or an intermediate
+# that carries the batch (Builder.carries_batch) costs this many times its core
+# size. So the factors shared by the whole batch are contracted with each other
+# first when that saves work per sample: a decoder's Jacobian W2 diag(s) W1
+# becomes s @ (W2 ⊗ W1) (one GEMM over the batch, no (batch, hidden, k)
+# intermediate) while k < BATCH_HINT, and W2 @ (s * W1) for taller Jacobians.
+# 256 is the batch of the benchmarks (torch_penalty.py); the order is fixed
+# at build time, so a smaller batch at run time only costs that guess.
+BATCH_HINT = 256
+
+
+def _plan(label_sets, out, sizes, batched=None):
     """The pairwise order (list of index pairs into a growing operand list),
-    minimising flops plus intermediate sizes: exhaustive for few operands, greedy else."""
+    minimising flops plus intermediate sizes, each times BATCH_HINT where it
+    carries the batch (``batched``: a flag per operand; None: all alike):
+    exhaustive for few operands, greedy else."""
     n = len(label_sets)
     out = frozenset(out)
+    batched = [True] * n if batched is None else list(batched)
+    hint = BATCH_HINT if any(batched) and not all(batched) else 1
 
     def size(labels):
         return math.prod(sizes[l] for l in labels)
@@ -510,9 +552,11 @@ def _plan(label_sets, out, sizes):
         operand_bits = [sum(bit[l] for l in labels) for labels in label_sets]
         full = (1 << n) - 1
         union = [0] * (1 << n)
+        weight = [1] * (1 << n)  # BATCH_HINT where some operand of the subset carries the batch
         for mask in range(1, 1 << n):
             low = (mask & -mask).bit_length() - 1
             union[mask] = union[mask & (mask - 1)] | operand_bits[low]
+            weight[mask] = hint if batched[low] else weight[mask & (mask - 1)]
         kept = [union[mask] & (out_bits | union[full & ~mask]) for mask in range(1 << n)]
         best = {1 << k: (0, None) for k in range(n)}
         for mask in sorted(range(1, 1 << n), key=lambda m: (bin(m).count("1"), m)):
@@ -525,7 +569,8 @@ def _plan(label_sets, out, sizes):
             while sub:
                 if sub & low:
                     other = mask ^ sub
-                    cost = best[sub][0] + best[other][0] + size_bits(kept[sub] | kept[other]) + result_size
+                    cost = best[sub][0] + best[other][0] + \
+                        weight[mask] * (size_bits(kept[sub] | kept[other]) + result_size)
                     if choice is None or cost < choice[0]:
                         choice = (cost, (sub, other))
                 sub = (sub - 1) & mask
@@ -546,6 +591,7 @@ def _plan(label_sets, out, sizes):
     # greedy, as opt_einsum's: pairs that share an index first, the one that
     # shrinks the operands most (then the fewest flops)
     current = {k: frozenset(s) for k, s in enumerate(label_sets)}
+    weights = {k: hint if b else 1 for k, b in enumerate(batched)}
     steps, position = [], n
     while len(current) > 1:
         keys = sorted(current)
@@ -553,16 +599,48 @@ def _plan(label_sets, out, sizes):
         for i, j in itertools.combinations(keys, 2):
             rest = frozenset().union(*(current[k] for k in keys if k not in (i, j)))
             result = (current[i] | current[j]) & (out | rest)
-            cost = (not (current[i] & current[j]), size(result) - size(current[i]) - size(current[j]),
-                    size(current[i] | current[j]))
+            w = max(weights[i], weights[j])
+            cost = (not (current[i] & current[j]),
+                    w * size(result) - weights[i] * size(current[i]) - weights[j] * size(current[j]),
+                    w * size(current[i] | current[j]))
             if best_pair is None or cost < best_pair[0]:
                 best_pair = (cost, i, j, result)
         _, i, j, result = best_pair
+        weights[position] = max(weights.pop(i), weights.pop(j))
         del current[i], current[j]
         current[position] = result
         steps.append((i, j))
         position += 1
     return steps
+
+
+def _layouts(label_sets, steps, out, batched):
+    """For each intermediate of the plan (by position in the operand list), the
+    order of its labels that lets the step consuming it run as one GEMM without
+    a copy: labels shared with the partner and kept first, then, for an operand
+    that carries the batch (or whose partner does not), its free labels then the
+    contracted ones (the rows of a GEMM over the whole batch: ``(batch·rows, k)``),
+    else the contracted ones first (the GEMM's other factor, ``(k, columns)``)."""
+    n = len(label_sets)
+    sets = [frozenset(s) for s in label_sets]
+    batched = list(batched)
+    alive = set(range(n))
+    consumer = {}
+    for i, j in steps:
+        alive -= {i, j}
+        needed = frozenset(out).union(*(sets[k] for k in alive))
+        consumer[i], consumer[j] = (j, needed), (i, needed)
+        sets.append((sets[i] | sets[j]) & needed)
+        batched.append(batched[i] or batched[j])
+        alive.add(len(sets) - 1)
+    orders = {}
+    for p in range(n, len(sets) - 1):
+        partner, needed = consumer[p]
+        shared = sets[p] & sets[partner]
+        kept, contracted = shared & needed, shared - needed
+        rows = batched[p] or not batched[partner]
+        orders[p] = (kept, sets[p] - shared, contracted) if rows else (kept, contracted, sets[p] - shared)
+    return orders
 
 
 def _constant_value(b: Builder, var: Var):
@@ -619,7 +697,10 @@ def _contract(b: Builder, operands, labels, out, sizes) -> Var:
         var, ls = prepared[0]
         result = _unary(b, var, ls, out)
     else:
-        steps = _plan([frozenset(ls) for _, ls in prepared], out, sizes)
+        label_sets = [frozenset(ls) for _, ls in prepared]
+        batched = [b.carries_batch(var) for var, _ in prepared]
+        steps = _plan(label_sets, out, sizes, batched)
+        layouts = _layouts(label_sets, steps, out, batched)
         pool = list(prepared)
         alive = set(range(len(pool)))
         for i, j in steps:
@@ -629,6 +710,9 @@ def _contract(b: Builder, operands, labels, out, sizes) -> Var:
             result_labels = tuple(l for l in dict.fromkeys(la + lb) if l in needed)
             if not alive and set(result_labels) == set(out):
                 result_labels = tuple(out)  # the last step writes the output order directly
+            elif len(pool) in layouts:  # grouped for the GEMM of the step that consumes it, in out's order
+                ordered = sorted(result_labels, key=lambda l: out.index(l) if l in out else len(out))
+                result_labels = tuple(l for group in layouts[len(pool)] for l in ordered if l in group)
             pool.append((b.einsum((va, vb), (la, lb), result_labels), result_labels))
             alive.add(len(pool) - 1)
         var, ls = pool[-1]
