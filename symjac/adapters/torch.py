@@ -358,10 +358,20 @@ class TorchArrayFunction:
         self.__doc__ = f"{kind} as torch operations (array form)."
 
     def __call__(self, *args, **kwargs):
-        args = _calling.bind_arguments(self.argument_names, args, kwargs, ArgumentError, f"symjac.torch.{self.kind}")
+        # the checks cost a few microseconds a call (at small sizes the whole op
+        # costs tens): messages are made only when a check fails
+        if kwargs:
+            args = _calling.bind_arguments(self.argument_names, args, kwargs, ArgumentError,
+                                           f"symjac.torch.{self.kind}")
         if len(args) != len(self.argument_names):
             raise TypeError(f"symjac.torch.{self.kind} takes {len(self.argument_names)} arguments "
                             f"({', '.join(self.argument_names)}), got {len(args)}")
+        for value in args:
+            if not isinstance(value, torch.Tensor) or not value.dtype.is_floating_point:
+                self._refuse(args)
+        return self._kernel(*args)
+
+    def _refuse(self, args):
         for value, name in zip(args, self.argument_names):
             if not isinstance(value, torch.Tensor):
                 raise TypeError(f"argument {name!r} of symjac.torch.{self.kind} must be a torch.Tensor, got "
@@ -369,7 +379,6 @@ class TorchArrayFunction:
             if not value.dtype.is_floating_point:
                 raise TypeError(f"argument {name!r} of symjac.torch.{self.kind} has dtype {value.dtype}; "
                                 "the array form takes floating-point tensors")
-        return self._kernel(*args)
 
     def __reduce__(self):
         return TorchArrayFunction, (self._source, self.kind, self.wrt, self.options)

@@ -149,6 +149,14 @@ def _solve(a, b):
     return torch.linalg.solve(a.expand(batch + a.shape[-2:]), b.expand(batch + b.shape[-2:]))
 
 
+def _broadcast(*shapes):
+    """torch.broadcast_shapes (slow: many checks in Python) where the batch shapes differ other than by length."""
+    longest = max(shapes, key=len, default=torch.Size())
+    if all(shape == longest[len(longest) - len(shape):] for shape in shapes):
+        return longest
+    return torch.broadcast_shapes(*shapes)
+
+
 def _out(x, shape):
     """x with the full batch shape in front."""
     if x.shape != shape:
@@ -558,15 +566,6 @@ class ArrayPrinter:
                               f"after any batch dimensions, got {{tuple({var.name}.shape)}}\")")
         batch_parts = [f"{v.name}.shape[:{v.name}.ndim - {v.ndim}]" if v.ndim else f"{v.name}.shape"
                        for v in program.inputs]
-        if np_:
-            prologue = [f"_dtype = numpy.result_type({', '.join(names)}, numpy.float32)",
-                        f"_batch = numpy.broadcast_shapes({', '.join(batch_parts)})"]
-        else:
-            dtype = names[0] + ".dtype"
-            for n in names[1:]:
-                dtype = f"torch.promote_types({dtype}, {n}.dtype)"
-            prologue = [f"_dtype = {dtype}", f"_device = {names[0]}.device",
-                        f"_batch = torch.broadcast_shapes({', '.join(batch_parts)})"]
         results = []
         for var in program.outputs:
             shape = f"_batch + {_tuple(var.shape)}"
@@ -578,6 +577,18 @@ class ArrayPrinter:
                 results.append(f"_out({var.name}.{'copy' if np_ else 'clone'}(), {shape})")
             else:
                 results.append(f"_out({var.name}, {shape})")
+
+        if np_:
+            prologue = [f"_dtype = numpy.result_type({', '.join(names)}, numpy.float32)",
+                        f"_batch = numpy.broadcast_shapes({', '.join(batch_parts)})"]
+        else:  # per call, only what the body uses: at small sizes the prologue is a good part of the time
+            used = " ".join([text for text, _ in body] + results)
+            dtype = names[0] + ".dtype"
+            for n in names[1:]:
+                dtype = f"torch.promote_types({dtype}, {n}.dtype)"
+            prologue = ([f"_dtype = {dtype}"] if re.search(r"\b_dtype\b", used) else []) + \
+                ([f"_device = {names[0]}.device"] if re.search(r"\b_device\b", used) else []) + \
+                [f"_batch = _broadcast({', '.join(batch_parts)})"]
 
         def nested(s):
             if isinstance(s, tuple):
