@@ -252,13 +252,31 @@ class ArrayForm:
 # program contracts an index: matmul, einsum, tensordot) when the scalar form
 # would compile at least this many operations (scalar_cost of the derived
 # program). benchmarks/form_crossover.py, decoders k -> 2k -> k, batch 256,
-# one run (load 3.4): at 1,408 operations (k = 8) the scalar form evaluates
-# 4.3x faster and builds in 5.5 s; at 4,272 (k = 12) 2.8x and 21 s; at 9,600
-# (k = 16) only 1.4x faster but builds in 72 s against 0.04 s; at 70,912
-# (k = 32) the issue measured it 7x slower than the closed form. Past about
-# 8,000 operations a minute of building is not repaid by what is left of
-# the scalar form's lead, so the array form is taken from there.
+# one run (load 3.4): at k = 8 the scalar form evaluates 4.3x faster and
+# builds in 5.5 s; at k = 12 2.8x and 21 s; at k = 16 only 1.4x faster but
+# builds in 72 s against 0.04 s; at k = 32 the issue measured it 7x slower
+# than the closed form. Past about 8,000 operations a minute of building is
+# not repaid by what is left of the scalar form's lead, so the array form is
+# taken from there. Again with contraction orders costed for a batch
+# (array_program.BATCH_HINT; one run, load 1.5, scalar builds cached):
+# k = 8 (2,304 operations) 2.5x faster in the scalar form, k = 12 (7,440)
+# 1.3x, k = 16 (17,280) 1.3x faster in the array form.
 AUTO_ARRAY_MIN_OPERATIONS = 8_000
+
+# symjac.torch (target "torch") trains through the result, and there the
+# scalar form's custom operator pays a fixed call plus its compiled forward and
+# backward (second-derivative) kernels, while each operation of the array form
+# costs torch a few microseconds forward and backward whatever its size. So
+# auto takes the array form from this many scalar operations per array
+# operation. Measured (one run, load 1.1-2.0, float64, one thread, training
+# step of J then (J**2).sum().backward(), batches 1 and 256): decoders
+# k -> 2k -> k (8 array operations) are even at k = 2 (7.5 per operation) and
+# faster in the array form from k = 4 (42) at every batch, 1.8x at k = 8;
+# ten elementwise operations per layer after a 3x3 matmul (43 array
+# operations, 3.4 per operation) run 1.7-2.3x faster in the scalar form, and at
+# 16 inputs (33 per operation) the array form wins at batch 256, the scalar
+# form at batch 1.
+AUTO_TORCH_OPERATIONS_PER_ARRAY_OPERATION = 32
 
 
 def _contracts(program: ArrayProgram) -> bool:
@@ -330,8 +348,13 @@ def array_form(what: str, function, shapes=(), named_shapes=None, *, wrt=None, k
     if not forced and not _contracts(traced):
         return decline("no matrix products or contractions: elementwise and indexing code keeps its sparsity "
                        "in the scalar form")
-    if not forced and cost < AUTO_ARRAY_MIN_OPERATIONS:
-        return decline(f"about {cost:,} scalar operations, below {AUTO_ARRAY_MIN_OPERATIONS:,}")
+    if target == "torch":
+        operations = sum(eqn.prim != "literal" for eqn in derived.eqns)
+        threshold = AUTO_TORCH_OPERATIONS_PER_ARRAY_OPERATION * operations
+    else:
+        threshold = AUTO_ARRAY_MIN_OPERATIONS
+    if not forced and cost < threshold:
+        return decline(f"about {cost:,} scalar operations, below {threshold:,}")
     with reporter.stage("rendered (array form)"):
         source = render_array(traced, derived, what, indices, wrt_is_tuple, target, standalone=standalone)
     return ArrayForm(traced, derived, source, tuple(traced.inputs[j].name for j in indices))

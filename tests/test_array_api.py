@@ -222,6 +222,35 @@ def test_torch_array_form_dtypes_autograd_devices_and_pickling(tmp_path):
     assert float(done.stdout) == pytest.approx(36.0)  # J = W2 W1 at t = 0: nine entries of 4
 
 
+def test_torch_array_form_argument_errors():
+    tj = symjac.torch.jacobian(decoder, wrt="h", form="array", **SMALL)
+    W = _torch_weights(3, 4, torch.float64)
+    h = torch.randn(3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"argument 'W1' .* must be a torch\.Tensor, got ndarray"):
+        tj(h, W[0].numpy(), *W[1:])
+    with pytest.raises(TypeError, match=r"argument 'h' .* has dtype torch\.int64; .*floating-point"):
+        tj(h.long(), *W)
+    with pytest.raises(TypeError, match=r"takes 5 arguments \(h, W1, b1, W2, b2\), got 4"):
+        tj(h, *W[:3])
+    with pytest.raises(symjac.ArgumentError, match="twice"):
+        tj(h, *W, h=h)
+    torch.testing.assert_close(tj(b2=W[3], h=h, W1=W[0], b1=W[1], W2=W[2]), tj(h, *W))
+    with pytest.raises(ValueError, match=r"argument W1 must have shape \(4, 3\)"):
+        tj(h, W[0].T, *W[1:])
+
+
+def test_torch_auto_takes_the_array_form_from_small_decoders():
+    """symjac.torch trains through the result: auto takes the array form from the
+    4 -> 8 -> 4 decoder (api.AUTO_TORCH_OPERATIONS_PER_ARRAY_OPERATION)."""
+    def shapes(k):
+        return dict(h=k, W1=(2 * k, k), b1=2 * k, W2=(k, 2 * k), b2=k)
+
+    assert symjac.torch.jacobian(decoder, wrt="h", backend="numpy", **shapes(2)).form == "scalar"
+    for k in (4, 8):
+        assert symjac.torch.jacobian(decoder, wrt="h", **shapes(k)).form == "array"
+        assert symjac.jacobian(decoder, wrt="h", backend="numpy", **shapes(k)).form == "scalar"  # numpy: by size
+
+
 def test_torch_compile_sees_plain_operations():
     tj = symjac.torch.jacobian(decoder, wrt="h", form="array", **SMALL)
     W = _torch_weights(3, 4, torch.float64)

@@ -110,6 +110,58 @@ def test_decoder_source_is_the_closed_form():
     assert scalar_cost(derived) > 784 * 1024 * 32
 
 
+def _depends_on(program, name):
+    """Names of the variables of ``program`` computed from input ``name``."""
+    found = {name}
+    for eqn in program.eqns:
+        if any(v.name in found for v in eqn.inputs):
+            found.add(eqn.out.name)
+    return found
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+def test_decoder_jacobian_contracts_the_weights_first_for_a_batch(target):
+    """k < BATCH_HINT: J = s @ (W2 ⊗ W1), one GEMM over the batch; nothing computed
+    from the batched h is larger than the hidden layer or J (no (batch, 64, 16))."""
+    if target == "torch" and torch is None:
+        pytest.skip("torch is not installed")
+    k, m = 16, 64
+    shapes = ((k,), (m, k), (m,), (k, m), (k,))
+    program = trace_array(decoder, ("h", "W1", "b1", "W2", "b2"), shapes)
+    derived = derive(program, (0,), False, "jacobian")
+    batched = _depends_on(derived, "h")
+    assert max(eqn.out.size for eqn in derived.eqns if eqn.out.name in batched) == max(m, k * k)
+    kernel = load_module(print_module(derived, target, "Jacobian"), target).kernel
+    args = decoder_args(k, m, k, batch=(5, 2))
+    expected = decoder_closed_form(*args)
+    if target == "torch":
+        got = kernel(*map(torch.as_tensor, args))
+        assert got.is_contiguous()
+        got = got.numpy()
+    else:
+        got = kernel(*args)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("target", ["numpy", "torch"])
+def test_matrix_times_a_batch_of_matrices(target):
+    """_matmul(A, X) with X batched (and, for torch, a transposed view): (Xᵀ Aᵀ)ᵀ."""
+    if target == "torch" and torch is None:
+        pytest.skip("torch is not installed")
+    kernel = load_module(print_module(trace_array(lambda A, X: A @ X, ("A", "X"), ((2, 3), (3, 4))), target,
+                                      "Function"), target).kernel
+    A, X = RNG.normal(size=(2, 3)), RNG.normal(size=(5, 3, 3, 4))
+    expected = np.einsum("ij,...jk->...ik", A, X)
+    if target == "torch":
+        Xt = torch.as_tensor(np.ascontiguousarray(np.swapaxes(X, -1, -2))).mT
+        for given in (torch.as_tensor(X), Xt):
+            np.testing.assert_allclose(kernel(torch.as_tensor(A), given).numpy(), expected, rtol=1e-13, atol=1e-14)
+    else:
+        np.testing.assert_allclose(kernel(A, X), expected, rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(kernel(A, np.swapaxes(np.swapaxes(X, -1, -2).copy(), -1, -2)), expected,
+                                   rtol=1e-13, atol=1e-14)
+
+
 def test_decoder_tuple_wrt_weights():
     shapes = ((3,), (5, 3), (5,), (4, 5), (4,))
     kernel = build(decoder, shapes, wrt=(1, 2), wrt_is_tuple=True)

@@ -6,13 +6,13 @@ An autoencoder x -> h = encoder(x) -> decoder(h) is trained with
 
 so the Jacobian of every sample must itself be differentiated with respect
 to h (and through it the encoder) and to the decoder's weights.
-``symjac.torch.jacobian`` computes J for the whole batch: at these widths in
-the array form (``W2 (1 - tanh²(W1 h + b1)) W1`` printed as torch operations,
-so torch's autograd gives the backward), at small widths in the scalar form
-(one generated kernel, its backward another generated kernel).
+``symjac.torch.jacobian`` computes J for the whole batch: from k = 4 in the
+array form (``W2 (1 - tanh²(W1 h + b1)) W1`` printed as torch operations,
+so torch's autograd gives the backward), at the smallest widths in the
+scalar form (one generated kernel, its backward another generated kernel).
 
     python -m symjac.examples.jacobian_penalty              # 300 Adam steps, 32 -> 512 -> 32
-    python -m symjac.examples.jacobian_penalty --small      # 8 -> 16 -> 8 (the scalar form)
+    python -m symjac.examples.jacobian_penalty --small      # 8 -> 16 -> 8
     python -m symjac.examples.jacobian_penalty --steps 50 --k 4 --hidden 8 --form scalar
 
 It prints the loss curve, checks at every ``--check-every`` steps that the
