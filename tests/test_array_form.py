@@ -27,6 +27,8 @@ try:
 except ImportError:  # the torch tests below skip; the numpy ones still run
     torch = None
 
+needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
+
 
 def build(f, shapes, wrt=(0,), what="jacobian", target="numpy", wrt_is_tuple=False):
     names = tuple(inspect.signature(f).parameters)
@@ -160,6 +162,21 @@ def test_matrix_times_a_batch_of_matrices(target):
         np.testing.assert_allclose(kernel(A, X), expected, rtol=1e-13, atol=1e-14)
         np.testing.assert_allclose(kernel(A, np.swapaxes(np.swapaxes(X, -1, -2).copy(), -1, -2)), expected,
                                    rtol=1e-13, atol=1e-14)
+
+
+@needs_torch
+@pytest.mark.parametrize("spec, shapes", [("ai,ajk->aijk", ((3, 2), (3, 4, 5))), ("ij,k->ijk", ((2, 3), (4,))),
+                                          ("ai,aj->aji", ((3, 2), (3, 4))), ("ai,aj->iaj", ((3, 2), (3, 4)))])
+def test_torch_outer_products_as_matmuls(spec, shapes):
+    """Broadcast products with an own axis on each side print as matmuls with an inner axis of 1."""
+    kernel = load_module(print_module(trace_array(lambda x, Y: np.einsum(spec, x, Y), ("x", "Y"), shapes),
+                                      "torch", "Function"), "torch").kernel
+    inputs, output = spec.split("->")
+    batched = "...{},...{}->...{}".format(*inputs.split(","), output)
+    for bx, by in [((), ()), ((6,), ()), ((), (6,)), ((2, 1), (5,))]:
+        x, Y = RNG.normal(size=bx + shapes[0]), RNG.normal(size=by + shapes[1])
+        got = kernel(torch.as_tensor(x), torch.as_tensor(Y)).numpy()
+        np.testing.assert_allclose(got, np.einsum(batched, x, Y), rtol=1e-14, atol=1e-15)
 
 
 def test_decoder_tuple_wrt_weights():
@@ -453,9 +470,6 @@ def test_errors_name_the_operation():
 
 # --------------------------------------------------------------------------
 # torch target
-
-
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed")
 
 
 @needs_torch

@@ -478,7 +478,8 @@ class ArrayPrinter:
         ta, tb = self.ref(a), self.ref(b)
         contracted = [l for l in la if l in lb and l not in lo]
         if not contracted:  # a broadcast product
-            return f"{self._placed(ta, la, lo)} * {self._placed(tb, lb, lo)}"
+            outer = None if self.np else self._outer(ta, la, tb, lb, lo, sizes)
+            return outer or f"{self._placed(ta, la, lo)} * {self._placed(tb, lb, lo)}"
         batch = [l for l in lo if l in la and l in lb]
         free_a = [l for l in la if l not in lb]
         free_b = [l for l in lb if l not in la]
@@ -523,6 +524,33 @@ class ArrayPrinter:
         if perm == list(range(len(lo))):
             return product
         return self._permute(self._wrap(product), perm, len(lo))
+
+    def _outer(self, ta, la, tb, lb, lo, sizes):
+        """Torch: outer products (per shared index) as a matmul with an inner axis of
+        1, whose backward is two matmuls where a broadcast product's is a product of
+        the result's size and a sum per operand; None where ``lo`` is not laid out
+        (shared, one operand's own, the other's)."""
+        shared = [l for l in lo if l in la and l in lb]
+        own_a = [l for l in la if l not in lb]
+        own_b = [l for l in lb if l not in la]
+        if not own_a or not own_b:
+            return None
+        for (tx, lx, own_x), (ty, ly, own_y) in (((ta, la, own_a), (tb, lb, own_b)), ((tb, lb, own_b), (ta, la, own_a))):
+            if list(lo) == shared + own_x + own_y:
+                break
+        else:
+            return None
+        core = [sizes[l] for l in shared]
+        left = self._permute(tx, [lx.index(l) for l in shared + own_x], len(lx))
+        left = f"{self._wrap(left)}[..., None]" if len(own_x) == 1 else self._reshape_core(
+            self._tmp(left, "left operand"), len(lx), core + [math.prod(sizes[l] for l in own_x), 1])
+        right = self._permute(ty, [ly.index(l) for l in shared + own_y], len(ly))
+        right = f"{self._wrap(right)}[..., None, :]" if len(own_y) == 1 else self._reshape_core(
+            self._tmp(right, "right operand"), len(ly), core + [1, math.prod(sizes[l] for l in own_y)])
+        product = f"_matmul({left}, {right})"
+        if len(own_x) == 1 and len(own_y) == 1:
+            return product
+        return self._reshape_core(self._tmp(product, "outer products"), len(shared) + 2, [sizes[l] for l in lo])
 
     def _reshape_core(self, text: str, rank: int, core) -> str:
         """``text`` (core rank ``rank``) reshaped to core shape ``core``, batch kept."""
