@@ -174,12 +174,10 @@ def main(argv=None):
             report(f"threaded scheduler, {cores} threads", points, chunk, elapsed, cores)
     print(f"# load average now {os.getloadavg()[0]:.1f}")
 
-    defaults = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
-    for label, environ in (("distributed's environment", defaults),
-                           ("worker_environment()", {**defaults, **symjac.dask.worker_environment()})):
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                distributed.LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
-                                         host="127.0.0.1", dashboard_address=None) as cluster, \
+    for label, environ in (("distributed's environment", {}), ("worker_environment()", symjac.dask.worker_environment())):
+        os.environ.update(environ)  # the nanny starts workers with this process's environment (docs/adapters/dask.md)
+        with distributed.LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", dashboard_address=None) as cluster, \
                 distributed.Client(cluster) as client:
             client.compute(lazy_total(jac, sizes[0][0], sizes[0][1], options.reduction, seed=99)).result()  # warm
             for points, chunk in sizes:

@@ -304,19 +304,24 @@ def test_blocks_reach_the_kernel_without_a_copy(monkeypatch):
     assert len(seen) == 8 and seen <= {block.ctypes.data for block in made}  # the blocks themselves
 
 
-def test_worker_environment_reaches_the_workers_before_they_start():
+def test_worker_environment_reaches_the_workers_before_they_start(monkeypatch):
     environment = symjac.dask.worker_environment(2**27)
     assert environment == {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(2**27),
                            "MALLOC_TRIM_THRESHOLD_": str(2**27)}
     with pytest.raises(ValueError, match="at least 1 MiB"):
         symjac.dask.worker_environment(4096)
-    spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **environment}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}), \
-            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                     dashboard_address=None) as cluster, \
+    for name, value in environment.items():  # as the docs say: os.environ.update(...) before the cluster
+        monkeypatch.setenv(name, value)
+
+    def at_start():  # the environment the worker process was started with, which glibc read
+        with open("/proc/self/environ", "rb") as handle:
+            pairs = (item.decode().partition("=") for item in handle.read().split(b"\0") if item)
+        return {name: value for name, _, value in pairs if name in environment}
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, \
             distributed.Client(cluster, timeout=60) as client:
-        seen = client.run(lambda: {name: os.environ.get(name) for name in environment})
-        assert list(seen.values()) == [environment]
+        assert list(client.run(at_start).values()) == [environment]
         jac = objects("cython")["jacobian"]
         Y = sample_arguments("jacobian", batch=(600,), seed=8)[0]
         got = client.compute(jac(da.from_array(Y, chunks=200), K_ROBER)).result(timeout=TIMEOUT)

@@ -304,13 +304,14 @@ def worker_environment(block_bytes: int = 2**28) -> dict[str, str]:
     The price: a worker's resident memory stays up to ``block_bytes`` above
     what it uses, and its threads share one arena.
 
-    Give them to the worker processes, not to the client: ``LocalCluster``
-    and ``dask worker`` take them from Dask's configuration (see
-    ``docs/adapters/dask.md``)::
+    glibc reads them when a process starts, so they must be in the
+    environment the workers start with. Distributed's nanny takes them from
+    the environment of the process that starts it (which overrides Dask's
+    ``distributed.nanny.pre-spawn-environ``)::
 
-        dask.config.set({"distributed.nanny.pre-spawn-environ": {
-            **dask.config.get("distributed.nanny.pre-spawn-environ"),
-            **symjac.dask.worker_environment()}})
+        os.environ.update(symjac.dask.worker_environment())  # before LocalCluster(...)
+
+    or on the command line: ``env MALLOC_ARENA_MAX=1 ... dask worker tcp://...``.
     """
     block_bytes = int(block_bytes)
     if block_bytes < 2**20:
