@@ -165,7 +165,7 @@ def _solve(a, b):
 def _eig(a):
     """torch.linalg.eig of real matrices whose eigenvalues are all real (symjac is real-valued)."""
     values, vectors = torch.linalg.eig(a)
-    if bool((values.imag != 0).any()):
+    if not values.is_meta and bool((values.imag != 0).any()):  # on a GPU, this check waits for the result
         raise ValueError("np.linalg.eig: the matrix has complex eigenvalues; symjac's functions are "
                          "real-valued (np.linalg.eigh for symmetric matrices has real ones)")
     return values.real, vectors.real

@@ -24,7 +24,9 @@ import numpy as np
 
 from ..errors import ShapeError
 
-__all__ = ["norm"]
+__all__ = ["SINGULAR_VALUE_ORDERS", "norm"]
+
+SINGULAR_VALUE_ORDERS = ("nuc", 2, -2)  # matrix norms of the singular values: array form only
 
 
 def norm(x, ord=None, axis=None, keepdims=False):
@@ -32,26 +34,28 @@ def norm(x, ord=None, axis=None, keepdims=False):
     ndim = np.ndim(x)
     if axis is None:
         if ord is None:
-            return _keep(np.sqrt(np.sum(np.square(x))), tuple(range(ndim)), ndim, keepdims)
+            return _keep(np.sqrt(np.sum(np.square(x))), tuple(range(ndim)), keepdims)
         if ndim not in (1, 2):
             raise ShapeError(f"np.linalg.norm(ord={ord!r}) without axis needs a 1-d or 2-d array, got {ndim}-d")
         axis = tuple(range(ndim))
     elif isinstance(axis, (int, np.integer)):
         axis = (axis,)
-    axes = tuple(int(a) % ndim if -ndim <= a < ndim else _out_of_range(a, ndim) for a in axis)
+    axes = tuple(_axis(a, ndim) for a in axis)
     if len(axes) == 1:
         return _vector(x, ord, axes[0], keepdims)
     if len(axes) != 2 or axes[0] == axes[1]:
         raise ShapeError(f"np.linalg.norm: axis must be an int or a pair of distinct axes, got {axis!r}")
     matrices = np.moveaxis(x, axes, (-2, -1))
-    return _keep(_matrix(matrices, ord), axes, ndim, keepdims)
+    return _keep(_matrix(matrices, ord), axes, keepdims)
 
 
-def _out_of_range(a, ndim):
-    raise ShapeError(f"np.linalg.norm: axis {a} is out of range for an array of {ndim} dimensions")
+def _axis(a, ndim):
+    if not -ndim <= a < ndim:
+        raise ShapeError(f"np.linalg.norm: axis {a} is out of range for an array of {ndim} dimensions")
+    return int(a) % ndim
 
 
-def _keep(result, axes, ndim, keepdims):
+def _keep(result, axes, keepdims):
     return np.expand_dims(result, tuple(sorted(axes))) if keepdims and axes else result
 
 
@@ -67,20 +71,18 @@ def _vector(x, ord, axis, keepdims):
     if ord == -np.inf:
         return np.min(np.abs(x), axis=axis, keepdims=keepdims)
     if ord == 0:
-        return np.sum((x != 0).astype(np.float64), axis=axis, keepdims=keepdims)
+        return np.sum(np.where(x != 0, 1.0, 0.0), axis=axis, keepdims=keepdims)
     p = float(ord)
     return np.sum(np.abs(x) ** p, axis=axis, keepdims=keepdims) ** (1.0 / p)
 
 
 def _matrix(a, ord):
     """The norm of the matrices on ``a``'s last two axes."""
-    if ord is None or ord == "fro":
+    if ord is None or ord in ("fro", "f"):
         return np.sqrt(np.sum(np.square(a), axis=(-2, -1)))
-    if ord == "nuc":
-        return np.sum(np.linalg.svd(a, compute_uv=False), axis=-1)
-    if ord in (2, -2):
+    if ord in SINGULAR_VALUE_ORDERS:
         values = np.linalg.svd(a, compute_uv=False)  # descending
-        return values[..., 0] if ord == 2 else values[..., -1]
+        return np.sum(values, axis=-1) if ord == "nuc" else values[..., 0] if ord == 2 else values[..., -1]
     if ord in (1, -1, np.inf, -np.inf):
         sums = np.sum(np.abs(a), axis=-2 if ord in (1, -1) else -1)
         return np.max(sums, axis=-1) if ord > 0 else np.min(sums, axis=-1)
