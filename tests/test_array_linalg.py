@@ -307,6 +307,41 @@ def test_torch_values_match_numpy():
 
 
 @needs_torch
+def test_torch_values_match_numpy_new_functions():
+    for name in ("eig_values", "eig_vectors", "svd_vectors", "pinv", "norm_nuc", "norm_2"):
+        f, draw = UNARY[name]
+        A = draw(3, (2,))
+        for what in ("function", "jacobian"):
+            expected = build(f, ((3, 3),), what=what)(A)
+            got = build(f, ((3, 3),), what=what, target="torch")(torch.tensor(A))
+            np.testing.assert_allclose(got.numpy(), expected, rtol=1e-10, atol=1e-12, err_msg=name)
+    thin = lambda a: np.linalg.svd(a, full_matrices=False)[2] ** 2 + np.linalg.pinv(a).T ** 2
+    A = RNG.normal(size=(2, 3, 5))
+    expected = build(thin, ((3, 5),))(A)
+    np.testing.assert_allclose(build(thin, ((3, 5),), target="torch")(torch.tensor(A)).numpy(), expected,
+                               rtol=1e-10, atol=1e-12)
+
+
+@needs_torch
+def test_symjac_torch_pinv_and_nuclear_norm_any_device_and_double_backward():
+    """Through symjac.torch (form "auto" takes the array form): values, torch's
+    autograd through the printed Jacobian (twice), no CPU-only call (meta tensors)."""
+    import symjac.torch
+
+    def f(a):
+        return np.linalg.norm(a, "nuc", axis=(-2, -1)) * np.linalg.pinv(a)
+
+    tj = symjac.torch.jacobian(f, a=(4, 3))
+    assert tj.form == "array"
+    A = torch.tensor(RNG.normal(size=(2, 4, 3)), requires_grad=True)
+    np.testing.assert_allclose(tj(A).detach().numpy(), build(f, ((4, 3),))(A.detach().numpy()), rtol=1e-10)
+    assert torch.autograd.gradcheck(tj, (A,))
+    assert torch.autograd.gradgradcheck(lambda a: tj(a).sum(dim=(-2, -1)), (A,))
+    meta = tj(torch.ones(2, 4, 3, dtype=torch.float64, device="meta"))
+    assert meta.device.type == "meta" and meta.shape == (2, 3, 4, 4, 3)
+
+
+@needs_torch
 def test_torch_gradient_kernel_passes_gradcheck():
     """The torch gradient kernel is itself differentiable by torch's autograd:
     gradcheck of the gradient (a Hessian-vector product) against differences."""
