@@ -561,8 +561,8 @@ class _Deriver:
 
     def _product(self, x: Var, y: Var, stack, transpose_x=False, transpose_y=False) -> Var:
         """The stacked matrix product x @ y (of xᵀ, yᵀ where asked)."""
-        i, c, j = self.fresh(x.shape[-1 if transpose_x else -2]), self.fresh(y.shape[-1 if transpose_y else -2]), \
-            self.fresh(y.shape[-2 if transpose_y else -1])
+        rows, inner = (x.shape[-1], x.shape[-2]) if transpose_x else (x.shape[-2], x.shape[-1])
+        i, c, j = self.fresh(rows), self.fresh(inner), self.fresh(y.shape[-2] if transpose_y else y.shape[-1])
         lx = stack + ((c, i) if transpose_x else (i, c))
         ly = stack + ((j, c) if transpose_y else (c, j))
         return self.b.contract((x, y), (lx, ly), stack + (i, j), self.sizes)

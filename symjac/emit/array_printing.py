@@ -486,8 +486,8 @@ class ArrayPrinter:
         return self._svd(eqn, True, 2)
 
     def _print_pinv(self, eqn: Eqn) -> str:
-        keyword = "rcond" if self.np else "rtol"  # both relative to the largest singular value
-        return f"{self._linalg_call('pinv', eqn)[:-1]}, {keyword}={_float(eqn.param('rcond'))})"
+        x, rcond = self.ref(eqn.inputs[0]), _float(eqn.param("rcond"))  # relative to the largest singular value
+        return f"numpy.linalg.pinv({x}, rcond={rcond})" if self.np else f"torch.linalg.pinv({x}, rtol={rcond})"
 
     def _subscripts(self, eqn: Eqn, ellipsis=True) -> str:
         spec_in, spec_out = eqn.param("spec")
