@@ -16,6 +16,7 @@ import pytest
 from symjac.errors import ShapeError
 from symjac.front.array_program import ArrayFormError
 from symjac.front.array_trace import trace_array
+from symjac.front.norms import SINGULAR_VALUE_ORDERS
 
 from test_array_form import build, central
 
@@ -405,14 +406,15 @@ def test_pinv(shape):
 
 
 def test_pinv_options():
-    """rcond/rtol drop small singular values as numpy does; hermitian=True reads the lower triangle."""
+    """rcond/rtol drop small singular values as numpy does; hermitian=True reads the
+    lower triangle (numpy calls eigh), in pinv and svd."""
     A = RNG.normal(size=(4, 2)) @ RNG.normal(size=(2, 3))  # rank 2
     for f in (lambda a: np.linalg.pinv(a, rcond=1e-10), lambda a: np.linalg.pinv(a, rtol=None)):
         np.testing.assert_allclose(build(f, ((4, 3),), what="function")(A), f(A), rtol=1e-10, atol=1e-12)
     S = spd(4) + np.triu(RNG.normal(size=(4, 4)), 1)
-    f = lambda a: np.linalg.pinv(a, hermitian=True)
-    np.testing.assert_allclose(build(f, ((4, 4),), what="function")(S), f(S), rtol=1e-10, atol=1e-12)
-    check_jacobian(f, [S])
+    for f in (lambda a: np.linalg.pinv(a, hermitian=True), lambda a: np.linalg.svd(a, hermitian=True)[1]):
+        np.testing.assert_allclose(build(f, ((4, 4),), what="function")(S), f(S), rtol=1e-10, atol=1e-12)
+        check_jacobian(f, [S])
 
 
 def test_pinv_of_constant_rank_matrices():
@@ -437,6 +439,11 @@ def test_matrix_norms(ord):
     B = RNG.normal(size=(3, 2, 4))
     np.testing.assert_allclose(build(stacked, ((3, 2, 4),), what="function")(B), stacked(B), rtol=1e-12)
     check_jacobian(stacked, [B])
+    if ord not in SINGULAR_VALUE_ORDERS:  # the scalar form has these too
+        import symjac
+
+        jac = symjac.jacobian(stacked, a=(3, 2, 4), form="scalar", backend="numpy")
+        np.testing.assert_allclose(jac(B), central(stacked, [B], 0), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("ord", [3, 4, 0.5, -1.5, 1, 2, None, np.inf, -np.inf, 0], ids=str)
