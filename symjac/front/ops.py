@@ -51,6 +51,15 @@ def _select(pairs, default):
 # later comparison (max of a max) makes sympy rewrite that condition into
 # all combinations of the inner conditions, exponential along a chain.
 _maximum = maximum.new
+
+
+def _shifted_log_sum(a, b, exp, log):
+    """``log(exp(a) + exp(b))`` as numpy computes it, shifted by ``m = max(a, b)``
+    so that nothing overflows: ``m + log(exp(a - m) + exp(b - m))``. The
+    derivative of ``m`` cancels (exactly, also at a tie), leaving the
+    softmax weights ``exp(a - m) / (exp(a - m) + exp(b - m))``."""
+    m = _maximum(a, b)
+    return m + log(exp(a - m) + exp(b - m))
 _minimum = minimum.new
 
 
@@ -90,8 +99,8 @@ UFUNCS = {
     np.log2: cfunctions.log2,
     np.log10: cfunctions.log10,
     np.log1p: cfunctions.log1p,
-    np.logaddexp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
-    np.logaddexp2: lambda a, b: cfunctions.log2(cfunctions.exp2(a) + cfunctions.exp2(b)),
+    np.logaddexp: lambda a, b: _shifted_log_sum(a, b, sympy.exp, sympy.log),
+    np.logaddexp2: lambda a, b: _shifted_log_sum(a, b, cfunctions.exp2, cfunctions.log2),
     np.remainder: _remainder,
     np.fmod: fmod,
     np.floor_divide: lambda a, b: sympy.floor(a / b),
@@ -946,8 +955,7 @@ zero) follow numpy's selection rules and JAX:
   also at the jumps.
 - Compiled `max`/`min` use C's `fmax`/`fmin` (numpy: `np.fmax`/`np.fmin`): a NaN
   element is skipped where `np.max` would return NaN. `np.logaddexp` and
-  `np.logaddexp2` are computed as written (`log(exp(a) + exp(b))`), so they
-  overflow for arguments beyond about 709 (1024 for base 2) where numpy's do not.
+  `np.logaddexp2` are shifted by the larger argument, as numpy's: no overflow.
 - `np.linalg` (array form; the rules of M. Giles 2008, as JAX's): eigenvectors
   (`eigh`, `eig`) and singular vectors (`svd`) have no derivative where
   eigenvalues or singular values repeat, nor the singular vectors of a
