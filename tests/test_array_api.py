@@ -49,6 +49,35 @@ def test_auto_picks_the_array_form_for_dense_linear_algebra_and_scalar_for_small
     np.testing.assert_allclose(wide(h, *W), closed_form_jacobian(h, *W), rtol=1e-12, atol=1e-13)
 
 
+def test_auto_takes_the_array_form_for_a_max_over_many_elements_except_in_hessians():
+    def objective(x):
+        return np.max(x) + np.sum(x ** 2)
+
+    n = 10_000  # the scalar form built this gradient in 33 s, one comparison per element
+    gradient = symjac.gradient(objective, x=n)
+    assert gradient.form == "array"
+    x = RNG.normal(size=(3, n))
+    x[1, 17] = x[1, 4000] = 9.0  # a tie: numpy's argmax convention, the first one
+    expected = 2 * x
+    expected[np.arange(3), np.argmax(x, axis=1)] += 1
+    np.testing.assert_array_equal(gradient(x), expected)
+    assert symjac.gradient(objective, x=symjac.api.AUTO_ARRAY_MIN_SELECTED - 1).form == "scalar"
+    assert symjac.hessian(objective, x=100, backend="numpy").form == "scalar"  # sparse, not a dense n x n
+
+
+def test_array_form_hessian_source_does_not_grow_with_the_square_of_its_size():
+    def cubes(x):
+        return np.sum(x ** 3) + x[0] * x[1]
+
+    sizes = {n: len(symjac.hessian(cubes, x=n, form="array").source) for n in (50, 2000)}
+    assert sizes[2000] < 1.1 * sizes[50]  # the packed indices are made at import, not printed
+    hessian = symjac.hessian(cubes, x=2000, form="array")
+    x = RNG.normal(size=2000)
+    rows, columns = np.tril_indices(2000)
+    np.testing.assert_array_equal(hessian.values(x), hessian(x)[rows, columns])
+    assert hessian(x)[1, 0] == 1 and hessian(x)[5, 5] == 6 * x[5]
+
+
 SMALL = dict(h=3, W1=(4, 3), b1=4, W2=(3, 4), b2=3)
 
 

@@ -279,3 +279,50 @@ def test_a_worker_without_a_compiler_reports_a_build_error(tmp_path):
                 client.compute(lazy).result(timeout=TIMEOUT)
     message = str(caught.value)
     assert "/nonexistent/cc" in message and "backend='numpy'" in message
+
+
+def test_blocks_reach_the_kernel_without_a_copy(monkeypatch):
+    made, seen = [], set()  # the blocks a task made (kept alive: no address is reused); what the kernel got
+
+    def made_here(block):
+        made.append(block.copy())
+        return made[-1]
+
+    call = symjac.dask.Kernel.__call__
+
+    def recorded(kernel, *blocks):
+        seen.add(blocks[0].ctypes.data)
+        return call(kernel, *blocks)
+
+    monkeypatch.setattr(symjac.dask.Kernel, "__call__", recorded)
+    states = sample_arguments("jacobian", batch=(40,), seed=7)[0]
+    Y = da.from_array(states, chunks=(10, -1)).map_blocks(made_here)
+    jac = objects("cython")["jacobian"]
+    np.testing.assert_array_equal(jac(Y, K_ROBER).compute(scheduler="sync"), jac(states, K_ROBER))
+    value, J = da.compute(*jac.function_and_jacobian(Y, K_ROBER), scheduler="sync")  # two outputs
+    np.testing.assert_array_equal(J, jac(states, K_ROBER))
+    assert len(seen) == 8 and seen <= {block.ctypes.data for block in made}  # the blocks themselves
+
+
+def test_worker_environment_reaches_the_workers_before_they_start(monkeypatch):
+    environment = symjac.dask.worker_environment(2**27)
+    assert environment == {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(2**27),
+                           "MALLOC_TRIM_THRESHOLD_": str(2**27)}
+    with pytest.raises(ValueError, match="at least 1 MiB"):
+        symjac.dask.worker_environment(4096)
+    for name, value in environment.items():  # as the docs say: os.environ.update(...) before the cluster
+        monkeypatch.setenv(name, value)
+
+    def at_start():  # the environment the worker process was started with, which glibc read
+        with open("/proc/self/environ", "rb") as handle:
+            pairs = (item.decode().partition("=") for item in handle.read().split(b"\0") if item)
+        return {name: value for name, _, value in pairs if name in environment}
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, timeout=60) as client:
+        assert list(client.run(at_start).values()) == [environment]
+        jac = objects("cython")["jacobian"]
+        Y = sample_arguments("jacobian", batch=(600,), seed=8)[0]
+        got = client.compute(jac(da.from_array(Y, chunks=200), K_ROBER)).result(timeout=TIMEOUT)
+        np.testing.assert_array_equal(got, jac(Y, K_ROBER))

@@ -405,3 +405,26 @@ def test_differentiate_does_not_mutate_its_input():
     assert list(traced.outputs[0].flat) == before
     assert first.blocks[0].entries == second.blocks[0].entries
     assert first.traced is traced
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cython"])
+def test_logaddexp_neither_overflows_nor_loses_its_derivatives(backend):
+    import symjac
+
+    def f(x):
+        return np.array([np.logaddexp(x[0], x[1]), np.logaddexp2(x[0], x[1])])
+
+    jac = symjac.jacobian(f, x=2, backend=backend, kernels=("jacobian", "function"))
+    hessian = symjac.hessian(lambda x: np.logaddexp(x[0], x[1]), x=2, backend=backend)
+    X = np.array([[1000.0, 999.0], [-1000.0, -1001.5], [0.3, 0.3], [2000.0, 3000.0], [1100.0, -5.0]])
+    np.testing.assert_allclose(jac.function(X), np.stack([f(x) for x in X]), rtol=1e-15)
+    # analytic: the softmax weights of (a, b), in base e and base 2, and their derivative w(1 - w)
+    with np.errstate(over="ignore"):  # exp(1000) is inf: the weight is 0
+        w = 1 / (1 + np.exp(X[:, 1] - X[:, 0]))
+        w2 = 1 / (1 + np.exp2(X[:, 1] - X[:, 0]))
+    expected = np.stack([np.stack([w, 1 - w], -1), np.stack([w2, 1 - w2], -1)], 1)
+    np.testing.assert_allclose(jac(X), expected, rtol=1e-14, atol=1e-300)
+    s = w * (1 - w)
+    np.testing.assert_allclose(hessian(X), np.stack([[s, -s], [-s, s]]).transpose(2, 0, 1), rtol=1e-12, atol=1e-300)
+    x = np.array([0.4, -1.1])  # and against differences where nothing overflows
+    np.testing.assert_allclose(jac(x), central_difference_jacobian(f, [x], 0), rtol=1e-8)

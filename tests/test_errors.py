@@ -47,7 +47,7 @@ def test_float_conversion_suggests_numpy():
 
 
 def test_unsupported_numpy_function_is_named():
-    with pytest.raises(symjac.TracingError, match=r"numpy\.linalg\.eigh"):
+    with pytest.raises(symjac.TracingError, match=r"np\.linalg\.eigh .*form=\"array\""):
         symjac.trace(lambda a: np.linalg.eigh(a), (2, 2))
     with pytest.raises(symjac.TracingError, match=r"np\.percentile"):
         symjac.trace(lambda x: np.percentile(x, 30), 3)

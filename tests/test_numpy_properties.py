@@ -112,3 +112,61 @@ def test_compositions_values_and_derivatives(new, old, order, x):
     H = symjac.hessian(f, x=N, backend="numpy")(x)
     scale = max(1.0, float(np.max(np.abs(hessian))))
     np.testing.assert_allclose(H, hessian, rtol=1e-3, atol=1e-3 * scale)
+
+
+def _matrix(y):
+    """A well-conditioned 2x2 matrix from a traced (4,) vector."""
+    return y.reshape(2, 2) + 3.0 * np.eye(2)
+
+
+def _spd(y):
+    M = y.reshape(2, 2)
+    return M @ M.T + np.eye(2)
+
+
+# np.linalg layers, (4,) -> (4,): the array form only (the scalar form names it)
+LINALG = [
+    ("inv", lambda y: np.linalg.inv(_matrix(y)).ravel()),
+    ("solve", lambda y: np.linalg.solve(_matrix(y), y.reshape(2, 2)).ravel()),
+    ("det", lambda y: np.linalg.det(_matrix(y)) * y),
+    ("slogdet", lambda y: np.linalg.slogdet(_matrix(y))[1] + y),
+    ("cholesky", lambda y: np.linalg.cholesky(_spd(y)).ravel()),
+    ("eigvalsh", lambda y: np.repeat(np.linalg.eigvalsh(_spd(y)), 2)),
+    ("eigh_vectors", lambda y: np.abs(np.linalg.eigh(_spd(y))[1]).ravel()),
+    ("svd_values", lambda y: np.concatenate([np.linalg.svd(_matrix(y), compute_uv=False), y[:2]])),
+    ("pinv", lambda y: np.linalg.pinv(_matrix(y)).ravel()),
+    ("nuclear_norm", lambda y: np.linalg.norm(_matrix(y), "nuc") * y),
+    ("p_norm", lambda y: np.linalg.norm(y, 3) + y),
+]
+ARRAY_OLD = [layer for layer in OLD if layer[0] != "cumsum"]  # no cumsum in the array form
+
+
+@settings(max_examples=25, derandomize=True, database=None, deadline=None,
+          suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+@given(
+    new=st.lists(st.sampled_from(LINALG), min_size=1, max_size=2),
+    old=st.lists(st.sampled_from(ARRAY_OLD), min_size=0, max_size=2),
+    order=st.randoms(use_true_random=False),
+    x=st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=N, max_size=N),
+)
+def test_linalg_compositions_in_the_array_form(new, old, order, x):
+    layers = list(new) + list(old)
+    order.shuffle(layers)
+    f = _compose(layers)
+    x = 0.5 * np.array(x) + np.array([0.0, 0.31, -0.57, 0.83])
+    with np.errstate(all="ignore"):
+        value = f(x)
+    assume(np.isfinite(value) and abs(value) < 1e6)
+    gradient = _stable_difference(f, x, 1e-6)
+    assume(gradient is not None)  # near a repeated eigen/singular value the derivative is undefined
+    hessian = _stable_difference(lambda y: central_difference_jacobian(f, [y], 0, h=1e-5), x, 1e-4)
+    assume(hessian is not None)
+
+    jac = symjac.jacobian(f, x=N, form="array")
+    scale = max(1.0, float(np.max(np.abs(gradient))))
+    np.testing.assert_allclose(jac(x), gradient, rtol=1e-5, atol=1e-5 * scale)
+    H = symjac.hessian(f, x=N, form="array")(x)
+    scale = max(1.0, float(np.max(np.abs(hessian))))
+    np.testing.assert_allclose(H, hessian, rtol=1e-3, atol=1e-3 * scale)
+    np.testing.assert_allclose(symjac.gradient(f, x=N, form="array")(x), gradient.ravel(), rtol=1e-5,
+                               atol=1e-5 * scale)

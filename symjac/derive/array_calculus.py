@@ -46,6 +46,7 @@ derivatives share its values (``1 - t**2`` reads the forward ``tanh``).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -348,11 +349,17 @@ class _Deriver:
         return tuple(v_slots[offset + p] if size == out_shape[offset + p] else self.fresh(size)
                      for p, size in enumerate(shape))
 
+    def locals(self, eqn: Eqn, k: int) -> list:
+        """:meth:`local` as a list of terms (empty where the derivative is zero)."""
+        local = self.local(eqn, k)
+        return [] if local is None else local if isinstance(local, list) else [local]
+
     def local(self, eqn: Eqn, k: int):
         """The derivative of ``eqn``'s output with respect to its input ``k`` in
         Einstein form: ``(coeff, factors, v_slots, u_slots)`` (slots are fresh
-        labels; shared ones say "same index", repeated u slots a diagonal), or
-        None where it is zero. ``reshape`` has no such form and is handled apart."""
+        labels; shared ones say "same index", repeated u slots a diagonal), a
+        list of them (a sum), or None where it is zero. ``reshape`` has no such
+        form and is handled apart."""
         b, prim, out, u = self.b, eqn.prim, eqn.out, eqn.inputs[k]
         if prim in _ELEMENTWISE_PRIMS:
             partial = _partial(b, prim, eqn.inputs, out, k)
@@ -443,18 +450,24 @@ class _Deriver:
             slogdet   d log|det A| = tr(A⁻¹ dA)
             cholesky  dL = L Φ(L⁻¹ dA L⁻ᵀ), Φ: the lower triangle, diagonal halved
             eigh      dλ_i = v_iᵀ dA v_i;  dV = V (F ∘ (Vᵀ dA V)), F_ij = 1/(λ_j - λ_i), F_ii = 0
-            svd       dσ_i = u_iᵀ dA v_i (singular values only; the vectors have no rule yet)
+            eig       dλ = diag(V⁻¹ dA V);  dV = dU - V diag(Vᵀ dU), dU = V (F ∘ (V⁻¹ dA V))
+                      (the second term keeps the columns of unit length, as numpy's)
+            svd       dσ_i = u_iᵀ dA v_i;  with dS = Uᵀ dA V, F_ij = 1/(σ_j² - σ_i²), F_ii = 0:
+                      dU = U (F ∘ (dS Σ + Σ dSᵀ)) + (I - U Uᵀ) dA V Σ⁻¹   (the last if m > n)
+                      dV = V (F ∘ (Σ dS + dSᵀ Σ)) + (I - V Vᵀ) dAᵀ U Σ⁻¹  (the last if n > m)
+            pinv      dP = -P dA P + P Pᵀ dAᵀ (I - A P) + (I - P A) dAᵀ Pᵀ P   (constant rank)
 
-        (cholesky and eigh see a symmetric input: the tracer symmetrizes the
-        triangle numpy reads, so dA is symmetric here). Reverse mode through
+        Repeated eigenvalues (eig, eigh) or singular values (svd vectors), and a
+        zero singular value of a non-square matrix, make F or Σ⁻¹ infinite: the
+        derivative is undefined there (as in JAX, whose rules these are).
+        cholesky and eigh see a symmetric input: the tracer symmetrizes the
+        triangle numpy reads, so dA is symmetric here. Reverse mode through
         ``solve`` solves with Aᵀ instead (see :meth:`adjoints`)."""
         b, prim, out, a = self.b, eqn.prim, eqn.out, eqn.inputs[0]
         n = a.shape[-1]
         stack = tuple(self.fresh(s) for s in a.shape[:-2])
-        if prim == "svd_values":  # dσ_i = u_iᵀ dA v_i (distinct, nonzero singular values)
-            U, Vh = b.linalg("svd_u", a), b.linalg("svd_vh", a)
-            i, p, q = self.fresh(out.shape[-1]), self.fresh(a.shape[-2]), self.fresh(n)
-            return 1.0, ((U, stack + (p, i)), (Vh, stack + (i, q))), stack + (i,), stack + (p, q)
+        if prim.startswith("svd") or prim == "pinv":
+            return self._rectangular_local(eqn, stack)
         i, j, p, q, r = (self.fresh(n) for _ in range(5))
         if prim == "inv":
             return -1.0, ((out, stack + (i, p)), (out, stack + (q, j))), stack + (i, j), stack + (p, q)
@@ -479,15 +492,83 @@ class _Deriver:
             vectors = b.linalg("eigh_vectors", a)
             return 1.0, ((vectors, stack + (p, i)), (vectors, stack + (q, i))), stack + (i,), stack + (p, q)
         if prim == "eigh_vectors":
-            values = b.linalg("eigh_values", a)
-            column = b.reshape(values, values.shape + (1,))
-            row = b.reshape(values, values.shape[:-1] + (1, n))
-            eye = b.eye(n)
-            gaps = b.sub(row, column)  # λ_j - λ_i
-            F = b.sub(b.call("reciprocal", b.add(gaps, eye)), eye)  # zero diagonal, no division by zero
+            F = self._gap_reciprocals(b.linalg("eigh_values", a))
             return 1.0, ((out, stack + (i, r)), (F, stack + (r, j)), (out, stack + (p, r)), (out, stack + (q, j))), \
                 stack + (i, j), stack + (p, q)
+        if prim == "eig_values":
+            vectors = b.linalg("eig_vectors", a)
+            return 1.0, ((b.linalg("inv", vectors), stack + (i, p)), (vectors, stack + (q, i))), stack + (i,), \
+                stack + (p, q)
+        if prim == "eig_vectors":
+            F = self._gap_reciprocals(b.linalg("eig_values", a))
+            inverse = b.linalg("inv", out)
+            K = b.mul(F, self._product(out, out, stack, transpose_x=True))  # (VᵀV)_ij F_ij
+            V_dA_V = ((inverse, stack + (r, p)), (out, stack + (q, j)))  # (V⁻¹ dA V)_rj
+            return [(1.0, ((out, stack + (i, r)), (F, stack + (r, j))) + V_dA_V, stack + (i, j), stack + (p, q)),
+                    (-1.0, ((out, stack + (i, j)), (K, stack + (r, j))) + V_dA_V, stack + (i, j), stack + (p, q))]
         raise ArrayFormError(f"no derivative rule for the array primitive {prim!r}; use form=\"scalar\"")
+
+    def _rectangular_local(self, eqn: Eqn, stack):
+        """svd and pinv of (..., m, n) matrices (see :meth:`_linalg_local`)."""
+        b, prim, out, a = self.b, eqn.prim, eqn.out, eqn.inputs[0]
+        (m, n), size = a.shape[-2:], min(a.shape[-2:])
+        if prim.endswith("_full"):
+            raise ArrayFormError(
+                f"np.linalg.svd of {m}x{n} matrices with full_matrices=True: the {abs(m - n)} extra singular "
+                "vectors (any orthonormal basis of a complement) have no derivative; use "
+                "np.linalg.svd(a, full_matrices=False)")
+        A = stack + (self.fresh(m), self.fresh(n))  # dA's labels
+        if prim == "pinv":
+            i, j = self.fresh(n), self.fresh(m)
+            P, I_m, I_n = out, b.eye(m), b.eye(n)
+            right = b.sub(I_m, self._product(a, P, stack))  # I - A P
+            left = b.sub(I_n, self._product(P, a, stack))  # I - P A
+            P_Pt, Pt_P = self._product(P, P, stack, transpose_y=True), self._product(P, P, stack, transpose_x=True)
+            return [(-1.0, ((P, stack + (i, A[-2])), (P, stack + (A[-1], j))), stack + (i, j), A),
+                    (1.0, ((P_Pt, stack + (i, A[-1])), (right, stack + (A[-2], j))), stack + (i, j), A),
+                    (1.0, ((left, stack + (i, A[-1])), (Pt_P, stack + (A[-2], j))), stack + (i, j), A)]
+        U, s, Vh = b.linalg("svd_u", a), b.linalg("svd_values", a), b.linalg("svd_vh", a)
+        i, j = self.fresh(size), self.fresh(size)
+        if prim == "svd_values":  # dσ_i = u_iᵀ dA v_i
+            return 1.0, ((U, stack + (A[-2], i)), (Vh, stack + (i, A[-1]))), stack + (i,), A
+        F = self._gap_reciprocals(b.call("square", s))
+        F_right = b.mul(F, b.reshape(s, s.shape[:-1] + (1, size)))  # F_ij σ_j
+        F_left = b.mul(F, b.reshape(s, s.shape + (1,)))  # F_ij σ_i
+        dS_ij = ((U, stack + (A[-2], i)), (Vh, stack + (j, A[-1])))  # (Uᵀ dA V)_ij
+        dS_ji = ((U, stack + (A[-2], j)), (Vh, stack + (i, A[-1])))
+        if prim == "svd_u":
+            p = self.fresh(m)
+            terms = [(1.0, ((U, stack + (p, i)), (F_right, stack + (i, j))) + dS_ij, stack + (p, j), A),
+                     (1.0, ((U, stack + (p, i)), (F_left, stack + (i, j))) + dS_ji, stack + (p, j), A)]
+            if m > n:
+                complement = b.sub(b.eye(m), self._product(U, U, stack, transpose_y=True))
+                Vh_scaled = b.div(Vh, b.reshape(s, s.shape + (1,)))
+                terms.append((1.0, ((complement, stack + (p, A[-2])), (Vh_scaled, stack + (j, A[-1]))),
+                              stack + (p, j), A))
+            return terms
+        q = self.fresh(n)  # svd_vh: dVh = dVᵀ, labels (j, q)
+        terms = [(1.0, ((Vh, stack + (i, q)), (F_left, stack + (i, j))) + dS_ij, stack + (j, q), A),
+                 (1.0, ((Vh, stack + (i, q)), (F_right, stack + (i, j))) + dS_ji, stack + (j, q), A)]
+        if n > m:
+            complement = b.sub(b.eye(n), self._product(Vh, Vh, stack, transpose_x=True))
+            U_scaled = b.div(U, b.reshape(s, s.shape[:-1] + (1, size)))
+            terms.append((1.0, ((complement, stack + (q, A[-1])), (U_scaled, stack + (A[-2], j))), stack + (j, q), A))
+        return terms
+
+    def _gap_reciprocals(self, values: Var) -> Var:
+        """F_ij = 1 / (values_j - values_i), F_ii = 0 (no division by zero on the diagonal)."""
+        b, n = self.b, values.shape[-1]
+        gaps = b.sub(b.reshape(values, values.shape[:-1] + (1, n)), b.reshape(values, values.shape + (1,)))
+        eye = b.eye(n)
+        return b.sub(b.call("reciprocal", b.add(gaps, eye)), eye)
+
+    def _product(self, x: Var, y: Var, stack, transpose_x=False, transpose_y=False) -> Var:
+        """The stacked matrix product x @ y (of xᵀ, yᵀ where asked)."""
+        rows, inner = (x.shape[-1], x.shape[-2]) if transpose_x else (x.shape[-2], x.shape[-1])
+        i, c, j = self.fresh(rows), self.fresh(inner), self.fresh(y.shape[-2] if transpose_y else y.shape[-1])
+        lx = stack + ((c, i) if transpose_x else (i, c))
+        ly = stack + ((j, c) if transpose_y else (c, j))
+        return self.b.contract((x, y), (lx, ly), stack + (i, j), self.sizes)
 
     def _solve_adjoint(self, eqn: Eqn, g: Var, k: int) -> Var:
         """Cotangents of solve(A, B) = X: gB = A⁻ᵀ g (a solve with Aᵀ), gA = -gB Xᵀ."""
@@ -513,9 +594,7 @@ class _Deriver:
             elif eqn.prim == "getitem":
                 terms += [self._getitem(t, u, eqn.param("index")) for t in incoming]
             else:
-                local = self.local(eqn, k)
-                if local is not None:
-                    terms += [self.compose(t, *local) for t in incoming]
+                terms += [self.compose(t, *local) for local in self.locals(eqn, k) for t in incoming]
         return terms
 
     # -- reverse mode ----------------------------------------------------------
@@ -544,11 +623,11 @@ class _Deriver:
                 elif eqn.prim == "solve":
                     part = self._solve_adjoint(eqn, g, k)
                 else:
-                    local = self.local(eqn, k)
-                    if local is None:
+                    parts = [self.realize(factors + ((g, v_slots),), coeff, u_slots)
+                             for coeff, factors, v_slots, u_slots in self.locals(eqn, k)]
+                    if not parts:
                         continue
-                    coeff, factors, v_slots, u_slots = local
-                    part = self.realize(factors + ((g, v_slots),), coeff, u_slots)
+                    part = functools.reduce(self.b.add, parts)
                 adjoint[u.name] = part if u.name not in adjoint else self.b.add(adjoint[u.name], part)
         return adjoint
 

@@ -98,6 +98,15 @@ def _solve(a, b):
     return numpy.linalg.solve(numpy.broadcast_to(a, batch + a.shape[-2:]), numpy.broadcast_to(b, batch + b.shape[-2:]))
 
 
+def _eig(a):
+    """numpy.linalg.eig of real matrices whose eigenvalues are all real (symjac is real-valued)."""
+    values, vectors = numpy.linalg.eig(a)
+    if numpy.iscomplexobj(values):
+        raise ValueError("np.linalg.eig: the matrix has complex eigenvalues; symjac's functions are "
+                         "real-valued (np.linalg.eigh for symmetric matrices has real ones)")
+    return values, vectors
+
+
 def _out(x, shape):
     """x with the full batch shape in front (a fresh array where broadcasting was needed)."""
     if x.shape != shape:
@@ -147,6 +156,15 @@ def _solve(a, b):
     """torch.linalg.solve with b a stack of matrices (never read as a vector), stacks broadcast."""
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     return torch.linalg.solve(a.expand(batch + a.shape[-2:]), b.expand(batch + b.shape[-2:]))
+
+
+def _eig(a):
+    """torch.linalg.eig of real matrices whose eigenvalues are all real (symjac is real-valued)."""
+    values, vectors = torch.linalg.eig(a)
+    if not values.is_meta and bool((values.imag != 0).any()):  # on a GPU, this check waits for the result
+        raise ValueError("np.linalg.eig: the matrix has complex eigenvalues; symjac's functions are "
+                         "real-valued (np.linalg.eigh for symmetric matrices has real ones)")
+    return values.real, vectors.real
 
 
 def _broadcast(*shapes):
@@ -445,15 +463,35 @@ class ArrayPrinter:
     def _print_eigh_vectors(self, eqn: Eqn) -> str:
         return self._linalg_call("eigh", eqn, "[1]")
 
+    def _print_eig_values(self, eqn: Eqn) -> str:
+        return f"_eig({self.ref(eqn.inputs[0])})[0]"
+
+    def _print_eig_vectors(self, eqn: Eqn) -> str:
+        return f"_eig({self.ref(eqn.inputs[0])})[1]"
+
     def _print_svd_values(self, eqn: Eqn) -> str:
         x = self.ref(eqn.inputs[0])
         return f"numpy.linalg.svd({x}, compute_uv=False)" if self.np else f"torch.linalg.svdvals({x})"
 
+    def _svd(self, eqn: Eqn, full: bool, part: int) -> str:
+        module = "numpy.linalg" if self.np else "torch.linalg"
+        return f"{module}.svd({self.ref(eqn.inputs[0])}, full_matrices={full})[{part}]"
+
     def _print_svd_u(self, eqn: Eqn) -> str:
-        return self._linalg_call("svd", eqn, "[0]").replace(")[0]", ", full_matrices=False)[0]")
+        return self._svd(eqn, False, 0)
 
     def _print_svd_vh(self, eqn: Eqn) -> str:
-        return self._linalg_call("svd", eqn, "[2]").replace(")[2]", ", full_matrices=False)[2]")
+        return self._svd(eqn, False, 2)
+
+    def _print_svd_u_full(self, eqn: Eqn) -> str:
+        return self._svd(eqn, True, 0)
+
+    def _print_svd_vh_full(self, eqn: Eqn) -> str:
+        return self._svd(eqn, True, 2)
+
+    def _print_pinv(self, eqn: Eqn) -> str:
+        x, rcond = self.ref(eqn.inputs[0]), _float(eqn.param("rcond"))  # relative to the largest singular value
+        return f"numpy.linalg.pinv({x}, rcond={rcond})" if self.np else f"torch.linalg.pinv({x}, rtol={rcond})"
 
     def _subscripts(self, eqn: Eqn, ellipsis=True) -> str:
         spec_in, spec_out = eqn.param("spec")

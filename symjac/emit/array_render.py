@@ -24,7 +24,7 @@ from ..derive.derivatives import DERIVATIVES
 from ..derive.kinds import KINDS
 from ..front.array_program import ArrayProgram
 from .array_printing import print_module
-from .source import Source, calling_source, environment, number_rows
+from .source import Source, calling_source, environment
 
 __all__ = ["block_coordinates", "render_array"]
 
@@ -65,15 +65,16 @@ def _packed_layouts(traced: ArrayProgram, derived: ArrayProgram, kind: str, wrt,
     shapes = tuple(var.shape for var in derived.outputs)
     if kind == "jacobian":
         positions = _positions(traced, derived, 1, wrt_is_tuple)
-        nonzeros = tuple(tuple(range(_size(shape))) for shape in shapes)
+        nonzeros = tuple(_Indices(_size(shape), f"range({_size(shape)})") for shape in shapes)
         sparse = tuple((_size(shape) // sizes[position[1]], sizes[position[1]])
                        for shape, position in zip(shapes, positions))
         layout = (tuple((len(indices),) for indices in nonzeros), derived.structure)
         return layout, nonzeros, shapes, sparse, None
     total = sum(sizes)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
-    rows, cols = np.tril_indices(total)
-    nonzeros = tuple(tuple((np.arange(output.size)[:, None] * total * total + rows * total + cols).ravel().tolist())
+    nonzeros = tuple(_Indices(output.size * total * (total + 1) // 2,
+                              f"(numpy.arange({output.size})[:, None] * {total * total} + numpy.ravel_multi_index("
+                              f"numpy.tril_indices({total}), ({total}, {total}))).ravel().tolist()")
                      for output in traced.outputs)
     full_shapes = tuple(output.shape + (total, total) for output in traced.outputs)
     sparse = tuple((output.size * total, total) for output in traced.outputs)
@@ -82,6 +83,19 @@ def _packed_layouts(traced: ArrayProgram, derived: ArrayProgram, kind: str, wrt,
     gather = tuple((output, int(offsets[a]), int(offsets[c]), sizes[a], sizes[c])
                    for output, a, c in _positions(traced, derived, 2, wrt_is_tuple))
     return layout, nonzeros, full_shapes, sparse, gather
+
+
+@dataclass(frozen=True)
+class _Indices:
+    """A packed buffer's flat indices: how many, and the Python expression
+    that makes them when the module is imported (every entry of a dense
+    result: printed as numbers they would grow the source with n^2)."""
+
+    count: int
+    expression: str
+
+    def __len__(self) -> int:
+        return self.count
 
 
 @dataclass(frozen=True)
@@ -134,8 +148,7 @@ def render_array(traced: ArrayProgram, derived: ArrayProgram, what: str, wrt: tu
             wrt=tuple(wrt), output_shapes=tuple(var.shape for var in traced.outputs),
             output_is_tuple=traced.output_is_tuple, wrt_is_tuple=wrt_is_tuple, parallel_min_points=1,
             caller_zeroes={}, layouts=layouts, full_shapes=full_shapes, sparse_shapes=sparse_shapes,
-            nonzeros={kind: [number_rows(indices, " " * 12) + ("," if len(indices) == 1 else "")
-                             for indices in tables] for kind, tables in nonzeros.items()},
+            nonzeros={kind: [f"*{indices.expression}," for indices in tables] for kind, tables in nonzeros.items()},
         ).rstrip("\n")
         text += environment().get_template("_array_calls.py.j2").render(
             metadata=metadata, kernel=kernel, packed=kinds[1] if len(kinds) > 1 else None, gather=gather,

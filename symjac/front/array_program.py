@@ -35,7 +35,10 @@ Primitives (``params`` in brackets):
                                 inv, solve (matrix right-hand side), det, slogdet
                                 (log|det|), slogdet_sign, cholesky (of a symmetric
                                 input), eigh_values, eigh_vectors (ascending, symmetric input),
-                                svd_values, svd_u, svd_vh (thin SVD of any (..., m, n))
+                                eig_values, eig_vectors (real eigenvalues; complex ones are a
+                                run-time error), svd_values, svd_u, svd_vh (thin SVD of any
+                                (..., m, n)), svd_u_full, svd_vh_full (full_matrices=True,
+                                non-square: values only, no derivative), pinv [rcond]
 
 :class:`Builder` writes equations with common-subexpression elimination (the
 same primitive on the same inputs is one variable) and folds literals, so
@@ -192,7 +195,13 @@ LINALG: dict[str, tuple[int, object]] = {
     "svd_values": (1, lambda a: a[:-2] + (min(a[-2:]),)),  # any (..., m, n)
     "svd_u": (1, lambda a: a[:-1] + (min(a[-2:]),)),
     "svd_vh": (1, lambda a: a[:-2] + (min(a[-2:]), a[-1])),
+    "svd_u_full": (1, lambda a: a[:-1] + (a[-2],)),
+    "svd_vh_full": (1, lambda a: a[:-2] + (a[-1], a[-1])),
+    "pinv": (1, lambda a: a[:-2] + (a[-1], a[-2])),
+    "eig_values": (1, lambda a: a[:-1]),
+    "eig_vectors": (1, lambda a: a),
 }
+_ANY_SHAPE = frozenset({"svd_values", "svd_u", "svd_vh", "svd_u_full", "svd_vh_full", "pinv"})  # not only square
 
 _COMMUTATIVE = frozenset({"add", "mul", "maximum", "minimum", "eq", "ne", "and", "or", "xor", "hypot", "logaddexp"})
 
@@ -455,21 +464,21 @@ class Builder:
     def diag_embed(self, x: Var) -> Var:
         return self.emit("diag_embed", (x,), x.shape + x.shape[-1:])
 
-    def linalg(self, prim: str, *inputs: Var) -> Var:
+    def linalg(self, prim: str, *inputs: Var, params=()) -> Var:
         """A :data:`LINALG` primitive; operands are stacks of square matrices with
         equal stack shapes (a ``solve`` right-hand side a stack of matrices)."""
         arity, shape_of = LINALG[prim]
         if len(inputs) != arity:
             raise ArrayFormError(f"{prim} takes {arity} operands, got {len(inputs)}")
         a = inputs[0]
-        if a.ndim < 2 or a.shape[-1] != a.shape[-2] and not prim.startswith("svd"):
+        if a.ndim < 2 or a.shape[-1] != a.shape[-2] and prim not in _ANY_SHAPE:
             raise ShapeError(f"{prim}: needs square matrices (..., n, n), got shape {a.shape}")
         if prim == "solve":
             rhs = inputs[1]
             if rhs.ndim != a.ndim or rhs.shape[:-2] != a.shape[:-2] or rhs.shape[-2] != a.shape[-1]:
                 raise ShapeError(f"solve: right-hand side of shape {rhs.shape} for matrices of shape {a.shape}")
         inputs = tuple(self.elementwise("cast", v) if v.dtype == "b" else v for v in inputs)
-        return self.emit(prim, inputs, shape_of(*(v.shape for v in inputs)))
+        return self.emit(prim, inputs, shape_of(*(v.shape for v in inputs)), tuple(params))
 
     def einsum(self, operands, labels, out) -> Var:
         """One raw einsum equation (one or two operands): see :meth:`contract`."""

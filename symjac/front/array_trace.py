@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import ShapeError, TracingError
 from .names import check_identifier
+from .norms import norm
 from .array_program import ArrayFormError, ArrayProgram, Builder, Var, broadcast_shapes, normalize_axes
 
 __all__ = ["ArrayFormError", "ArrayTracer", "FUNCTIONS", "LINALG_FUNCTIONS", "UFUNCS", "trace_array"]
@@ -610,19 +611,6 @@ def _clip(a, a_min=None, a_max=None, out=None, **kwargs):
     return result
 
 
-def _norm(x, ord=None, axis=None, keepdims=False):
-    builder = _builder_of(x)
-    var = _as_var(builder, x)
-    vector = var.ndim == 1 or isinstance(axis, (int, np.integer))
-    if ord in (None, 2) and (vector or axis is None) or ord == "fro" and not vector:
-        if ord == 2 and not vector:
-            raise _unsupported("np.linalg.norm(ord=2) of a matrix (its largest singular value)")
-        return _ew("sqrt", _reduce("sum", _ew("square", x), axis, keepdims))
-    if ord == 1 and vector:
-        return _reduce("sum", _ew("abs", x), axis, keepdims)
-    raise _unsupported(f"np.linalg.norm(ord={ord!r})", "vector 2-norm, 1-norm and the Frobenius norm are supported")
-
-
 def _filled(value):
     def like(a, dtype=None, order="K", subok=True, shape=None):
         builder = _builder_of(a)
@@ -642,6 +630,9 @@ def _full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
 
 SlogdetResult = collections.namedtuple("SlogdetResult", "sign logabsdet")
 EighResult = collections.namedtuple("EighResult", "eigenvalues eigenvectors")
+EigResult = collections.namedtuple("EigResult", "eigenvalues eigenvectors")
+SVDResult = collections.namedtuple("SVDResult", "U S Vh")
+_NOT_GIVEN = object()
 
 
 def _matrices(builder, a, name) -> Var:
@@ -728,21 +719,60 @@ def _linalg_eigvalsh(a, UPLO="L"):
 
 
 def _linalg_svd(a, full_matrices=True, compute_uv=True, hermitian=False):
-    if compute_uv:
-        raise _unsupported("np.linalg.svd with compute_uv=True (singular vectors)",
-                           "singular values are supported: np.linalg.svd(a, compute_uv=False)")
+    """U, S, Vh (or S): numpy's SVD. With full_matrices=True a non-square matrix has
+    extra singular vectors (any orthonormal basis of a complement): their values
+    are numpy's, a derivative through them is an error (as in JAX)."""
     builder = _builder_of(a)
     A = _as_var(builder, a)
     if A.ndim < 2:
         raise ShapeError(f"np.linalg.svd: needs matrices (..., m, n), got shape {A.shape}")
-    return _wrap(builder, builder.linalg("svd_values", A))
+    if hermitian:  # numpy then reads the lower triangle (it calls eigh)
+        A = _symmetrized(builder, _matrices(builder, a, "svd"), "L")
+    S = _wrap(builder, builder.linalg("svd_values", A))
+    if not compute_uv:
+        return S
+    full = "_full" if full_matrices and A.shape[-1] != A.shape[-2] else ""
+    return SVDResult(_wrap(builder, builder.linalg("svd_u" + full, A)), S,
+                     _wrap(builder, builder.linalg("svd_vh" + full, A)))
+
+
+def _linalg_pinv(a, rcond=None, hermitian=False, *, rtol=_NOT_GIVEN):
+    """numpy's pseudo-inverse; singular values below rcond times the largest are dropped
+    (numpy's default rcond 1e-15; rtol=None means max(m, n) machine epsilons)."""
+    builder = _builder_of(a)
+    A = _as_var(builder, a)
+    if A.ndim < 2:
+        raise ShapeError(f"np.linalg.pinv: needs matrices (..., m, n), got shape {A.shape}")
+    if rcond is None:
+        if rtol is _NOT_GIVEN:
+            rcond = 1e-15
+        else:
+            rcond = max(A.shape[-2:]) * np.finfo(np.float64).eps if rtol is None else rtol
+    if isinstance(rcond, ArrayTracer) or np.ndim(rcond) != 0:
+        raise _unsupported("np.linalg.pinv with a traced or array rcond/rtol", "give one number")
+    if hermitian:
+        A = _symmetrized(builder, _matrices(builder, a, "pinv"), "L")
+    return _wrap(builder, builder.linalg("pinv", A, params=(("rcond", float(rcond)),)))
+
+
+def _linalg_eig(a):
+    """Eigenvalues and unit eigenvectors of real matrices whose eigenvalues are
+    real (numpy's order); complex eigenvalues are an error at run time."""
+    builder = _builder_of(a)
+    A = _matrices(builder, a, "eig")
+    return EigResult(_wrap(builder, builder.linalg("eig_values", A)), _wrap(builder, builder.linalg("eig_vectors", A)))
+
+
+def _linalg_eigvals(a):
+    builder = _builder_of(a)
+    return _wrap(builder, builder.linalg("eig_values", _matrices(builder, a, "eigvals")))
 
 
 LINALG_FUNCTIONS = {
-    np.linalg.svd: _linalg_svd,
     np.linalg.inv: _linalg_inv, np.linalg.solve: _linalg_solve, np.linalg.det: _linalg_det,
     np.linalg.slogdet: _linalg_slogdet, np.linalg.cholesky: _linalg_cholesky, np.linalg.eigh: _linalg_eigh,
-    np.linalg.eigvalsh: _linalg_eigvalsh,
+    np.linalg.eigvalsh: _linalg_eigvalsh, np.linalg.eig: _linalg_eig, np.linalg.eigvals: _linalg_eigvals,
+    np.linalg.svd: _linalg_svd, np.linalg.pinv: _linalg_pinv,
 }
 
 
@@ -755,7 +785,7 @@ FUNCTIONS = {
     np.moveaxis: _moveaxis, np.squeeze: _squeeze, np.expand_dims: _expand_dims,
     np.ravel: lambda a, order="C": _reshape(a, (-1,), order),
     np.broadcast_to: _broadcast_to, np.concatenate: _concatenate, np.stack: _stack,
-    np.where: _where, np.clip: _clip, np.linalg.norm: _norm,
+    np.where: _where, np.clip: _clip, np.linalg.norm: norm,
     np.zeros_like: _filled(0.0), np.ones_like: _filled(1.0), np.full_like: _full_like,
     np.shape: lambda a: a.shape, np.ndim: lambda a: a.ndim,
     np.size: lambda a, axis=None: a.size if axis is None else a.shape[axis],

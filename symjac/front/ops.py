@@ -32,6 +32,7 @@ from sympy.codegen import cfunctions
 from .einsum import einsum as _einsum_values, einsum_arguments
 from ..errors import ShapeError, TracingError
 from .functions import cbrt, fmod, maximum, minimum, nan_to_num, pick, rint, stable_rank, trunc
+from .norms import SINGULAR_VALUE_ORDERS, norm
 from .tracer import RULES, TracerArray, as_values, constant, holds_tracer, patch_while_tracing, scalar_array, unsupported, wrap
 
 __all__ = ["apply_function", "apply_ufunc", "FUNCTIONS", "UFUNCS", "supported_operations"]
@@ -50,6 +51,15 @@ def _select(pairs, default):
 # later comparison (max of a max) makes sympy rewrite that condition into
 # all combinations of the inner conditions, exponential along a chain.
 _maximum = maximum.new
+
+
+def _shifted_log_sum(a, b, exp, log):
+    """``log(exp(a) + exp(b))`` as numpy computes it, shifted by ``m = max(a, b)``
+    so that nothing overflows: ``m + log(exp(a - m) + exp(b - m))``. The
+    derivative of ``m`` cancels (exactly, also at a tie), leaving the
+    softmax weights ``exp(a - m) / (exp(a - m) + exp(b - m))``."""
+    m = _maximum(a, b)
+    return m + log(exp(a - m) + exp(b - m))
 _minimum = minimum.new
 
 
@@ -89,8 +99,8 @@ UFUNCS = {
     np.log2: cfunctions.log2,
     np.log10: cfunctions.log10,
     np.log1p: cfunctions.log1p,
-    np.logaddexp: lambda a, b: sympy.log(sympy.exp(a) + sympy.exp(b)),
-    np.logaddexp2: lambda a, b: cfunctions.log2(cfunctions.exp2(a) + cfunctions.exp2(b)),
+    np.logaddexp: lambda a, b: _shifted_log_sum(a, b, sympy.exp, sympy.log),
+    np.logaddexp2: lambda a, b: _shifted_log_sum(a, b, cfunctions.exp2, cfunctions.log2),
     np.remainder: _remainder,
     np.fmod: fmod,
     np.floor_divide: lambda a, b: sympy.floor(a / b),
@@ -356,16 +366,6 @@ def _extreme(name, pick):
         return _reduce(values, axis, keepdims, combine)
 
     return reduce
-
-
-def _norm(x, ord=None, axis=None, keepdims=False):
-    values = as_values(x)
-    if ord in (None, 2, "fro") and (ord != 2 or values.ndim == 1 or axis is not None):
-        squares = elementwise(UFUNCS[np.square], values)
-        return elementwise(sympy.sqrt, _reduce(squares, axis, keepdims, _add_all))
-    if ord == 1 and (values.ndim == 1 or isinstance(axis, (int, np.integer))):
-        return _reduce(elementwise(sympy.Abs, values), axis, keepdims, _add_all)
-    unsupported(f"np.linalg.norm(ord={ord!r})", "Vector 2-norm, 1-norm and the Frobenius norm are supported.")
 
 
 # --------------------------------------------------------------------------
@@ -829,7 +829,7 @@ FUNCTIONS.update({
     np.outer: _outer,
     np.tensordot: _tensordot,
     np.einsum: _einsum,
-    np.linalg.norm: _norm,
+    np.linalg.norm: norm,
     np.where: _where,
     np.clip: _clip,
     np.zeros_like: _filled_like(sympy.S.Zero),
@@ -917,6 +917,13 @@ def apply_function(func, args, kwargs):
     """``__array_function__``: run the rule for a numpy function."""
     rule = FUNCTIONS.get(func)
     if rule is None:
+        from .array_trace import LINALG_FUNCTIONS
+
+        if func in LINALG_FUNCTIONS:
+            also = " (np.linalg.norm of matrices with ord='nuc', 2 or -2 calls it)" if func is np.linalg.svd else ""
+            unsupported(f"np.linalg.{func.__name__} in the scalar form",
+                        f"np.linalg.{func.__name__}{also} is computed in the array form only: use "
+                        "form=\"array\" (form=\"auto\" takes it).")
         module = getattr(func, "__module__", "numpy") or "numpy"
         module = "np" if module in ("numpy", "numpy.core.fromnumeric") or module.startswith("numpy._core") else module
         unsupported(
@@ -948,8 +955,17 @@ zero) follow numpy's selection rules and JAX:
   also at the jumps.
 - Compiled `max`/`min` use C's `fmax`/`fmin` (numpy: `np.fmax`/`np.fmin`): a NaN
   element is skipped where `np.max` would return NaN. `np.logaddexp` and
-  `np.logaddexp2` are computed as written (`log(exp(a) + exp(b))`), so they
-  overflow for arguments beyond about 709 (1024 for base 2) where numpy's do not.
+  `np.logaddexp2` are shifted by the larger argument, as numpy's: no overflow.
+- `np.linalg` (array form; the rules of M. Giles 2008, as JAX's): eigenvectors
+  (`eigh`, `eig`) and singular vectors (`svd`) have no derivative where
+  eigenvalues or singular values repeat, nor the singular vectors of a
+  non-square matrix at a zero singular value (the rules divide by the gaps:
+  inf or nan there, as in JAX); each vector keeps the sign numpy returns.
+  `pinv`: the derivative at constant rank. `norm` with `ord=2`/`-2`: that of
+  the largest/smallest singular value. `eig` needs real eigenvalues (complex
+  ones are a `ValueError` at run time); `svd(a)` of a non-square matrix
+  (`full_matrices=True`) computes values, its derivative is an error: the
+  extra vectors are any basis of a complement (use `full_matrices=False`).
 
 Not supported, and why:
 
@@ -958,9 +974,10 @@ Not supported, and why:
 - indices that depend on values (`np.argmax`, `np.argsort`, `x[np.argmax(x)]`,
   boolean masks of traced values): the program would change with the point;
   use `np.where`, `np.max`, `np.sort`;
-- `np.linalg` beyond `det`/`inv`/`solve` of matrices up to 3×3 (expanded
-  exactly), `norm` (vector 1- and 2-norm, Frobenius): larger matrices and the
-  factorizations belong to the array form (`form="array"`, listed above);
+- in the scalar form, `np.linalg` beyond `det`/`inv`/`solve` of matrices up
+  to 3×3 (expanded exactly) and `norm` without singular values: larger
+  matrices, the factorizations, `pinv` and `norm` with `ord='nuc'`, `2`, `-2`
+  of matrices belong to the array form (`form="array"`, listed above);
 - sorting is written with comparisons, O(n²) nodes: fine for tens to a few
   hundred traced values, slow beyond.
 """
@@ -979,6 +996,8 @@ def supported_operations_markdown() -> str:
     from .array_trace import LINALG_FUNCTIONS  # the array form's own rule table
 
     linalg = ", ".join(sorted(f"`np.linalg.{f.__name__}`" for f in LINALG_FUNCTIONS))
+    orders = ", ".join(f"`{order!r}`" for order in SINGULAR_VALUE_ORDERS)
     lines.append(f"- **array form only** (`form=\"array\"`; any matrix size, stacked and broadcast like "
-                 f"numpy; derivatives by the matrix rules of M. Giles 2008): {linalg}")
+                 f"numpy; derivatives by the matrix rules of M. Giles 2008): {linalg}; `np.linalg.norm` of "
+                 f"matrices with `ord` {orders}")
     return "\n".join(lines) + "\n\n" + _CONVENTIONS
