@@ -169,7 +169,10 @@ def _eig(a):
 
 def _broadcast(*shapes):
     """torch.broadcast_shapes (slow: many checks in Python) where the batch shapes differ other than by length."""
-    longest = max(shapes, key=len, default=torch.Size())
+    longest = torch.Size()
+    for shape in shapes:  # not max(key=len): torch.compile traces this
+        if len(shape) > len(longest):
+            longest = shape
     if all(shape == longest[len(longest) - len(shape):] for shape in shapes):
         return longest
     return torch.broadcast_shapes(*shapes)
