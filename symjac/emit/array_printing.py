@@ -603,9 +603,16 @@ class ArrayPrinter:
         return text if text.isidentifier() else f"({text})"
 
     def _placed(self, text: str, labels, out) -> str:
-        """An operand permuted into the order of ``out`` with None where it has no axis."""
+        """An operand permuted into the order of ``out`` with None where it has no axis.
+        A permuted operand is copied first (at most the result's size, usually a
+        weight matrix): numpy and torch lay a product out like its operands'
+        strides, so ``W.T * s[..., None, :]`` would come out transposed and the
+        GEMM that reads it copy the whole batch instead."""
         order = [l for l in out if l in labels]
-        text = self._permute(text, [labels.index(l) for l in order], len(labels))
+        perm = [labels.index(l) for l in order]
+        text = self._permute(text, perm, len(labels))
+        if perm != sorted(perm):
+            text = f"numpy.ascontiguousarray({text})" if self.np else f"{self._wrap(text)}.contiguous()"
         if len(order) == len(out):
             return text
         index = ", ".join(["..."] + [":" if l in labels else "None" for l in out])

@@ -526,9 +526,12 @@ def _unary(b: Builder, var: Var, labels, keep) -> Var:
 # first when that saves work per sample: a decoder's Jacobian W2 diag(s) W1
 # becomes s @ (W2 ⊗ W1) (one GEMM over the batch, no (batch, hidden, k)
 # intermediate) while k < BATCH_HINT, and W2 @ (s * W1) for taller Jacobians.
-# 256 is the batch of the benchmarks (torch_penalty.py); the order is fixed
-# at build time, so a smaller batch at run time only costs that guess.
-BATCH_HINT = 256
+# W2 ⊗ W1 (hidden·k²) is paid once a call, the intermediate it saves
+# (hidden·k) per sample, so it pays from about k samples; the order is fixed at
+# build time, and 128 is a guess between the benchmarks' batch of 256, where
+# the penalty step of 64 -> 1024 -> 64 runs 3x faster so, and small batches:
+# 8 -> 256 -> 256 took 1.4x as long at batch 16 with the guess at 256.
+BATCH_HINT = 128
 
 
 def _plan(label_sets, out, sizes, batched=None):
@@ -624,12 +627,14 @@ def _plan(label_sets, out, sizes, batched=None):
 
 
 def _layouts(label_sets, steps, out, batched):
-    """For each intermediate of the plan (by position in the operand list), the
-    order of its labels that lets the step consuming it run as one GEMM without
-    a copy: labels shared with the partner and kept first, then, for an operand
-    that carries the batch (or whose partner does not), its free labels then the
-    contracted ones (the rows of a GEMM over the whole batch: ``(batch·rows, k)``),
-    else the contracted ones first (the GEMM's other factor, ``(k, columns)``)."""
+    """For each intermediate of the plan (by position in the operand list) that
+    a later step contracts, the order of its labels that lets that step run as
+    one GEMM without a copy: labels shared with the partner and kept first, then,
+    for an operand that carries the batch (or whose partner does not), its own
+    labels then the contracted ones (the rows of a GEMM over the whole batch,
+    ``(batch·rows, k)``; ``_matmul`` turns a product with the batch on the right
+    around), else the contracted ones first (the GEMM's other factor,
+    ``(k, columns)``: the decoder's ``W2 ⊗ W1`` in ``s @ (W2 ⊗ W1)``)."""
     n = len(label_sets)
     sets = [frozenset(s) for s in label_sets]
     batched = list(batched)
@@ -647,6 +652,8 @@ def _layouts(label_sets, steps, out, batched):
         partner, needed = consumer[p]
         shared = sets[p] & sets[partner]
         kept, contracted = shared & needed, shared - needed
+        if not contracted:  # a broadcast product reads any layout
+            continue
         rows = batched[p] or not batched[partner]
         orders[p] = (kept, sets[p] - shared, contracted) if rows else (kept, contracted, sets[p] - shared)
     return orders
