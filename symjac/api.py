@@ -259,9 +259,10 @@ class ArrayForm:
 # than the closed form. Past about 8,000 operations a minute of building is
 # not repaid by what is left of the scalar form's lead, so the array form is
 # taken from there. Again with contraction orders costed for a batch
-# (array_program.BATCH_HINT; one run, load 1.5, scalar builds cached):
-# k = 8 (2,304 operations) 2.5x faster in the scalar form, k = 12 (7,440)
-# 1.3x, k = 16 (17,280) 1.3x faster in the array form.
+# (array_program.BATCH_HINT) and the numpy module's matrix products on weights
+# as one GEMM (one run, load 1.6, scalar builds cached): k = 8 (2,304
+# operations) 1.6x faster in the scalar form, k = 12 (7,440) 1.08x faster in
+# the array form, k = 16 (17,280) 2x.
 AUTO_ARRAY_MIN_OPERATIONS = 8_000
 
 # symjac.torch (target "torch") trains through the result, and there the

@@ -47,8 +47,17 @@ _TITLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 \-]{0,79}")
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 _NUMPY_HELPERS = '''\
+def _unbatched(x, rank):
+    """x without leading batch dimensions of 1 (the call convention gives every
+    argument one): numpy multiplies stacks matrix by matrix, one BLAS call each."""
+    if x.ndim > rank and all(d == 1 for d in x.shape[:x.ndim - rank]):
+        return x.reshape(x.shape[x.ndim - rank:])
+    return x
+
+
 def _matmul(a, b):
     """a (..., m, k) @ b (..., k, n) as ONE GEMM when one side has no batch dimensions."""
+    a, b = _unbatched(a, 2), _unbatched(b, 2)
     if a.ndim == 2 and b.ndim > 2:  # (bᵀ aᵀ)ᵀ: b's batch joins the rows, no copy when bᵀ is contiguous
         return numpy.swapaxes(_matmul(numpy.swapaxes(b, -1, -2), a.T), -1, -2)
     if b.ndim == 2 and a.ndim > 2:
@@ -58,6 +67,7 @@ def _matmul(a, b):
 
 def _matvec(a, x):
     """a (..., m, n) times x (..., n): one GEMM over the batch when a has no batch."""
+    a = _unbatched(a, 2)
     if a.ndim == 2:
         return x @ a.T
     return (a @ x[..., None])[..., 0]
@@ -65,6 +75,7 @@ def _matvec(a, x):
 
 def _vecmat(x, a):
     """x (..., n) times a (..., n, m)."""
+    a = _unbatched(a, 2)
     if a.ndim == 2:
         return x @ a
     return (x[..., None, :] @ a)[..., 0, :]
