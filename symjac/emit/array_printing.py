@@ -587,7 +587,8 @@ class ArrayPrinter:
         own_b = [l for l in lb if l not in la]
         if not own_a or not own_b:
             return None
-        for (tx, lx, own_x), (ty, ly, own_y) in (((ta, la, own_a), (tb, lb, own_b)), ((tb, lb, own_b), (ta, la, own_a))):
+        a, b = (ta, la, own_a), (tb, lb, own_b)
+        for (tx, lx, own_x), (ty, ly, own_y) in ((a, b), (b, a)):
             if list(lo) == shared + own_x + own_y:
                 break
         else:
