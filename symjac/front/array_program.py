@@ -46,7 +46,10 @@ the derivative programs reuse the forward values (``tanh`` feeds ``1 - t**2``).
 :meth:`Builder.contract` splits an Einstein summation into pairwise
 contractions in the cheapest order for the shapes (exhaustive search up to
 ten operands, greedy beyond), chosen here, at build time: the printed code
-never searches a path at run time.
+never searches a path at run time. A Builder told which inputs carry the
+batch (the derivative programs: the points differentiated at) costs what
+carries it :data:`BATCH_HINT` times, and lays intermediates out for the GEMM
+that reads them.
 
 Why an IR of our own rather than ``sympy.tensor.array.expressions``: the
 calculus rules are the same (Laue et al.), but sympy 1.14's array printers
