@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe
+symjac-content-hash: dfd775cfabf284beb8b0b180cb2e9fbcc95c9ba50f62aed2557f53cc2cb28875
 """
 
 import os
@@ -70,18 +70,6 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     #endif
-    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
-       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
-       gives the scalar loop). */
-    #ifndef SYMJAC_LANES
-    #if defined(__AVX512F__)
-    #define SYMJAC_LANES 8
-    #elif defined(__AVX__)
-    #define SYMJAC_LANES 4
-    #else
-    #define SYMJAC_LANES 2
-    #endif
-    #endif
 
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[1] = {9};
@@ -97,221 +85,175 @@ cdef extern from *:
         80
     };
 
-    /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Lane body: SYMJAC_LANES points at once, lane _l
-       holding one point. Arguments and results are structures of arrays:
-       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
-       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
-    static void _symjac_hessian_lanes(
-        const double (*restrict x)[SYMJAC_LANES], double (*restrict _hess0_0_0)[SYMJAC_LANES])
+    /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Point body. */
+    static inline void _symjac_hessian_point(
+        const double *restrict x, double *restrict _hess0_0_0, const Py_ssize_t *restrict _hess0_0_0_at)
     {
-        int _l;
-        #pragma omp simd
-        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = -x[0][_l] + x[3][_l];
-            const double _t1 = -x[1][_l] + x[4][_l];
-            const double _t2 = -x[2][_l] + x[5][_l];
-            const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
-            const double _t4 = (1.0/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3));
-            const double _t5 = -48*_t4;
-            const double _t6 = -x[0][_l] + x[6][_l];
-            const double _t7 = -x[1][_l] + x[7][_l];
-            const double _t8 = -x[2][_l] + x[8][_l];
-            const double _t9 = (_t6*_t6) + (_t7*_t7) + (_t8*_t8);
-            const double _t10 = (1.0/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9));
-            const double _t11 = -48*_t10;
-            const double _t12 = (1.0/(_t3*_t3*_t3*_t3));
-            const double _t13 = 24*_t12;
-            const double _t14 = (1.0/(_t9*_t9*_t9*_t9));
-            const double _t15 = 24*_t14;
-            const double _t16 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
-            const double _t17 = -2*x[3][_l];
-            const double _t18 = 2*x[0][_l];
-            const double _t19 = _t17 + _t18;
-            const double _t20 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
-            const double _t21 = -48*_t16*_t19 + 168*_t19*_t20;
-            const double _t22 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
-            const double _t23 = -2*x[6][_l];
-            const double _t24 = _t18 + _t23;
-            const double _t25 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
-            const double _t26 = -48*_t22*_t24 + 168*_t24*_t25;
-            const double _t27 = -2*_t1*_t21 - 2*_t26*_t7;
-            const double _t28 = -2*_t2*_t21 - 2*_t26*_t8;
-            const double _t29 = -24*_t12;
-            const double _t30 = 48*_t4;
-            const double _t31 = 2*_t0*_t21 + _t29 + _t30;
-            const double _t32 = 2*_t1*_t21;
-            const double _t33 = 2*_t2*_t21;
-            const double _t34 = -24*_t14;
-            const double _t35 = 48*_t10;
-            const double _t36 = 2*_t26*_t6 + _t34 + _t35;
-            const double _t37 = 2*_t26*_t7;
-            const double _t38 = 2*_t26*_t8;
-            const double _t39 = -2*x[4][_l];
-            const double _t40 = 2*x[1][_l];
-            const double _t41 = _t39 + _t40;
-            const double _t42 = -48*_t16*_t41 + 168*_t20*_t41;
-            const double _t43 = -2*x[7][_l];
-            const double _t44 = _t40 + _t43;
-            const double _t45 = -48*_t22*_t44 + 168*_t25*_t44;
-            const double _t46 = -2*_t2*_t42 - 2*_t45*_t8;
-            const double _t47 = 2*_t0*_t42;
-            const double _t48 = 2*_t1*_t42 + _t29 + _t30;
-            const double _t49 = 2*_t2*_t42;
-            const double _t50 = 2*_t45*_t6;
-            const double _t51 = _t34 + _t35 + 2*_t45*_t7;
-            const double _t52 = 2*_t45*_t8;
-            const double _t53 = -2*x[5][_l];
-            const double _t54 = 2*x[2][_l];
-            const double _t55 = _t53 + _t54;
-            const double _t56 = -48*_t16*_t55 + 168*_t20*_t55;
-            const double _t57 = -2*x[8][_l];
-            const double _t58 = _t54 + _t57;
-            const double _t59 = -48*_t22*_t58 + 168*_t25*_t58;
-            const double _t60 = 2*_t0*_t56;
-            const double _t61 = 2*_t1*_t56;
-            const double _t62 = 2*_t2*_t56 + _t29 + _t30;
-            const double _t63 = 2*_t59*_t6;
-            const double _t64 = 2*_t59*_t7;
-            const double _t65 = _t34 + _t35 + 2*_t59*_t8;
-            const double _t66 = -x[3][_l] + x[6][_l];
-            const double _t67 = -x[4][_l] + x[7][_l];
-            const double _t68 = -x[5][_l] + x[8][_l];
-            const double _t69 = (_t66*_t66) + (_t67*_t67) + (_t68*_t68);
-            const double _t70 = (1.0/((_t69*_t69*_t69)*(_t69*_t69*_t69)*_t69));
-            const double _t71 = -48*_t70;
-            const double _t72 = (1.0/(_t69*_t69*_t69*_t69));
-            const double _t73 = 24*_t72;
-            const double _t74 = (1.0/((_t69*_t69)*(_t69*_t69)*_t69));
-            const double _t75 = 2*x[3][_l];
-            const double _t76 = _t23 + _t75;
-            const double _t77 = (1.0/((_t69*_t69*_t69*_t69)*(_t69*_t69*_t69*_t69)));
-            const double _t78 = -48*_t74*_t76 + 168*_t76*_t77;
-            const double _t79 = -2*x[0][_l];
-            const double _t80 = _t75 + _t79;
-            const double _t81 = -48*_t16*_t80 + 168*_t20*_t80;
-            const double _t82 = 2*_t1*_t81 - 2*_t67*_t78;
-            const double _t83 = 2*_t2*_t81 - 2*_t68*_t78;
-            const double _t84 = -24*_t72;
-            const double _t85 = 48*_t70;
-            const double _t86 = 2*_t66*_t78 + _t84 + _t85;
-            const double _t87 = 2*_t67*_t78;
-            const double _t88 = 2*_t68*_t78;
-            const double _t89 = 2*x[4][_l];
-            const double _t90 = _t43 + _t89;
-            const double _t91 = -48*_t74*_t90 + 168*_t77*_t90;
-            const double _t92 = -2*x[1][_l];
-            const double _t93 = _t89 + _t92;
-            const double _t94 = -48*_t16*_t93 + 168*_t20*_t93;
-            const double _t95 = 2*_t2*_t94 - 2*_t68*_t91;
-            const double _t96 = 2*_t66*_t91;
-            const double _t97 = 2*_t67*_t91 + _t84 + _t85;
-            const double _t98 = 2*_t68*_t91;
-            const double _t99 = 2*x[5][_l];
-            const double _t100 = _t57 + _t99;
-            const double _t101 = -48*_t100*_t74 + 168*_t100*_t77;
-            const double _t102 = -2*x[2][_l];
-            const double _t103 = _t102 + _t99;
-            const double _t104 = 2*_t101*_t66;
-            const double _t105 = 2*_t101*_t67;
-            const double _t106 = 2*_t101*_t68 + _t84 + _t85;
-            const double _t107 = 2*x[6][_l];
-            const double _t108 = _t107 + _t79;
-            const double _t109 = -48*_t108*_t22 + 168*_t108*_t25;
-            const double _t110 = _t107 + _t17;
-            const double _t111 = -48*_t110*_t74 + 168*_t110*_t77;
-            const double _t112 = 2*_t109*_t7 + 2*_t111*_t67;
-            const double _t113 = 2*_t109*_t8 + 2*_t111*_t68;
-            const double _t114 = 2*x[7][_l];
-            const double _t115 = _t114 + _t92;
-            const double _t116 = -48*_t115*_t22 + 168*_t115*_t25;
-            const double _t117 = _t114 + _t39;
-            const double _t118 = -48*_t117*_t74 + 168*_t117*_t77;
-            const double _t119 = 2*_t116*_t8 + 2*_t118*_t68;
-            const double _t120 = 2*x[8][_l];
-            const double _t121 = _t102 + _t120;
-            const double _t122 = _t120 + _t53;
-            _hess0_0_0[0][_l] = -2*_t0*_t21 + _t11 + _t13 + _t15 - 2*_t26*_t6 + _t5;  /* [0, 0] */
-            _hess0_0_0[1][_l] = _t27;  /* [0, 1] */
-            _hess0_0_0[2][_l] = _t28;  /* [0, 2] */
-            _hess0_0_0[3][_l] = _t31;  /* [0, 3] */
-            _hess0_0_0[4][_l] = _t32;  /* [0, 4] */
-            _hess0_0_0[5][_l] = _t33;  /* [0, 5] */
-            _hess0_0_0[6][_l] = _t36;  /* [0, 6] */
-            _hess0_0_0[7][_l] = _t37;  /* [0, 7] */
-            _hess0_0_0[8][_l] = _t38;  /* [0, 8] */
-            _hess0_0_0[9][_l] = _t27;  /* [1, 0] */
-            _hess0_0_0[10][_l] = -2*_t1*_t42 + _t11 + _t13 + _t15 - 2*_t45*_t7 + _t5;  /* [1, 1] */
-            _hess0_0_0[11][_l] = _t46;  /* [1, 2] */
-            _hess0_0_0[12][_l] = _t47;  /* [1, 3] */
-            _hess0_0_0[13][_l] = _t48;  /* [1, 4] */
-            _hess0_0_0[14][_l] = _t49;  /* [1, 5] */
-            _hess0_0_0[15][_l] = _t50;  /* [1, 6] */
-            _hess0_0_0[16][_l] = _t51;  /* [1, 7] */
-            _hess0_0_0[17][_l] = _t52;  /* [1, 8] */
-            _hess0_0_0[18][_l] = _t28;  /* [2, 0] */
-            _hess0_0_0[19][_l] = _t46;  /* [2, 1] */
-            _hess0_0_0[20][_l] = _t11 + _t13 + _t15 - 2*_t2*_t56 + _t5 - 2*_t59*_t8;  /* [2, 2] */
-            _hess0_0_0[21][_l] = _t60;  /* [2, 3] */
-            _hess0_0_0[22][_l] = _t61;  /* [2, 4] */
-            _hess0_0_0[23][_l] = _t62;  /* [2, 5] */
-            _hess0_0_0[24][_l] = _t63;  /* [2, 6] */
-            _hess0_0_0[25][_l] = _t64;  /* [2, 7] */
-            _hess0_0_0[26][_l] = _t65;  /* [2, 8] */
-            _hess0_0_0[27][_l] = _t31;  /* [3, 0] */
-            _hess0_0_0[28][_l] = _t47;  /* [3, 1] */
-            _hess0_0_0[29][_l] = _t60;  /* [3, 2] */
-            _hess0_0_0[30][_l] = 2*_t0*_t81 + _t13 + _t5 - 2*_t66*_t78 + _t71 + _t73;  /* [3, 3] */
-            _hess0_0_0[31][_l] = _t82;  /* [3, 4] */
-            _hess0_0_0[32][_l] = _t83;  /* [3, 5] */
-            _hess0_0_0[33][_l] = _t86;  /* [3, 6] */
-            _hess0_0_0[34][_l] = _t87;  /* [3, 7] */
-            _hess0_0_0[35][_l] = _t88;  /* [3, 8] */
-            _hess0_0_0[36][_l] = _t32;  /* [4, 0] */
-            _hess0_0_0[37][_l] = _t48;  /* [4, 1] */
-            _hess0_0_0[38][_l] = _t61;  /* [4, 2] */
-            _hess0_0_0[39][_l] = _t82;  /* [4, 3] */
-            _hess0_0_0[40][_l] = 2*_t1*_t94 + _t13 + _t5 - 2*_t67*_t91 + _t71 + _t73;  /* [4, 4] */
-            _hess0_0_0[41][_l] = _t95;  /* [4, 5] */
-            _hess0_0_0[42][_l] = _t96;  /* [4, 6] */
-            _hess0_0_0[43][_l] = _t97;  /* [4, 7] */
-            _hess0_0_0[44][_l] = _t98;  /* [4, 8] */
-            _hess0_0_0[45][_l] = _t33;  /* [5, 0] */
-            _hess0_0_0[46][_l] = _t49;  /* [5, 1] */
-            _hess0_0_0[47][_l] = _t62;  /* [5, 2] */
-            _hess0_0_0[48][_l] = _t83;  /* [5, 3] */
-            _hess0_0_0[49][_l] = _t95;  /* [5, 4] */
-            _hess0_0_0[50][_l] = -2*_t101*_t68 + _t13 + 2*_t2*(-48*_t103*_t16 + 168*_t103*_t20) + _t5 + _t71 + _t73;  /* [5, 5] */
-            _hess0_0_0[51][_l] = _t104;  /* [5, 6] */
-            _hess0_0_0[52][_l] = _t105;  /* [5, 7] */
-            _hess0_0_0[53][_l] = _t106;  /* [5, 8] */
-            _hess0_0_0[54][_l] = _t36;  /* [6, 0] */
-            _hess0_0_0[55][_l] = _t50;  /* [6, 1] */
-            _hess0_0_0[56][_l] = _t63;  /* [6, 2] */
-            _hess0_0_0[57][_l] = _t86;  /* [6, 3] */
-            _hess0_0_0[58][_l] = _t96;  /* [6, 4] */
-            _hess0_0_0[59][_l] = _t104;  /* [6, 5] */
-            _hess0_0_0[60][_l] = 2*_t109*_t6 + _t11 + 2*_t111*_t66 + _t15 + _t71 + _t73;  /* [6, 6] */
-            _hess0_0_0[61][_l] = _t112;  /* [6, 7] */
-            _hess0_0_0[62][_l] = _t113;  /* [6, 8] */
-            _hess0_0_0[63][_l] = _t37;  /* [7, 0] */
-            _hess0_0_0[64][_l] = _t51;  /* [7, 1] */
-            _hess0_0_0[65][_l] = _t64;  /* [7, 2] */
-            _hess0_0_0[66][_l] = _t87;  /* [7, 3] */
-            _hess0_0_0[67][_l] = _t97;  /* [7, 4] */
-            _hess0_0_0[68][_l] = _t105;  /* [7, 5] */
-            _hess0_0_0[69][_l] = _t112;  /* [7, 6] */
-            _hess0_0_0[70][_l] = _t11 + 2*_t116*_t7 + 2*_t118*_t67 + _t15 + _t71 + _t73;  /* [7, 7] */
-            _hess0_0_0[71][_l] = _t119;  /* [7, 8] */
-            _hess0_0_0[72][_l] = _t38;  /* [8, 0] */
-            _hess0_0_0[73][_l] = _t52;  /* [8, 1] */
-            _hess0_0_0[74][_l] = _t65;  /* [8, 2] */
-            _hess0_0_0[75][_l] = _t88;  /* [8, 3] */
-            _hess0_0_0[76][_l] = _t98;  /* [8, 4] */
-            _hess0_0_0[77][_l] = _t106;  /* [8, 5] */
-            _hess0_0_0[78][_l] = _t113;  /* [8, 6] */
-            _hess0_0_0[79][_l] = _t119;  /* [8, 7] */
-            _hess0_0_0[80][_l] = _t11 + _t15 + 2*_t68*(-48*_t122*_t74 + 168*_t122*_t77) + _t71 + _t73 + 2*_t8*(-48*_t121*_t22 + 168*_t121*_t25);  /* [8, 8] */
-        }
+        const double _t0 = x[3] - x[0];
+        const double _t1 = x[4] - x[1];
+        const double _t2 = x[5] - x[2];
+        const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
+        const double _t4 = -24/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3) + 12/(_t3*_t3*_t3*_t3);
+        const double _t5 = -2*_t4;
+        const double _t6 = x[6] - x[0];
+        const double _t7 = x[7] - x[1];
+        const double _t8 = x[8] - x[2];
+        const double _t9 = (_t6*_t6) + (_t7*_t7) + (_t8*_t8);
+        const double _t10 = -24/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9) + 12/(_t9*_t9*_t9*_t9);
+        const double _t11 = -2*_t10;
+        const double _t12 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
+        const double _t13 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
+        const double _t14 = -336*_t12*_t0 + 96*_t13*_t0;
+        const double _t15 = 2*_t0*_t14;
+        const double _t16 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
+        const double _t17 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
+        const double _t18 = -336*_t16*_t6 + 96*_t17*_t6;
+        const double _t19 = 2*_t6*_t18;
+        const double _t20 = 2*_t1*_t14;
+        const double _t21 = 2*_t7*_t18;
+        const double _t22 = -(_t20 + _t21);
+        const double _t23 = 2*_t2*_t14;
+        const double _t24 = 2*_t8*_t18;
+        const double _t25 = -(_t23 + _t24);
+        const double _t26 = _t5 + _t15;
+        const double _t27 = _t11 + _t19;
+        const double _t28 = -336*_t12*_t1 + 96*_t13*_t1;
+        const double _t29 = 2*_t1*_t28;
+        const double _t30 = -336*_t16*_t7 + 96*_t17*_t7;
+        const double _t31 = 2*_t7*_t30;
+        const double _t32 = 2*_t2*_t28;
+        const double _t33 = 2*_t8*_t30;
+        const double _t34 = -(_t32 + _t33);
+        const double _t35 = 2*_t0*_t28;
+        const double _t36 = _t5 + _t29;
+        const double _t37 = 2*_t6*_t30;
+        const double _t38 = _t11 + _t31;
+        const double _t39 = -336*_t12*_t2 + 96*_t13*_t2;
+        const double _t40 = 2*_t2*_t39;
+        const double _t41 = -336*_t16*_t8 + 96*_t17*_t8;
+        const double _t42 = 2*_t8*_t41;
+        const double _t43 = 2*_t0*_t39;
+        const double _t44 = 2*_t1*_t39;
+        const double _t45 = _t5 + _t40;
+        const double _t46 = 2*_t6*_t41;
+        const double _t47 = 2*_t7*_t41;
+        const double _t48 = _t11 + _t42;
+        const double _t49 = 2*_t4;
+        const double _t50 = x[6] - x[3];
+        const double _t51 = x[7] - x[4];
+        const double _t52 = x[8] - x[5];
+        const double _t53 = (_t50*_t50) + (_t51*_t51) + (_t52*_t52);
+        const double _t54 = -24/((_t53*_t53*_t53)*(_t53*_t53*_t53)*_t53) + 12/(_t53*_t53*_t53*_t53);
+        const double _t55 = 2*_t54;
+        const double _t56 = (1.0/((_t53*_t53*_t53*_t53)*(_t53*_t53*_t53*_t53)));
+        const double _t57 = (1.0/((_t53*_t53)*(_t53*_t53)*_t53));
+        const double _t58 = -336*_t56*_t50 + 96*_t57*_t50;
+        const double _t59 = -96*_t13*_t0 + 336*_t12*_t0;
+        const double _t60 = -2*_t51*_t58 + 2*_t1*_t59;
+        const double _t61 = -2*_t52*_t58 + 2*_t2*_t59;
+        const double _t62 = -2*_t54;
+        const double _t63 = _t62 + 2*_t50*_t58;
+        const double _t64 = 2*_t51*_t58;
+        const double _t65 = 2*_t52*_t58;
+        const double _t66 = -336*_t56*_t51 + 96*_t57*_t51;
+        const double _t67 = -96*_t13*_t1 + 336*_t12*_t1;
+        const double _t68 = -2*_t52*_t66 + 2*_t2*_t67;
+        const double _t69 = 2*_t50*_t66;
+        const double _t70 = _t62 + 2*_t51*_t66;
+        const double _t71 = 2*_t52*_t66;
+        const double _t72 = -336*_t56*_t52 + 96*_t57*_t52;
+        const double _t73 = 2*_t50*_t72;
+        const double _t74 = 2*_t51*_t72;
+        const double _t75 = _t62 + 2*_t52*_t72;
+        const double _t76 = 2*_t10;
+        const double _t77 = -96*_t17*_t6 + 336*_t16*_t6;
+        const double _t78 = -96*_t57*_t50 + 336*_t56*_t50;
+        const double _t79 = 2*_t7*_t77 + 2*_t51*_t78;
+        const double _t80 = 2*_t8*_t77 + 2*_t52*_t78;
+        const double _t81 = -96*_t17*_t7 + 336*_t16*_t7;
+        const double _t82 = -96*_t57*_t51 + 336*_t56*_t51;
+        const double _t83 = 2*_t8*_t81 + 2*_t52*_t82;
+        _hess0_0_0[_hess0_0_0_at[0]] = -(_t5 + _t11 + _t15 + _t19);  /* [0, 0] */
+        _hess0_0_0[_hess0_0_0_at[1]] = _t22;  /* [0, 1] */
+        _hess0_0_0[_hess0_0_0_at[2]] = _t25;  /* [0, 2] */
+        _hess0_0_0[_hess0_0_0_at[3]] = _t26;  /* [0, 3] */
+        _hess0_0_0[_hess0_0_0_at[4]] = _t20;  /* [0, 4] */
+        _hess0_0_0[_hess0_0_0_at[5]] = _t23;  /* [0, 5] */
+        _hess0_0_0[_hess0_0_0_at[6]] = _t27;  /* [0, 6] */
+        _hess0_0_0[_hess0_0_0_at[7]] = _t21;  /* [0, 7] */
+        _hess0_0_0[_hess0_0_0_at[8]] = _t24;  /* [0, 8] */
+        _hess0_0_0[_hess0_0_0_at[9]] = _t22;  /* [1, 0] */
+        _hess0_0_0[_hess0_0_0_at[10]] = -(_t5 + _t11 + _t29 + _t31);  /* [1, 1] */
+        _hess0_0_0[_hess0_0_0_at[11]] = _t34;  /* [1, 2] */
+        _hess0_0_0[_hess0_0_0_at[12]] = _t35;  /* [1, 3] */
+        _hess0_0_0[_hess0_0_0_at[13]] = _t36;  /* [1, 4] */
+        _hess0_0_0[_hess0_0_0_at[14]] = _t32;  /* [1, 5] */
+        _hess0_0_0[_hess0_0_0_at[15]] = _t37;  /* [1, 6] */
+        _hess0_0_0[_hess0_0_0_at[16]] = _t38;  /* [1, 7] */
+        _hess0_0_0[_hess0_0_0_at[17]] = _t33;  /* [1, 8] */
+        _hess0_0_0[_hess0_0_0_at[18]] = _t25;  /* [2, 0] */
+        _hess0_0_0[_hess0_0_0_at[19]] = _t34;  /* [2, 1] */
+        _hess0_0_0[_hess0_0_0_at[20]] = -(_t5 + _t11 + _t40 + _t42);  /* [2, 2] */
+        _hess0_0_0[_hess0_0_0_at[21]] = _t43;  /* [2, 3] */
+        _hess0_0_0[_hess0_0_0_at[22]] = _t44;  /* [2, 4] */
+        _hess0_0_0[_hess0_0_0_at[23]] = _t45;  /* [2, 5] */
+        _hess0_0_0[_hess0_0_0_at[24]] = _t46;  /* [2, 6] */
+        _hess0_0_0[_hess0_0_0_at[25]] = _t47;  /* [2, 7] */
+        _hess0_0_0[_hess0_0_0_at[26]] = _t48;  /* [2, 8] */
+        _hess0_0_0[_hess0_0_0_at[27]] = _t26;  /* [3, 0] */
+        _hess0_0_0[_hess0_0_0_at[28]] = _t35;  /* [3, 1] */
+        _hess0_0_0[_hess0_0_0_at[29]] = _t43;  /* [3, 2] */
+        _hess0_0_0[_hess0_0_0_at[30]] = _t49 + _t55 - 2*_t50*_t58 + 2*_t0*_t59;  /* [3, 3] */
+        _hess0_0_0[_hess0_0_0_at[31]] = _t60;  /* [3, 4] */
+        _hess0_0_0[_hess0_0_0_at[32]] = _t61;  /* [3, 5] */
+        _hess0_0_0[_hess0_0_0_at[33]] = _t63;  /* [3, 6] */
+        _hess0_0_0[_hess0_0_0_at[34]] = _t64;  /* [3, 7] */
+        _hess0_0_0[_hess0_0_0_at[35]] = _t65;  /* [3, 8] */
+        _hess0_0_0[_hess0_0_0_at[36]] = _t20;  /* [4, 0] */
+        _hess0_0_0[_hess0_0_0_at[37]] = _t36;  /* [4, 1] */
+        _hess0_0_0[_hess0_0_0_at[38]] = _t44;  /* [4, 2] */
+        _hess0_0_0[_hess0_0_0_at[39]] = _t60;  /* [4, 3] */
+        _hess0_0_0[_hess0_0_0_at[40]] = _t49 + _t55 - 2*_t51*_t66 + 2*_t1*_t67;  /* [4, 4] */
+        _hess0_0_0[_hess0_0_0_at[41]] = _t68;  /* [4, 5] */
+        _hess0_0_0[_hess0_0_0_at[42]] = _t69;  /* [4, 6] */
+        _hess0_0_0[_hess0_0_0_at[43]] = _t70;  /* [4, 7] */
+        _hess0_0_0[_hess0_0_0_at[44]] = _t71;  /* [4, 8] */
+        _hess0_0_0[_hess0_0_0_at[45]] = _t23;  /* [5, 0] */
+        _hess0_0_0[_hess0_0_0_at[46]] = _t32;  /* [5, 1] */
+        _hess0_0_0[_hess0_0_0_at[47]] = _t45;  /* [5, 2] */
+        _hess0_0_0[_hess0_0_0_at[48]] = _t61;  /* [5, 3] */
+        _hess0_0_0[_hess0_0_0_at[49]] = _t68;  /* [5, 4] */
+        _hess0_0_0[_hess0_0_0_at[50]] = _t49 + _t55 - 2*_t52*_t72 + 2*_t2*(-96*_t13*_t2 + 336*_t12*_t2);  /* [5, 5] */
+        _hess0_0_0[_hess0_0_0_at[51]] = _t73;  /* [5, 6] */
+        _hess0_0_0[_hess0_0_0_at[52]] = _t74;  /* [5, 7] */
+        _hess0_0_0[_hess0_0_0_at[53]] = _t75;  /* [5, 8] */
+        _hess0_0_0[_hess0_0_0_at[54]] = _t27;  /* [6, 0] */
+        _hess0_0_0[_hess0_0_0_at[55]] = _t37;  /* [6, 1] */
+        _hess0_0_0[_hess0_0_0_at[56]] = _t46;  /* [6, 2] */
+        _hess0_0_0[_hess0_0_0_at[57]] = _t63;  /* [6, 3] */
+        _hess0_0_0[_hess0_0_0_at[58]] = _t69;  /* [6, 4] */
+        _hess0_0_0[_hess0_0_0_at[59]] = _t73;  /* [6, 5] */
+        _hess0_0_0[_hess0_0_0_at[60]] = _t76 + _t55 + 2*_t6*_t77 + 2*_t50*_t78;  /* [6, 6] */
+        _hess0_0_0[_hess0_0_0_at[61]] = _t79;  /* [6, 7] */
+        _hess0_0_0[_hess0_0_0_at[62]] = _t80;  /* [6, 8] */
+        _hess0_0_0[_hess0_0_0_at[63]] = _t21;  /* [7, 0] */
+        _hess0_0_0[_hess0_0_0_at[64]] = _t38;  /* [7, 1] */
+        _hess0_0_0[_hess0_0_0_at[65]] = _t47;  /* [7, 2] */
+        _hess0_0_0[_hess0_0_0_at[66]] = _t64;  /* [7, 3] */
+        _hess0_0_0[_hess0_0_0_at[67]] = _t70;  /* [7, 4] */
+        _hess0_0_0[_hess0_0_0_at[68]] = _t74;  /* [7, 5] */
+        _hess0_0_0[_hess0_0_0_at[69]] = _t79;  /* [7, 6] */
+        _hess0_0_0[_hess0_0_0_at[70]] = _t76 + _t55 + 2*_t7*_t81 + 2*_t51*_t82;  /* [7, 7] */
+        _hess0_0_0[_hess0_0_0_at[71]] = _t83;  /* [7, 8] */
+        _hess0_0_0[_hess0_0_0_at[72]] = _t24;  /* [8, 0] */
+        _hess0_0_0[_hess0_0_0_at[73]] = _t33;  /* [8, 1] */
+        _hess0_0_0[_hess0_0_0_at[74]] = _t48;  /* [8, 2] */
+        _hess0_0_0[_hess0_0_0_at[75]] = _t65;  /* [8, 3] */
+        _hess0_0_0[_hess0_0_0_at[76]] = _t71;  /* [8, 4] */
+        _hess0_0_0[_hess0_0_0_at[77]] = _t75;  /* [8, 5] */
+        _hess0_0_0[_hess0_0_0_at[78]] = _t80;  /* [8, 6] */
+        _hess0_0_0[_hess0_0_0_at[79]] = _t83;  /* [8, 7] */
+        _hess0_0_0[_hess0_0_0_at[80]] = _t76 + _t55 + 2*_t8*(-96*_t17*_t8 + 336*_t16*_t8) + 2*_t52*(-96*_t57*_t52 + 336*_t56*_t52);  /* [8, 8] */
     }
     static const Py_ssize_t _symjac_hessian_dense0[81] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
@@ -338,33 +280,21 @@ cdef extern from *:
        the batch, on the calling thread. 0, or -1 if out of memory. */
     static int _symjac_hessian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-        double _hess0_0_0[81][SYMJAC_LANES];
-        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-        int _l, _count;
-        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
-            for (_k = 0; _k < 9; ++_k)
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        for (_block = _begin; _block < _end; ++_block) {
-            /* The points of this block; a last, partial block repeats its
-               last point in the spare lanes and stores only its own. */
-            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-            if (_arg_strides[0] != 0)
-                for (_k = 0; _k < 9; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
-                double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_dense0[_k];
-                for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_k][_l];
-            }
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        double *const _out0 = _outs[0];
+        Py_ssize_t _i;
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
+            _symjac_hessian_point((_arg0 + _i * _stride0), _out0 + _i * 81, _symjac_hessian_dense0);
         }
         return 0;
     }
 
     static int _symjac_hessian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
     #ifdef _OPENMP
         /* Threads only when asked for: entering a parallel region costs about
            0.5 us even with one thread. Each thread takes one contiguous share. */
@@ -393,33 +323,21 @@ cdef extern from *:
        the batch, on the calling thread. 0, or -1 if out of memory. */
     static int _symjac_hessian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-        double _hess0_0_0[81][SYMJAC_LANES];
-        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
-        int _l, _count;
-        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
-            for (_k = 0; _k < 9; ++_k)
-                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
-        for (_block = _begin; _block < _end; ++_block) {
-            /* The points of this block; a last, partial block repeats its
-               last point in the spare lanes and stores only its own. */
-            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
-            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
-            if (_arg_strides[0] != 0)
-                for (_k = 0; _k < 9; ++_k)
-                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
-            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
-                double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_hessian_slots0[_k];
-                for (_l = 0; _l < _count; ++_l) _to[_l * 45] = _hess0_0_0[_k][_l];
-            }
+        /* The pointers and strides, read once: the stores below could alias them otherwise. */
+        const double *const _arg0 = _args[0];
+        const Py_ssize_t _stride0 = _arg_strides[0];
+        double *const _out0 = _outs[0];
+        Py_ssize_t _i;
+        (void)_n;
+        for (_i = _begin; _i < _end; ++_i) {
+            _symjac_hessian_point((_arg0 + _i * _stride0), _out0 + _i * 45, _symjac_hessian_slots0);
         }
         return 0;
     }
 
     static int _symjac_hessian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
+        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
     #ifdef _OPENMP
         /* Threads only when asked for: entering a parallel region costs about
            0.5 us even with one thread. Each thread takes one contiguous share. */
@@ -912,7 +830,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe'
+CONTENT_HASH = 'dfd775cfabf284beb8b0b180cb2e9fbcc95c9ba50f62aed2557f53cc2cb28875'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -921,7 +839,7 @@ OUTPUT_SHAPES = ((),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 132
+PARALLEL_MIN_POINTS = 166
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'hessian': (False,), 'hessian_values': (False,)}
 # Per kernel: the core shape of each buffer it writes, and how results nest them.

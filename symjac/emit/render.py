@@ -316,6 +316,10 @@ def _packed_tables(programs) -> tuple[tuple[str, str, int, str], ...]:
         for p, indices in enumerate(program.packing.nonzeros))
 
 
+# Stands for the content hash while a module is rendered (see render).
+_HASH_PLACEHOLDER = "@symjac-content-hash@"
+
+
 def render(
     derivative: Derivative,
     programs: tuple[Program, ...],
@@ -353,36 +357,34 @@ def render(
     library = not standalone and chosen.library_template is not None
     template = environment().get_template(chosen.library_template if library else chosen.template)
 
-    def context(content_hash: str) -> ModuleContext:
-        return ModuleContext(
-            header=HeaderContext(**{**header.__dict__, "content_hash": content_hash}),
-            kernels=kernels,
-            arguments=tuple(ArgumentContext(a.name, a.size, a.shape) for a in arguments),
-            max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
-            max_entries=max_entries,
-            identity=number_rows(range(max_entries), " " * 4),
-            metadata=_metadata(derivative, content_hash, parallel_min_points, chosen.c_tables, programs, drivers),
-            packed_tables=_packed_tables(programs),
-            runtime=calling_source() if standalone else None,
-            vector_functions=vector_functions,
-        )
-
-    def text_with(content_hash: str) -> str:
-        return template.render(module=context(content_hash))
-
-    unhashed = context("")
+    # Rendered once, with a placeholder where the hash goes: the text with
+    # the placeholder removed is what the hash covers, the text with the
+    # hash in its place is the module (templates print the hash verbatim).
+    full = ModuleContext(
+        header=HeaderContext(**{**header.__dict__, "content_hash": _HASH_PLACEHOLDER}),
+        kernels=kernels,
+        arguments=tuple(ArgumentContext(a.name, a.size, a.shape) for a in arguments),
+        max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
+        max_entries=max_entries,
+        identity=number_rows(range(max_entries), " " * 4),
+        metadata=_metadata(derivative, _HASH_PLACEHOLDER, parallel_min_points, chosen.c_tables, programs, drivers),
+        packed_tables=_packed_tables(programs),
+        runtime=calling_source() if standalone else None,
+        vector_functions=vector_functions,
+    )
+    text = template.render(module=full)
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", environment().get_template("c_chunks.c.j2").render(
-            header=header, kernel=kernel, arguments=unhashed.arguments, library=library,
+            header=header, kernel=kernel, arguments=full.arguments, library=library,
             vector_functions=vector_functions, functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)
     )
-    digest = hashlib.sha256(text_with("").encode())
-    for name, text in parts:
-        digest.update(f"\0{name}\0{text}".encode())
+    digest = hashlib.sha256(text.replace(_HASH_PLACEHOLDER, "").encode())
+    for name, part in parts:
+        digest.update(f"\0{name}\0{part}".encode())
     if library:
-        digest.update(b"\0metadata\0" + unhashed.metadata.encode())
+        digest.update(b"\0metadata\0" + full.metadata.replace(_HASH_PLACEHOLDER, "").encode())
     content_hash = digest.hexdigest()
-    return Source(backend, text_with(content_hash), content_hash, header.kinds, parts,
-                  context(content_hash).metadata if library else "")
+    return Source(backend, text.replace(_HASH_PLACEHOLDER, content_hash), content_hash, header.kinds, parts,
+                  full.metadata.replace(_HASH_PLACEHOLDER, content_hash) if library else "")

@@ -18,6 +18,7 @@ transformations of a program live next to it; ``render`` only prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sympy
@@ -60,7 +61,7 @@ class Program:
         lines += [f"  {self.buffers[b].name}[{index}] = {expr}" for b, index, expr in self.results]
         return "\n".join(lines)
 
-    @property
+    @cached_property  # asked for by several stages; a frozen dataclass may cache in its __dict__
     def operations(self) -> int:
         return count_operations([e for _, e in self.temporaries] + [e for _, _, e in self.results])
 
@@ -141,7 +142,15 @@ def eliminate_common_subexpressions(exprs, full: bool = True):
     temporaries = []
     for node in order:  # children first, so arguments are rebuilt already
         args = [rebuilt.get(arg, arg) for arg in node.args]
-        new = node if all(a is b for a, b in zip(args, node.args)) else node.func(*args)
+        if all(a is b for a, b in zip(args, node.args)):
+            new = node
+        elif node.is_Add or node.is_Mul or node.is_Pow:
+            # The arguments of a canonical node, some now distinct symbols:
+            # nothing to merge, and re-evaluating (sorting, assumptions) costs
+            # more than the rest of the elimination.
+            new = node.func(*args, evaluate=False)
+        else:
+            new = node.func(*args)
         if node in repeated:
             symbol = next(names)
             temporaries.append((symbol, new))
