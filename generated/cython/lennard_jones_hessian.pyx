@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: dfd775cfabf284beb8b0b180cb2e9fbcc95c9ba50f62aed2557f53cc2cb28875
+symjac-content-hash: dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21
 """
 
 import os
@@ -70,206 +70,155 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     #endif
+    /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
+       widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
+       gives the scalar loop). */
+    #ifndef SYMJAC_LANES
+    #if defined(__AVX512F__)
+    #define SYMJAC_LANES 8
+    #elif defined(__AVX__)
+    #define SYMJAC_LANES 4
+    #else
+    #define SYMJAC_LANES 2
+    #endif
+    #endif
 
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[1] = {9};
     static const int _symjac_arg_ndims[1] = {1};
     static const Py_ssize_t _symjac_shape_0[] = {9};  /* x */
     static const Py_ssize_t *_symjac_arg_shapes[1] = {_symjac_shape_0};
-    static const Py_ssize_t _symjac_identity[81] = {
+    static const Py_ssize_t _symjac_identity[45] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
         16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-        48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-        64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-        80
+        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44
     };
 
-    /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Point body. */
-    static inline void _symjac_hessian_point(
-        const double *restrict x, double *restrict _hess0_0_0, const Py_ssize_t *restrict _hess0_0_0_at)
+    /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Lane body: SYMJAC_LANES points at once, lane _l
+       holding one point. Arguments and results are structures of arrays:
+       element [k] of an argument in lane _l is name[k][_l], non-zero e of a
+       buffer is buffer[e][_l]. The drivers transpose to and from rows. */
+    static void _symjac_hessian_lanes(
+        const double (*restrict x)[SYMJAC_LANES], double (*restrict _hess0_0_0)[SYMJAC_LANES])
     {
-        const double _t0 = x[3] - x[0];
-        const double _t1 = x[4] - x[1];
-        const double _t2 = x[5] - x[2];
-        const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
-        const double _t4 = -24/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3) + 12/(_t3*_t3*_t3*_t3);
-        const double _t5 = -2*_t4;
-        const double _t6 = x[6] - x[0];
-        const double _t7 = x[7] - x[1];
-        const double _t8 = x[8] - x[2];
-        const double _t9 = (_t6*_t6) + (_t7*_t7) + (_t8*_t8);
-        const double _t10 = -24/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9) + 12/(_t9*_t9*_t9*_t9);
-        const double _t11 = -2*_t10;
-        const double _t12 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
-        const double _t13 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
-        const double _t14 = -336*_t12*_t0 + 96*_t13*_t0;
-        const double _t15 = 2*_t0*_t14;
-        const double _t16 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
-        const double _t17 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
-        const double _t18 = -336*_t16*_t6 + 96*_t17*_t6;
-        const double _t19 = 2*_t6*_t18;
-        const double _t20 = 2*_t1*_t14;
-        const double _t21 = 2*_t7*_t18;
-        const double _t22 = -(_t20 + _t21);
-        const double _t23 = 2*_t2*_t14;
-        const double _t24 = 2*_t8*_t18;
-        const double _t25 = -(_t23 + _t24);
-        const double _t26 = _t5 + _t15;
-        const double _t27 = _t11 + _t19;
-        const double _t28 = -336*_t12*_t1 + 96*_t13*_t1;
-        const double _t29 = 2*_t1*_t28;
-        const double _t30 = -336*_t16*_t7 + 96*_t17*_t7;
-        const double _t31 = 2*_t7*_t30;
-        const double _t32 = 2*_t2*_t28;
-        const double _t33 = 2*_t8*_t30;
-        const double _t34 = -(_t32 + _t33);
-        const double _t35 = 2*_t0*_t28;
-        const double _t36 = _t5 + _t29;
-        const double _t37 = 2*_t6*_t30;
-        const double _t38 = _t11 + _t31;
-        const double _t39 = -336*_t12*_t2 + 96*_t13*_t2;
-        const double _t40 = 2*_t2*_t39;
-        const double _t41 = -336*_t16*_t8 + 96*_t17*_t8;
-        const double _t42 = 2*_t8*_t41;
-        const double _t43 = 2*_t0*_t39;
-        const double _t44 = 2*_t1*_t39;
-        const double _t45 = _t5 + _t40;
-        const double _t46 = 2*_t6*_t41;
-        const double _t47 = 2*_t7*_t41;
-        const double _t48 = _t11 + _t42;
-        const double _t49 = 2*_t4;
-        const double _t50 = x[6] - x[3];
-        const double _t51 = x[7] - x[4];
-        const double _t52 = x[8] - x[5];
-        const double _t53 = (_t50*_t50) + (_t51*_t51) + (_t52*_t52);
-        const double _t54 = -24/((_t53*_t53*_t53)*(_t53*_t53*_t53)*_t53) + 12/(_t53*_t53*_t53*_t53);
-        const double _t55 = 2*_t54;
-        const double _t56 = (1.0/((_t53*_t53*_t53*_t53)*(_t53*_t53*_t53*_t53)));
-        const double _t57 = (1.0/((_t53*_t53)*(_t53*_t53)*_t53));
-        const double _t58 = -336*_t56*_t50 + 96*_t57*_t50;
-        const double _t59 = -96*_t13*_t0 + 336*_t12*_t0;
-        const double _t60 = -2*_t51*_t58 + 2*_t1*_t59;
-        const double _t61 = -2*_t52*_t58 + 2*_t2*_t59;
-        const double _t62 = -2*_t54;
-        const double _t63 = _t62 + 2*_t50*_t58;
-        const double _t64 = 2*_t51*_t58;
-        const double _t65 = 2*_t52*_t58;
-        const double _t66 = -336*_t56*_t51 + 96*_t57*_t51;
-        const double _t67 = -96*_t13*_t1 + 336*_t12*_t1;
-        const double _t68 = -2*_t52*_t66 + 2*_t2*_t67;
-        const double _t69 = 2*_t50*_t66;
-        const double _t70 = _t62 + 2*_t51*_t66;
-        const double _t71 = 2*_t52*_t66;
-        const double _t72 = -336*_t56*_t52 + 96*_t57*_t52;
-        const double _t73 = 2*_t50*_t72;
-        const double _t74 = 2*_t51*_t72;
-        const double _t75 = _t62 + 2*_t52*_t72;
-        const double _t76 = 2*_t10;
-        const double _t77 = -96*_t17*_t6 + 336*_t16*_t6;
-        const double _t78 = -96*_t57*_t50 + 336*_t56*_t50;
-        const double _t79 = 2*_t7*_t77 + 2*_t51*_t78;
-        const double _t80 = 2*_t8*_t77 + 2*_t52*_t78;
-        const double _t81 = -96*_t17*_t7 + 336*_t16*_t7;
-        const double _t82 = -96*_t57*_t51 + 336*_t56*_t51;
-        const double _t83 = 2*_t8*_t81 + 2*_t52*_t82;
-        _hess0_0_0[_hess0_0_0_at[0]] = -(_t5 + _t11 + _t15 + _t19);  /* [0, 0] */
-        _hess0_0_0[_hess0_0_0_at[1]] = _t22;  /* [0, 1] */
-        _hess0_0_0[_hess0_0_0_at[2]] = _t25;  /* [0, 2] */
-        _hess0_0_0[_hess0_0_0_at[3]] = _t26;  /* [0, 3] */
-        _hess0_0_0[_hess0_0_0_at[4]] = _t20;  /* [0, 4] */
-        _hess0_0_0[_hess0_0_0_at[5]] = _t23;  /* [0, 5] */
-        _hess0_0_0[_hess0_0_0_at[6]] = _t27;  /* [0, 6] */
-        _hess0_0_0[_hess0_0_0_at[7]] = _t21;  /* [0, 7] */
-        _hess0_0_0[_hess0_0_0_at[8]] = _t24;  /* [0, 8] */
-        _hess0_0_0[_hess0_0_0_at[9]] = _t22;  /* [1, 0] */
-        _hess0_0_0[_hess0_0_0_at[10]] = -(_t5 + _t11 + _t29 + _t31);  /* [1, 1] */
-        _hess0_0_0[_hess0_0_0_at[11]] = _t34;  /* [1, 2] */
-        _hess0_0_0[_hess0_0_0_at[12]] = _t35;  /* [1, 3] */
-        _hess0_0_0[_hess0_0_0_at[13]] = _t36;  /* [1, 4] */
-        _hess0_0_0[_hess0_0_0_at[14]] = _t32;  /* [1, 5] */
-        _hess0_0_0[_hess0_0_0_at[15]] = _t37;  /* [1, 6] */
-        _hess0_0_0[_hess0_0_0_at[16]] = _t38;  /* [1, 7] */
-        _hess0_0_0[_hess0_0_0_at[17]] = _t33;  /* [1, 8] */
-        _hess0_0_0[_hess0_0_0_at[18]] = _t25;  /* [2, 0] */
-        _hess0_0_0[_hess0_0_0_at[19]] = _t34;  /* [2, 1] */
-        _hess0_0_0[_hess0_0_0_at[20]] = -(_t5 + _t11 + _t40 + _t42);  /* [2, 2] */
-        _hess0_0_0[_hess0_0_0_at[21]] = _t43;  /* [2, 3] */
-        _hess0_0_0[_hess0_0_0_at[22]] = _t44;  /* [2, 4] */
-        _hess0_0_0[_hess0_0_0_at[23]] = _t45;  /* [2, 5] */
-        _hess0_0_0[_hess0_0_0_at[24]] = _t46;  /* [2, 6] */
-        _hess0_0_0[_hess0_0_0_at[25]] = _t47;  /* [2, 7] */
-        _hess0_0_0[_hess0_0_0_at[26]] = _t48;  /* [2, 8] */
-        _hess0_0_0[_hess0_0_0_at[27]] = _t26;  /* [3, 0] */
-        _hess0_0_0[_hess0_0_0_at[28]] = _t35;  /* [3, 1] */
-        _hess0_0_0[_hess0_0_0_at[29]] = _t43;  /* [3, 2] */
-        _hess0_0_0[_hess0_0_0_at[30]] = _t49 + _t55 - 2*_t50*_t58 + 2*_t0*_t59;  /* [3, 3] */
-        _hess0_0_0[_hess0_0_0_at[31]] = _t60;  /* [3, 4] */
-        _hess0_0_0[_hess0_0_0_at[32]] = _t61;  /* [3, 5] */
-        _hess0_0_0[_hess0_0_0_at[33]] = _t63;  /* [3, 6] */
-        _hess0_0_0[_hess0_0_0_at[34]] = _t64;  /* [3, 7] */
-        _hess0_0_0[_hess0_0_0_at[35]] = _t65;  /* [3, 8] */
-        _hess0_0_0[_hess0_0_0_at[36]] = _t20;  /* [4, 0] */
-        _hess0_0_0[_hess0_0_0_at[37]] = _t36;  /* [4, 1] */
-        _hess0_0_0[_hess0_0_0_at[38]] = _t44;  /* [4, 2] */
-        _hess0_0_0[_hess0_0_0_at[39]] = _t60;  /* [4, 3] */
-        _hess0_0_0[_hess0_0_0_at[40]] = _t49 + _t55 - 2*_t51*_t66 + 2*_t1*_t67;  /* [4, 4] */
-        _hess0_0_0[_hess0_0_0_at[41]] = _t68;  /* [4, 5] */
-        _hess0_0_0[_hess0_0_0_at[42]] = _t69;  /* [4, 6] */
-        _hess0_0_0[_hess0_0_0_at[43]] = _t70;  /* [4, 7] */
-        _hess0_0_0[_hess0_0_0_at[44]] = _t71;  /* [4, 8] */
-        _hess0_0_0[_hess0_0_0_at[45]] = _t23;  /* [5, 0] */
-        _hess0_0_0[_hess0_0_0_at[46]] = _t32;  /* [5, 1] */
-        _hess0_0_0[_hess0_0_0_at[47]] = _t45;  /* [5, 2] */
-        _hess0_0_0[_hess0_0_0_at[48]] = _t61;  /* [5, 3] */
-        _hess0_0_0[_hess0_0_0_at[49]] = _t68;  /* [5, 4] */
-        _hess0_0_0[_hess0_0_0_at[50]] = _t49 + _t55 - 2*_t52*_t72 + 2*_t2*(-96*_t13*_t2 + 336*_t12*_t2);  /* [5, 5] */
-        _hess0_0_0[_hess0_0_0_at[51]] = _t73;  /* [5, 6] */
-        _hess0_0_0[_hess0_0_0_at[52]] = _t74;  /* [5, 7] */
-        _hess0_0_0[_hess0_0_0_at[53]] = _t75;  /* [5, 8] */
-        _hess0_0_0[_hess0_0_0_at[54]] = _t27;  /* [6, 0] */
-        _hess0_0_0[_hess0_0_0_at[55]] = _t37;  /* [6, 1] */
-        _hess0_0_0[_hess0_0_0_at[56]] = _t46;  /* [6, 2] */
-        _hess0_0_0[_hess0_0_0_at[57]] = _t63;  /* [6, 3] */
-        _hess0_0_0[_hess0_0_0_at[58]] = _t69;  /* [6, 4] */
-        _hess0_0_0[_hess0_0_0_at[59]] = _t73;  /* [6, 5] */
-        _hess0_0_0[_hess0_0_0_at[60]] = _t76 + _t55 + 2*_t6*_t77 + 2*_t50*_t78;  /* [6, 6] */
-        _hess0_0_0[_hess0_0_0_at[61]] = _t79;  /* [6, 7] */
-        _hess0_0_0[_hess0_0_0_at[62]] = _t80;  /* [6, 8] */
-        _hess0_0_0[_hess0_0_0_at[63]] = _t21;  /* [7, 0] */
-        _hess0_0_0[_hess0_0_0_at[64]] = _t38;  /* [7, 1] */
-        _hess0_0_0[_hess0_0_0_at[65]] = _t47;  /* [7, 2] */
-        _hess0_0_0[_hess0_0_0_at[66]] = _t64;  /* [7, 3] */
-        _hess0_0_0[_hess0_0_0_at[67]] = _t70;  /* [7, 4] */
-        _hess0_0_0[_hess0_0_0_at[68]] = _t74;  /* [7, 5] */
-        _hess0_0_0[_hess0_0_0_at[69]] = _t79;  /* [7, 6] */
-        _hess0_0_0[_hess0_0_0_at[70]] = _t76 + _t55 + 2*_t7*_t81 + 2*_t51*_t82;  /* [7, 7] */
-        _hess0_0_0[_hess0_0_0_at[71]] = _t83;  /* [7, 8] */
-        _hess0_0_0[_hess0_0_0_at[72]] = _t24;  /* [8, 0] */
-        _hess0_0_0[_hess0_0_0_at[73]] = _t33;  /* [8, 1] */
-        _hess0_0_0[_hess0_0_0_at[74]] = _t48;  /* [8, 2] */
-        _hess0_0_0[_hess0_0_0_at[75]] = _t65;  /* [8, 3] */
-        _hess0_0_0[_hess0_0_0_at[76]] = _t71;  /* [8, 4] */
-        _hess0_0_0[_hess0_0_0_at[77]] = _t75;  /* [8, 5] */
-        _hess0_0_0[_hess0_0_0_at[78]] = _t80;  /* [8, 6] */
-        _hess0_0_0[_hess0_0_0_at[79]] = _t83;  /* [8, 7] */
-        _hess0_0_0[_hess0_0_0_at[80]] = _t76 + _t55 + 2*_t8*(-96*_t17*_t8 + 336*_t16*_t8) + 2*_t52*(-96*_t57*_t52 + 336*_t56*_t52);  /* [8, 8] */
+        int _l;
+        #pragma omp simd
+        for (_l = 0; _l < SYMJAC_LANES; ++_l) {
+            const double _t0 = x[3][_l] - x[0][_l];
+            const double _t1 = x[4][_l] - x[1][_l];
+            const double _t2 = x[5][_l] - x[2][_l];
+            const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
+            const double _t4 = -24/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3) + 12/(_t3*_t3*_t3*_t3);
+            const double _t5 = -2*_t4;
+            const double _t6 = x[6][_l] - x[0][_l];
+            const double _t7 = x[7][_l] - x[1][_l];
+            const double _t8 = x[8][_l] - x[2][_l];
+            const double _t9 = (_t6*_t6) + (_t7*_t7) + (_t8*_t8);
+            const double _t10 = -24/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9) + 12/(_t9*_t9*_t9*_t9);
+            const double _t11 = -2*_t10;
+            const double _t12 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
+            const double _t13 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
+            const double _t14 = -336*_t12*_t0 + 96*_t13*_t0;
+            const double _t15 = 2*_t0*_t14;
+            const double _t16 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
+            const double _t17 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
+            const double _t18 = -336*_t16*_t6 + 96*_t17*_t6;
+            const double _t19 = 2*_t6*_t18;
+            const double _t20 = 2*_t1*_t14;
+            const double _t21 = 2*_t7*_t18;
+            const double _t22 = -336*_t12*_t1 + 96*_t13*_t1;
+            const double _t23 = 2*_t1*_t22;
+            const double _t24 = -336*_t16*_t7 + 96*_t17*_t7;
+            const double _t25 = 2*_t7*_t24;
+            const double _t26 = 2*_t2*_t14;
+            const double _t27 = 2*_t8*_t18;
+            const double _t28 = 2*_t2*_t22;
+            const double _t29 = 2*_t8*_t24;
+            const double _t30 = -336*_t12*_t2 + 96*_t13*_t2;
+            const double _t31 = 2*_t2*_t30;
+            const double _t32 = -336*_t16*_t8 + 96*_t17*_t8;
+            const double _t33 = 2*_t8*_t32;
+            const double _t34 = 2*_t4;
+            const double _t35 = x[6][_l] - x[3][_l];
+            const double _t36 = x[7][_l] - x[4][_l];
+            const double _t37 = x[8][_l] - x[5][_l];
+            const double _t38 = (_t35*_t35) + (_t36*_t36) + (_t37*_t37);
+            const double _t39 = -24/((_t38*_t38*_t38)*(_t38*_t38*_t38)*_t38) + 12/(_t38*_t38*_t38*_t38);
+            const double _t40 = 2*_t39;
+            const double _t41 = (1.0/((_t38*_t38*_t38*_t38)*(_t38*_t38*_t38*_t38)));
+            const double _t42 = (1.0/((_t38*_t38)*(_t38*_t38)*_t38));
+            const double _t43 = -336*_t41*_t35 + 96*_t42*_t35;
+            const double _t44 = -96*_t13*_t0 + 336*_t12*_t0;
+            const double _t45 = -336*_t41*_t36 + 96*_t42*_t36;
+            const double _t46 = -96*_t13*_t1 + 336*_t12*_t1;
+            const double _t47 = -336*_t41*_t37 + 96*_t42*_t37;
+            const double _t48 = -2*_t39;
+            const double _t49 = 2*_t10;
+            const double _t50 = -96*_t17*_t6 + 336*_t16*_t6;
+            const double _t51 = -96*_t42*_t35 + 336*_t41*_t35;
+            const double _t52 = -96*_t17*_t7 + 336*_t16*_t7;
+            const double _t53 = -96*_t42*_t36 + 336*_t41*_t36;
+            _hess0_0_0[0][_l] = -(_t5 + _t11 + _t15 + _t19);  /* [0, 0] */
+            _hess0_0_0[1][_l] = -(_t20 + _t21);  /* [1, 0] */
+            _hess0_0_0[2][_l] = -(_t5 + _t11 + _t23 + _t25);  /* [1, 1] */
+            _hess0_0_0[3][_l] = -(_t26 + _t27);  /* [2, 0] */
+            _hess0_0_0[4][_l] = -(_t28 + _t29);  /* [2, 1] */
+            _hess0_0_0[5][_l] = -(_t5 + _t11 + _t31 + _t33);  /* [2, 2] */
+            _hess0_0_0[6][_l] = _t5 + _t15;  /* [3, 0] */
+            _hess0_0_0[7][_l] = 2*_t0*_t22;  /* [3, 1] */
+            _hess0_0_0[8][_l] = 2*_t0*_t30;  /* [3, 2] */
+            _hess0_0_0[9][_l] = _t34 + _t40 - 2*_t35*_t43 + 2*_t0*_t44;  /* [3, 3] */
+            _hess0_0_0[10][_l] = _t20;  /* [4, 0] */
+            _hess0_0_0[11][_l] = _t5 + _t23;  /* [4, 1] */
+            _hess0_0_0[12][_l] = 2*_t1*_t30;  /* [4, 2] */
+            _hess0_0_0[13][_l] = -2*_t36*_t43 + 2*_t1*_t44;  /* [4, 3] */
+            _hess0_0_0[14][_l] = _t34 + _t40 - 2*_t36*_t45 + 2*_t1*_t46;  /* [4, 4] */
+            _hess0_0_0[15][_l] = _t26;  /* [5, 0] */
+            _hess0_0_0[16][_l] = _t28;  /* [5, 1] */
+            _hess0_0_0[17][_l] = _t5 + _t31;  /* [5, 2] */
+            _hess0_0_0[18][_l] = -2*_t37*_t43 + 2*_t2*_t44;  /* [5, 3] */
+            _hess0_0_0[19][_l] = -2*_t37*_t45 + 2*_t2*_t46;  /* [5, 4] */
+            _hess0_0_0[20][_l] = _t34 + _t40 - 2*_t37*_t47 + 2*_t2*(-96*_t13*_t2 + 336*_t12*_t2);  /* [5, 5] */
+            _hess0_0_0[21][_l] = _t11 + _t19;  /* [6, 0] */
+            _hess0_0_0[22][_l] = 2*_t6*_t24;  /* [6, 1] */
+            _hess0_0_0[23][_l] = 2*_t6*_t32;  /* [6, 2] */
+            _hess0_0_0[24][_l] = _t48 + 2*_t35*_t43;  /* [6, 3] */
+            _hess0_0_0[25][_l] = 2*_t35*_t45;  /* [6, 4] */
+            _hess0_0_0[26][_l] = 2*_t35*_t47;  /* [6, 5] */
+            _hess0_0_0[27][_l] = _t49 + _t40 + 2*_t6*_t50 + 2*_t35*_t51;  /* [6, 6] */
+            _hess0_0_0[28][_l] = _t21;  /* [7, 0] */
+            _hess0_0_0[29][_l] = _t11 + _t25;  /* [7, 1] */
+            _hess0_0_0[30][_l] = 2*_t7*_t32;  /* [7, 2] */
+            _hess0_0_0[31][_l] = 2*_t36*_t43;  /* [7, 3] */
+            _hess0_0_0[32][_l] = _t48 + 2*_t36*_t45;  /* [7, 4] */
+            _hess0_0_0[33][_l] = 2*_t36*_t47;  /* [7, 5] */
+            _hess0_0_0[34][_l] = 2*_t7*_t50 + 2*_t36*_t51;  /* [7, 6] */
+            _hess0_0_0[35][_l] = _t49 + _t40 + 2*_t7*_t52 + 2*_t36*_t53;  /* [7, 7] */
+            _hess0_0_0[36][_l] = _t27;  /* [8, 0] */
+            _hess0_0_0[37][_l] = _t29;  /* [8, 1] */
+            _hess0_0_0[38][_l] = _t11 + _t33;  /* [8, 2] */
+            _hess0_0_0[39][_l] = 2*_t37*_t43;  /* [8, 3] */
+            _hess0_0_0[40][_l] = 2*_t37*_t45;  /* [8, 4] */
+            _hess0_0_0[41][_l] = _t48 + 2*_t37*_t47;  /* [8, 5] */
+            _hess0_0_0[42][_l] = 2*_t8*_t50 + 2*_t37*_t51;  /* [8, 6] */
+            _hess0_0_0[43][_l] = 2*_t8*_t52 + 2*_t37*_t53;  /* [8, 7] */
+            _hess0_0_0[44][_l] = _t49 + _t40 + 2*_t8*(-96*_t17*_t8 + 336*_t16*_t8) + 2*_t37*(-96*_t42*_t37 + 336*_t41*_t37);  /* [8, 8] */
+        }
     }
-    static const Py_ssize_t _symjac_hessian_dense0[81] = {
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-            16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-            32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-            48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-            64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-            80
+    static const Py_ssize_t _symjac_hessian_dense0[45] = {
+        0, 9, 10, 18, 19, 20, 27, 28, 29, 30, 36, 37, 38, 39, 40, 45,
+            46, 47, 48, 49, 50, 54, 55, 56, 57, 58, 59, 60, 63, 64, 65, 66,
+            67, 68, 69, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80
     };
-    static const Py_ssize_t _symjac_hessian_slots0[81] = {
-        0, 1, 3, 6, 10, 15, 21, 28, 36, 1, 2, 4, 7, 11, 16, 22,
-            29, 37, 3, 4, 5, 8, 12, 17, 23, 30, 38, 6, 7, 8, 9, 13,
-            18, 24, 31, 39, 10, 11, 12, 13, 14, 19, 25, 32, 40, 15, 16, 17,
-            18, 19, 20, 26, 33, 41, 21, 22, 23, 24, 25, 26, 27, 34, 42, 28,
-            29, 30, 31, 32, 33, 34, 35, 43, 36, 37, 38, 39, 40, 41, 42, 43,
-            44
+    static const Py_ssize_t _symjac_hessian_mirror0_to[36] = {
+        1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 21,
+            22, 23, 24, 25, 26, 31, 32, 33, 34, 35, 41, 42, 43, 44, 51, 52,
+            53, 61, 62, 71
+    };
+    static const Py_ssize_t _symjac_hessian_mirror0_from[36] = {
+        1, 3, 6, 10, 15, 21, 28, 36, 4, 7, 11, 16, 22, 29, 37, 8,
+            12, 17, 23, 30, 38, 13, 18, 24, 31, 39, 19, 25, 32, 40, 26, 33,
+            41, 34, 42, 43
     };
 
     /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. */
@@ -280,21 +229,37 @@ cdef extern from *:
        the batch, on the calling thread. 0, or -1 if out of memory. */
     static int _symjac_hessian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        /* The pointers and strides, read once: the stores below could alias them otherwise. */
-        const double *const _arg0 = _args[0];
-        const Py_ssize_t _stride0 = _arg_strides[0];
-        double *const _out0 = _outs[0];
-        Py_ssize_t _i;
-        (void)_n;
-        for (_i = _begin; _i < _end; ++_i) {
-            _symjac_hessian_point((_arg0 + _i * _stride0), _out0 + _i * 81, _symjac_hessian_dense0);
+        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
+        double _hess0_0_0[45][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 9; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
+                for (_k = 0; _k < 9; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
+            for (_k = 0; _k < 45; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_dense0[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_k][_l];
+            }
+            for (_k = 0; _k < 36; ++_k) {  /* entries equal by symmetry to computed ones */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_mirror0_to[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_symjac_hessian_mirror0_from[_k]][_l];
+            }
         }
         return 0;
     }
 
     static int _symjac_hessian(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
     #ifdef _OPENMP
         /* Threads only when asked for: entering a parallel region costs about
            0.5 us even with one thread. Each thread takes one contiguous share. */
@@ -323,21 +288,33 @@ cdef extern from *:
        the batch, on the calling thread. 0, or -1 if out of memory. */
     static int _symjac_hessian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
-        /* The pointers and strides, read once: the stores below could alias them otherwise. */
-        const double *const _arg0 = _args[0];
-        const Py_ssize_t _stride0 = _arg_strides[0];
-        double *const _out0 = _outs[0];
-        Py_ssize_t _i;
-        (void)_n;
-        for (_i = _begin; _i < _end; ++_i) {
-            _symjac_hessian_point((_arg0 + _i * _stride0), _out0 + _i * 45, _symjac_hessian_slots0);
+        double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
+        double _hess0_0_0[45][SYMJAC_LANES];
+        Py_ssize_t _block, _row[SYMJAC_LANES], _k;
+        int _l, _count;
+        if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
+            for (_k = 0; _k < 9; ++_k)
+                for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_k];
+        for (_block = _begin; _block < _end; ++_block) {
+            /* The points of this block; a last, partial block repeats its
+               last point in the spare lanes and stores only its own. */
+            _count = _n - _block * SYMJAC_LANES < SYMJAC_LANES ? (int)(_n - _block * SYMJAC_LANES) : SYMJAC_LANES;
+            for (_l = 0; _l < SYMJAC_LANES; ++_l) _row[_l] = _block * SYMJAC_LANES + (_l < _count ? _l : _count - 1);
+            if (_arg_strides[0] != 0)
+                for (_k = 0; _k < 9; ++_k)
+                    for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
+            _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
+            for (_k = 0; _k < 45; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_identity[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 45] = _hess0_0_0[_k][_l];
+            }
         }
         return 0;
     }
 
     static int _symjac_hessian_values(Py_ssize_t _n, const double **_args, const Py_ssize_t *_arg_strides, double **_outs, int _num_threads)
     {
-        const Py_ssize_t _count = _n;  /* units of work: points, or blocks of lanes */
+        const Py_ssize_t _count = (_n + SYMJAC_LANES - 1) / SYMJAC_LANES;  /* units of work: points, or blocks of lanes */
     #ifdef _OPENMP
         /* Threads only when asked for: entering a parallel region costs about
            0.5 us even with one thread. Each thread takes one contiguous share. */
@@ -830,7 +807,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'dfd775cfabf284beb8b0b180cb2e9fbcc95c9ba50f62aed2557f53cc2cb28875'
+CONTENT_HASH = 'dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

@@ -54,6 +54,7 @@ class Program:
     results: tuple[tuple[int, int, sympy.Expr], ...]  # (buffer number, flat index, expr)
     structure: object = 0  # how callers see the buffers (see kinds.py)
     packing: Packing | None = None
+    mirrors: tuple[tuple[int, int, int, int], ...] = ()  # copies the dense drivers make (see kinds.KernelSpec)
 
     def __str__(self) -> str:
         lines = [f"program {self.kind}: {len(self.temporaries)} temporaries, {len(self.results)} results"]
@@ -241,7 +242,8 @@ def simplify_spec(spec: KernelSpec, full_cse: bool = True) -> Program:
     results = [(b, flat, expr) for (b, flat), expr in zip(targets, reduced)]
     count = len(temporaries)  # CSE named them _t0 ... _t<count - 1>
     temporaries, results = _hoist_power_bases(*_inline_trivial(temporaries, results), count)
-    return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing)
+    return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing,
+                   spec.mirrors)
 
 
 def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
