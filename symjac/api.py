@@ -45,6 +45,7 @@ from .emit.array_render import render_array
 from .errors import TracingError
 from .front.array_program import LINALG, ArrayFormError, ArrayProgram
 from .front.array_trace import trace_array
+from .front.fast_floats import fast_float_zero
 from .front.trace import Traced, resolve_shapes, trace
 
 log = logging.getLogger("symjac.api")
@@ -121,7 +122,7 @@ def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="
 
 
 def _trace_stage(function, shapes, named_shapes, wrt, reporter):
-    with reporter.stage("traced") as report:
+    with reporter.stage("traced") as report, fast_float_zero():
         traced = as_traced(function, shapes, named_shapes)
         indices, wrt_is_tuple = resolve_wrt(traced, wrt)
         inputs = sum(a.size for a in traced.arguments)
@@ -133,6 +134,12 @@ def _trace_stage(function, shapes, named_shapes, wrt, reporter):
 
 def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
     """The stages after tracing: differentiate, simplify, render."""
+    with fast_float_zero():  # the symbolic stages build many sympy numbers (front/fast_floats.py)
+        return _derive_and_render(traced, indices, wrt_is_tuple, backend=backend, kinds=kinds, what=what,
+                                  reporter=reporter, standalone=standalone)
+
+
+def _derive_and_render(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
     kind = DERIVATIVES[what]
     outputs = sum(output.size for output in traced.outputs)
     with reporter.stage("differentiated") as report:

@@ -258,15 +258,27 @@ def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
 # chunking: large programs become several C functions in several files
 
 CHUNK_THRESHOLD = 1_500  # statements: larger programs are split into chunks
-CHUNK_THRESHOLD_OPERATIONS = 20_000  # or operations
+# or operations. gcc's time on one straight-line function grows faster than
+# its length (register allocation over a body of SIMD lanes dominates):
+# Lennard-Jones' 24x24 Hessian (3,071 operations) compiles in 1.3 s of CPU
+# at -O3 as one function, 0.9 s as two chunk functions at -O1, and
+# evaluates as fast (benchmarks/hessians.py, one run, load 1.4).
+CHUNK_THRESHOLD_OPERATIONS = 2_000
 CHUNK_STATEMENTS = 200  # at most this many statements per chunk function
 CHUNK_OPERATIONS = 2_000  # and about this many operations
 CHUNKS_PER_FILE = 15  # chunk functions per C file (files compile in parallel)
+# Chunk files hold about this many operations each, in a number of files
+# that is a power of two (1, 2, 4, ...), so that they share the cores of
+# common machines evenly: each file costs gcc about 0.1 s before its first
+# statement; an 8 -> 16 -> 8 MLP's Hessian (8,716 operations) compiles in 2
+# files at -O1 in 0.4 s on 2 cores, in one in 0.6 s, in 5 in 0.55 s.
+FILE_OPERATIONS = 5_000
 
 
 @dataclass(frozen=True, eq=False)
 class Chunks:
-    """A program cut into runs of statements, one C function each.
+    """A program cut into runs of statements, one C function each, and the
+    runs grouped into C files (``files``: consecutive run numbers per file).
 
     Statements are ``("temporary", symbol, expr)`` or ``("result", b, flat,
     expr)``. A temporary used only in the run that defines it stays local; one
@@ -275,12 +287,29 @@ class Chunks:
 
     runs: tuple[tuple[tuple, ...], ...]
     slots: dict
-    per_file: int
+    files: tuple[range, ...]
 
-    @property
-    def files(self) -> list[range]:
-        return [range(start, min(start + self.per_file, len(self.runs)))
-                for start in range(0, len(self.runs), self.per_file)]
+
+def _group_files(weights: list[int]) -> tuple[range, ...]:
+    """Consecutive runs (operation counts ``weights``) in files of about equal
+    weight: a power of two of them, about FILE_OPERATIONS operations each and
+    at most CHUNKS_PER_FILE runs each."""
+    wanted = max(-(-sum(weights) // FILE_OPERATIONS), -(-len(weights) // CHUNKS_PER_FILE))
+    count = 1
+    while count < wanted:
+        count *= 2
+    count = min(count, len(weights))
+    total, files, start, done = sum(weights), [], 0, 0
+    for number, weight in enumerate(weights):
+        if number > start and len(files) < count - 1:
+            target = total * (len(files) + 1) / count  # where this file should end
+            rest = len(weights) - number <= count - 1 - len(files)  # each later file needs a run
+            if rest or number - start >= CHUNKS_PER_FILE or done + weight - target > target - done:
+                files.append(range(start, number))
+                start = number
+        done += weight
+    files.append(range(start, len(weights)))
+    return tuple(files)
 
 
 def needs_chunks(program: Program) -> bool:
@@ -294,19 +323,21 @@ def chunk(program: Program) -> Chunks:
     grow linearly and files compile in parallel."""
     statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
     statements += [("result", b, flat, expr) for b, flat, expr in program.results]
-    runs, run, weight = [], [], 0
+    runs, weights, run, weight = [], [], [], 0
     for statement in statements:
         cost = 1 + count_operations([statement[-1]])
         if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
             runs.append(tuple(run))
+            weights.append(weight)
             run, weight = [], 0
         run.append(statement)
         weight += cost
     runs.append(tuple(run))
+    weights.append(weight)
     defined_in = {statement[1]: number for number, run in enumerate(runs)
                   for statement in run if statement[0] == "temporary"}
     order = {symbol: k for k, (symbol, _) in enumerate(program.temporaries)}
     shared = {symbol for number, run in enumerate(runs) for statement in run
               for symbol in statement[-1].free_symbols if defined_in.get(symbol, number) != number}
     slots = {symbol: k for k, symbol in enumerate(sorted(shared, key=order.__getitem__))}
-    return Chunks(tuple(runs), slots, CHUNKS_PER_FILE)
+    return Chunks(tuple(runs), slots, _group_files(weights))
