@@ -38,6 +38,7 @@ from .run.runtime import RESULTS, Compiled
 from .derive.kinds import kernel_spec
 from .build.sources import cached_source, source_key, store_source
 from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, Program, count_operations, simplify
+from .build.templates import use_template_cache
 from .build.toolchain import compiler_works
 from .derive.array_calculus import derive as derive_array
 from .emit.array_printing import scalar_cost
@@ -229,6 +230,7 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     if remembered:
         with reporter.stage("looked up") as report:
             root = private_dir(build_options.cache_dir or cache_dir())
+            use_template_cache(root)  # compiled templates from earlier processes (build/templates.py)
             key = source_key(traced, indices, wrt_is_tuple, what, kinds, backend)
             source = cached_source(root, key)
             report.append("rendered source found in the cache" if source else "not built before")

@@ -145,10 +145,12 @@ def eliminate_common_subexpressions(exprs, full: bool = True):
         args = [rebuilt.get(arg, arg) for arg in node.args]
         if all(a is b for a, b in zip(args, node.args)):
             new = node
-        elif node.is_Add or node.is_Mul or node.is_Pow:
+        elif node.is_Add or node.is_Mul:
             # The arguments of a canonical node, some now distinct symbols:
             # nothing to merge, and re-evaluating (sorting, assumptions) costs
             # more than the rest of the elimination.
+            new = node.func._from_args(args, node.is_commutative)
+        elif node.is_Pow:
             new = node.func(*args, evaluate=False)
         else:
             new = node.func(*args)
