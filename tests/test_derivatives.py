@@ -261,3 +261,31 @@ def test_bad_input_is_refused_with_a_clear_message():
         symjac.hessian(lambda x, k: np.sum(x * k), x=2, k=2, wrt=("k", "k"), backend="numpy")
     with pytest.raises(symjac.ShapeError, match="give none"):
         symjac.jacobian(symjac.trace(lambda x: x, 2), 2, backend="numpy")
+
+
+def test_hessian_of_functions_of_sums_with_minus_signs(backend, rng):
+    """Functions whose sympy evaluation pulls a minus sign out of their
+    argument (tanh, sin, sinh), of sums with more negative terms than
+    positive, under the second derivative's construction without
+    distributing numbers over sums."""
+    def f(x):
+        return (np.tanh(-x[0] - 2.0 * x[1] + x[2] - x[3]) + np.sin(-x[0] - x[1]) * x[2]
+                + np.sinh(x[2] - x[0] - x[1] - 0.5 * x[3]) ** 2 + np.exp(-x[0] - x[1] - x[2]) * np.cosh(x[3] - x[1]))
+
+    def gradient(x):
+        a = -x[0] - 2.0 * x[1] + x[2] - x[3]
+        b = -x[0] - x[1]
+        c = x[2] - x[0] - x[1] - 0.5 * x[3]
+        e = np.exp(-x[0] - x[1] - x[2])
+        ch, sh = np.cosh(x[3] - x[1]), np.sinh(x[3] - x[1])
+        da = 1.0 - np.tanh(a) ** 2
+        dc = 2.0 * np.sinh(c) * np.cosh(c)
+        return np.array([-da - np.cos(b) * x[2] - dc - e * ch,
+                         -2.0 * da - np.cos(b) * x[2] - dc - e * ch - e * sh,
+                         da + np.sin(b) + dc - e * ch,
+                         -da - 0.5 * dc + e * sh])
+
+    H = symjac.hessian(f, x=4, backend=backend)
+    for x in rng.normal(scale=0.5, size=(3, 4)):
+        expected = complex_step_jacobian(gradient, [x], 0)
+        np.testing.assert_allclose(H(x), expected, rtol=1e-10, atol=1e-10)
