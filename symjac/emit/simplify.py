@@ -270,11 +270,13 @@ CHUNK_STATEMENTS = 200  # at most this many statements per chunk function
 CHUNK_OPERATIONS = 2_000  # and about this many operations
 CHUNKS_PER_FILE = 15  # chunk functions per C file (files compile in parallel)
 # Chunk files hold about this many operations each, in a number of files
-# that is a power of two (1, 2, 4, ...), so that they share the cores of
-# common machines evenly: each file costs gcc about 0.1 s before its first
-# statement; an 8 -> 16 -> 8 MLP's Hessian (8,716 operations) compiles in 2
-# files at -O1 in 0.4 s on 2 cores, in one in 0.6 s, in 5 in 0.55 s.
-FILE_OPERATIONS = 5_000
+# that is a power of two (1, 2, 4, ... at most MAX_FILES) so that they share
+# the cores of common machines evenly; each file costs gcc about 0.03 s
+# before its first statement. Lennard-Jones' Hessian (3,071 operations)
+# builds in 0.95 s in 2 files, 1.3 s in one, on 2 cores; an MLP's (8,716)
+# the same in 2 or 4.
+FILE_OPERATIONS = 2_500
+MAX_FILES = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -294,9 +296,9 @@ class Chunks:
 
 def _group_files(weights: list[int]) -> tuple[range, ...]:
     """Consecutive runs (operation counts ``weights``) in files of about equal
-    weight: a power of two of them, about FILE_OPERATIONS operations each and
-    at most CHUNKS_PER_FILE runs each."""
-    wanted = max(-(-sum(weights) // FILE_OPERATIONS), -(-len(weights) // CHUNKS_PER_FILE))
+    weight: a power of two of them, of about FILE_OPERATIONS operations each
+    (at most MAX_FILES of them) and at most CHUNKS_PER_FILE runs each."""
+    wanted = max(min(-(-sum(weights) // FILE_OPERATIONS), MAX_FILES), -(-len(weights) // CHUNKS_PER_FILE))
     count = 1
     while count < wanted:
         count *= 2
