@@ -87,7 +87,8 @@ def test_chunk_files_share_the_operations_evenly_in_a_power_of_two_of_files():
         files = simplify._group_files(weights)
         assert [run for file in files for run in file] == list(range(len(weights)))  # consecutive, all, once
         assert len(files) & (len(files) - 1) == 0 or len(files) == len(weights)  # a power of two
-        assert len(files) >= min(len(weights), -(-sum(weights) // simplify.FILE_OPERATIONS), simplify.MAX_FILES)
+        assert len(files) >= min(len(weights), max(simplify.MIN_FILES, -(-sum(weights) // simplify.FILE_OPERATIONS)),
+                                 simplify.MAX_FILES)
         assert all(len(file) for file in files)
     assert len(simplify._group_files([100] * 40)) == 4  # at most CHUNKS_PER_FILE runs each
     assert len(simplify._group_files([2000] * 100)) == 16  # at most MAX_FILES, while runs allow

@@ -269,13 +269,15 @@ CHUNK_THRESHOLD_OPERATIONS = 2_000
 CHUNK_STATEMENTS = 200  # at most this many statements per chunk function
 CHUNK_OPERATIONS = 2_000  # and about this many operations
 CHUNKS_PER_FILE = 15  # chunk functions per C file (files compile in parallel)
-# Chunk files hold about this many operations each, in a number of files
-# that is a power of two (1, 2, 4, ... at most MAX_FILES) so that they share
-# the cores of common machines evenly; each file costs gcc about 0.03 s
-# before its first statement. Lennard-Jones' Hessian (3,071 operations)
-# builds in 0.95 s in 2 files, 1.3 s in one, on 2 cores; an MLP's (8,716)
-# the same in 2 or 4.
-FILE_OPERATIONS = 2_500
+# Chunk files: a power of two of them (so that they share the cores of
+# common machines evenly), at least MIN_FILES, about FILE_OPERATIONS
+# operations each, at most MAX_FILES. Each file costs gcc about 0.03 s
+# before its first statement, and the main file (the drivers) compiles
+# alongside them. On 2 cores (benchmarks/hessians.py, cold builds):
+# Lennard-Jones' Hessian (3,071 operations) builds in 0.95 s in 2 files,
+# 1.3 s in one; an MLP's (8,716) compiles in 0.79 s in 2, 0.90 s in 4.
+FILE_OPERATIONS = 5_000
+MIN_FILES = 2
 MAX_FILES = 16
 
 
@@ -296,9 +298,10 @@ class Chunks:
 
 def _group_files(weights: list[int]) -> tuple[range, ...]:
     """Consecutive runs (operation counts ``weights``) in files of about equal
-    weight: a power of two of them, of about FILE_OPERATIONS operations each
-    (at most MAX_FILES of them) and at most CHUNKS_PER_FILE runs each."""
-    wanted = max(min(-(-sum(weights) // FILE_OPERATIONS), MAX_FILES), -(-len(weights) // CHUNKS_PER_FILE))
+    weight: a power of two of them, at least MIN_FILES (while there are as
+    many runs), of about FILE_OPERATIONS operations each (at most MAX_FILES
+    of them) and at most CHUNKS_PER_FILE runs each."""
+    wanted = max(MIN_FILES, min(-(-sum(weights) // FILE_OPERATIONS), MAX_FILES), -(-len(weights) // CHUNKS_PER_FILE))
     count = 1
     while count < wanted:
         count *= 2
