@@ -39,6 +39,7 @@ from .run.runtime import RESULTS, Compiled
 from .derive.kinds import kernel_spec
 from .build.sources import cached_source, source_key, store_source
 from .emit.simplify import CHUNK_OPERATIONS, CHUNK_STATEMENTS, Program, count_operations, simplify
+from .build.templates import use_template_cache
 from .build.toolchain import compiler_works
 from .derive.array_calculus import derive as derive_array
 from .emit.array_printing import scalar_cost
@@ -46,6 +47,7 @@ from .emit.array_render import render_array
 from .errors import TracingError
 from .front.array_program import LINALG, ArrayFormError, ArrayProgram
 from .front.array_trace import trace_array
+from .front.fast_floats import fast_float_zero
 from .front.trace import Traced, resolve_shapes, trace
 
 log = logging.getLogger("symjac.api")
@@ -122,7 +124,7 @@ def generate(function, shapes, named_shapes, *, wrt, backend, kinds=None, what="
 
 
 def _trace_stage(function, shapes, named_shapes, wrt, reporter):
-    with reporter.stage("traced") as report:
+    with reporter.stage("traced") as report, fast_float_zero():
         traced = as_traced(function, shapes, named_shapes)
         indices, wrt_is_tuple = resolve_wrt(traced, wrt)
         inputs = sum(a.size for a in traced.arguments)
@@ -134,6 +136,12 @@ def _trace_stage(function, shapes, named_shapes, wrt, reporter):
 
 def _generate_traced(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
     """The stages after tracing: differentiate, simplify, render."""
+    with fast_float_zero():  # the symbolic stages build many sympy numbers (front/fast_floats.py)
+        return _derive_and_render(traced, indices, wrt_is_tuple, backend=backend, kinds=kinds, what=what,
+                                  reporter=reporter, standalone=standalone)
+
+
+def _derive_and_render(traced, indices, wrt_is_tuple, *, backend, kinds, what, reporter, standalone) -> Generated:
     kind = DERIVATIVES[what]
     outputs = sum(output.size for output in traced.outputs)
     with reporter.stage("differentiated") as report:
@@ -223,6 +231,7 @@ def compile_derivative(what: str, function, shapes=(), named_shapes=None, *, wrt
     if remembered:
         with reporter.stage("looked up") as report:
             root = private_dir(build_options.cache_dir or cache_dir())
+            use_template_cache(root)  # compiled templates from earlier processes (build/templates.py)
             key = source_key(traced, indices, wrt_is_tuple, what, kinds, backend)
             source = cached_source(root, key)
             report.append("rendered source found in the cache" if source else "not built before")

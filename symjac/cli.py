@@ -160,7 +160,7 @@ def cache(args) -> int:
     entries = build.cache_entries(root)
     kinds = [build.cache.entry_kind(path) for path, _ in entries]
     others = (f"(plus {kinds.count('runtime')} kernel runtime(s), {kinds.count('source')} rendered source(s), "
-              f"{kinds.count('warm')} warm-start key(s))")
+              f"{kinds.count('warm')} warm-start key(s), {kinds.count('templates')} compiled template(s))")
     leftovers = build.cache.cache_leftovers(root)
     abandoned = [(path, size) for path, size, gone in leftovers if gone]
     running = len(leftovers) - len(abandoned)

@@ -24,8 +24,9 @@ def lorenz(u, p):
 
 def _entries(cache: Path):
     """The cache's model entries: not the shared kernel runtime (runtime-...)
-    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)."""
-    return sorted(path for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-")))
+    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)
+    nor compiled templates (templates-...)."""
+    return sorted(path for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-", "templates-")))
 
 
 def test_second_process_loads_from_cache_without_compiling(tmp_path):

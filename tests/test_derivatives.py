@@ -149,6 +149,38 @@ def test_hessian_with_tuple_wrt_gives_nested_blocks(backend, rng):
     np.testing.assert_array_equal(H.sparsity[0][1], H.sparsity[1][0].T)
 
 
+@pytest.mark.parametrize("lanes", [False, True], ids=["point", "lanes"])
+@pytest.mark.parametrize("chunks", [False, True], ids=["one-body", "chunked"])
+def test_hessian_upper_triangle_is_mirrored_on_every_driver_path(backend, rng, monkeypatch, lanes, chunks):
+    """Kernels compute the lower triangle; the dense drivers copy the upper
+    one (across blocks too, for a tuple wrt). Every driver layout: point by
+    point or in SIMD lanes, one body or chunk functions in several files;
+    a batch that is no multiple of the lane count; values against complex
+    step of the exact gradient, symmetry exact."""
+    from symjac.emit import c_backend, simplify
+
+    monkeypatch.setattr(c_backend, "runs_in_lanes", lambda program, elements: lanes)
+    if chunks:
+        monkeypatch.setattr(simplify, "CHUNK_THRESHOLD", 10)
+    scale = 4.0 + 0.5 * lanes + 0.25 * chunks  # one function per layout: no warm start from another layout
+
+    def energy(a, b):
+        return lennard_jones(np.concatenate([a, b])) * scale / 4.0
+
+    H = symjac.hessian(energy, a=6, b=6, wrt=("a", "b"), backend=backend)
+    Z = np.stack([lattice(rng) for _ in range(7)])
+    blocks = H(Z[:, :6], Z[:, 6:])
+    full = np.block([[blocks[0][0], blocks[0][1]], [blocks[1][0], blocks[1][1]]])
+    assert full.shape == (7, 12, 12)
+    rows, cols = H.indices()
+    values = H.values(Z[:, :6], Z[:, 6:])
+    for k in range(7):
+        expected = complex_step_jacobian(lambda z: lennard_jones_gradient(z) * scale / 4.0, [Z[k]], 0)
+        np.testing.assert_allclose(full[k], expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+        np.testing.assert_array_equal(full[k], full[k].T)
+        np.testing.assert_array_equal(values[k], full[k][rows, cols])
+
+
 def test_gradient_by_reverse_mode_against_complex_step(backend, rng):
     g = built("gradient", rosenbrock, backend, x=50)
     x = rng.normal(size=50)
@@ -229,3 +261,31 @@ def test_bad_input_is_refused_with_a_clear_message():
         symjac.hessian(lambda x, k: np.sum(x * k), x=2, k=2, wrt=("k", "k"), backend="numpy")
     with pytest.raises(symjac.ShapeError, match="give none"):
         symjac.jacobian(symjac.trace(lambda x: x, 2), 2, backend="numpy")
+
+
+def test_hessian_of_functions_of_sums_with_minus_signs(backend, rng):
+    """Functions whose sympy evaluation pulls a minus sign out of their
+    argument (tanh, sin, sinh), of sums with more negative terms than
+    positive, under the second derivative's construction without
+    distributing numbers over sums."""
+    def f(x):
+        return (np.tanh(-x[0] - 2.0 * x[1] + x[2] - x[3]) + np.sin(-x[0] - x[1]) * x[2]
+                + np.sinh(x[2] - x[0] - x[1] - 0.5 * x[3]) ** 2 + np.exp(-x[0] - x[1] - x[2]) * np.cosh(x[3] - x[1]))
+
+    def gradient(x):
+        a = -x[0] - 2.0 * x[1] + x[2] - x[3]
+        b = -x[0] - x[1]
+        c = x[2] - x[0] - x[1] - 0.5 * x[3]
+        e = np.exp(-x[0] - x[1] - x[2])
+        ch, sh = np.cosh(x[3] - x[1]), np.sinh(x[3] - x[1])
+        da = 1.0 - np.tanh(a) ** 2
+        dc = 2.0 * np.sinh(c) * np.cosh(c)
+        return np.array([-da - np.cos(b) * x[2] - dc - e * ch,
+                         -2.0 * da - np.cos(b) * x[2] - dc - e * ch - e * sh,
+                         da + np.sin(b) + dc - e * ch,
+                         -da - 0.5 * dc + e * sh])
+
+    H = symjac.hessian(f, x=4, backend=backend)
+    for x in rng.normal(scale=0.5, size=(3, 4)):
+        expected = complex_step_jacobian(gradient, [x], 0)
+        np.testing.assert_allclose(H(x), expected, rtol=1e-10, atol=1e-10)

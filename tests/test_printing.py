@@ -185,7 +185,7 @@ def test_powers(expr, c_text, numpy_text):
 @pytest.mark.parametrize(
     "expr, c_text",
     [
-        (y * x**2, "(x[0]*x[0])*y[1]"),
+        (y * x**2, "y[1]*(x[0]*x[0])"),
         (y / x, "y[1]/x[0]"),
         (y / x**2, "y[1]/(x[0]*x[0])"),
         (y * x ** sympy.Rational(-1, 2), "y[1]/sqrt(x[0])"),

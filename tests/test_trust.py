@@ -94,8 +94,9 @@ def jac_heavy():
 
 def _entries(cache: Path):
     """The cache's model entries: not the shared kernel runtime (runtime-...)
-    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)."""
-    return sorted(path.name for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-")))
+    nor the rendered sources of traced programs (source-...) nor warm-start keys (warm-...)
+    nor compiled templates (templates-...)."""
+    return sorted(path.name for path in cache.iterdir() if not path.name.startswith((".", "runtime-", "source-", "warm-", "templates-")))
 
 
 def _extensions_under(path: Path):

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 9d0e1f5cc25b15bdd1bede59498a37faac375d396e7e19a1d7b5a175e70ed3a3
+symjac-content-hash: 3a19ce96a2049caf83aadf1ded7693c4fa358f9e4c21b998d9cf9d29940e8555
 """
 
 import os
@@ -259,23 +259,23 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = (u[0][_l]*u[0][_l])*u[5][_l];
+            const double _t0 = u[5][_l]*(u[0][_l]*u[0][_l]);
             const double _t1 = p[1][_l] + 1;
             const double _t2 = 36*p[2][_l];
-            const double _t3 = (u[1][_l]*u[1][_l])*u[6][_l];
-            const double _t4 = (u[2][_l]*u[2][_l])*u[7][_l];
-            const double _t5 = (u[3][_l]*u[3][_l])*u[8][_l];
-            const double _t6 = (u[4][_l]*u[4][_l])*u[9][_l];
-            _f0[0][_l] = _t0 - _t1*u[0][_l] + _t2*(-2*u[0][_l] + u[1][_l] + 1) + p[0][_l];  /* [0] */
-            _f0[1][_l] = -_t1*u[1][_l] + _t2*(u[0][_l] - 2*u[1][_l] + u[2][_l]) + _t3 + p[0][_l];  /* [1] */
-            _f0[2][_l] = -_t1*u[2][_l] + _t2*(u[1][_l] - 2*u[2][_l] + u[3][_l]) + _t4 + p[0][_l];  /* [2] */
-            _f0[3][_l] = -_t1*u[3][_l] + _t2*(u[2][_l] - 2*u[3][_l] + u[4][_l]) + _t5 + p[0][_l];  /* [3] */
-            _f0[4][_l] = -_t1*u[4][_l] + _t2*(u[3][_l] - 2*u[4][_l] + 1) + _t6 + p[0][_l];  /* [4] */
-            _f0[5][_l] = -_t0 + _t2*(-2*u[5][_l] + u[6][_l] + 3) + p[1][_l]*u[0][_l];  /* [5] */
-            _f0[6][_l] = _t2*(u[5][_l] - 2*u[6][_l] + u[7][_l]) - _t3 + p[1][_l]*u[1][_l];  /* [6] */
-            _f0[7][_l] = _t2*(u[6][_l] - 2*u[7][_l] + u[8][_l]) - _t4 + p[1][_l]*u[2][_l];  /* [7] */
-            _f0[8][_l] = _t2*(u[7][_l] - 2*u[8][_l] + u[9][_l]) - _t5 + p[1][_l]*u[3][_l];  /* [8] */
-            _f0[9][_l] = _t2*(u[8][_l] - 2*u[9][_l] + 3) - _t6 + p[1][_l]*u[4][_l];  /* [9] */
+            const double _t3 = u[6][_l]*(u[1][_l]*u[1][_l]);
+            const double _t4 = u[7][_l]*(u[2][_l]*u[2][_l]);
+            const double _t5 = u[8][_l]*(u[3][_l]*u[3][_l]);
+            const double _t6 = u[9][_l]*(u[4][_l]*u[4][_l]);
+            _f0[0][_l] = _t0 + p[0][_l] + _t2*(u[1][_l] - 2*u[0][_l] + 1) - _t1*u[0][_l];  /* [0] */
+            _f0[1][_l] = _t3 + p[0][_l] + _t2*(u[0][_l] + u[2][_l] - 2*u[1][_l]) - _t1*u[1][_l];  /* [1] */
+            _f0[2][_l] = _t4 + p[0][_l] + _t2*(u[1][_l] + u[3][_l] - 2*u[2][_l]) - _t1*u[2][_l];  /* [2] */
+            _f0[3][_l] = _t5 + p[0][_l] + _t2*(u[2][_l] + u[4][_l] - 2*u[3][_l]) - _t1*u[3][_l];  /* [3] */
+            _f0[4][_l] = _t6 + p[0][_l] + _t2*(u[3][_l] - 2*u[4][_l] + 1) - _t1*u[4][_l];  /* [4] */
+            _f0[5][_l] = -_t0 + _t2*(u[6][_l] - 2*u[5][_l] + 3) + p[1][_l]*u[0][_l];  /* [5] */
+            _f0[6][_l] = -_t3 + _t2*(u[5][_l] + u[7][_l] - 2*u[6][_l]) + p[1][_l]*u[1][_l];  /* [6] */
+            _f0[7][_l] = -_t4 + _t2*(u[6][_l] + u[8][_l] - 2*u[7][_l]) + p[1][_l]*u[2][_l];  /* [7] */
+            _f0[8][_l] = -_t5 + _t2*(u[7][_l] + u[9][_l] - 2*u[8][_l]) + p[1][_l]*u[3][_l];  /* [8] */
+            _f0[9][_l] = -_t6 + _t2*(u[8][_l] - 2*u[9][_l] + 3) + p[1][_l]*u[4][_l];  /* [9] */
         }
     }
     static const Py_ssize_t _symjac_function_dense0[10] = {
@@ -372,15 +372,15 @@ cdef extern from *:
         const double _t21 = -_t10*u[7];
         const double _t22 = -_t13*u[8];
         const double _t23 = -_t16*u[9];
-        _f0[_f0_at[0]] = _t1 - _t2*u[0] + _t4*(-_t3 + u[1] + 1) + p[0];  /* [0] */
-        _f0[_f0_at[1]] = -_t2*u[1] + _t4*(-_t7 + u[0] + u[2]) + _t6 + p[0];  /* [1] */
-        _f0[_f0_at[2]] = -_t2*u[2] + _t4*(-_t10 + u[1] + u[3]) + _t9 + p[0];  /* [2] */
-        _f0[_f0_at[3]] = _t12 - _t2*u[3] + _t4*(-_t13 + u[2] + u[4]) + p[0];  /* [3] */
-        _f0[_f0_at[4]] = _t15 - _t2*u[4] + _t4*(-_t16 + u[3] + 1) + p[0];  /* [4] */
-        _f0[_f0_at[5]] = -_t1 + _t4*(-2*u[5] + u[6] + 3) + p[1]*u[0];  /* [5] */
-        _f0[_f0_at[6]] = _t4*(u[5] - 2*u[6] + u[7]) - _t6 + p[1]*u[1];  /* [6] */
-        _f0[_f0_at[7]] = _t4*(u[6] - 2*u[7] + u[8]) - _t9 + p[1]*u[2];  /* [7] */
-        _f0[_f0_at[8]] = -_t12 + _t4*(u[7] - 2*u[8] + u[9]) + p[1]*u[3];  /* [8] */
+        _f0[_f0_at[0]] = _t1 + p[0] + _t4*(u[1] - _t3 + 1) - _t2*u[0];  /* [0] */
+        _f0[_f0_at[1]] = _t6 + p[0] + _t4*(u[0] + u[2] - _t7) - _t2*u[1];  /* [1] */
+        _f0[_f0_at[2]] = _t9 + p[0] + _t4*(u[1] + u[3] - _t10) - _t2*u[2];  /* [2] */
+        _f0[_f0_at[3]] = _t12 + p[0] + _t4*(u[2] + u[4] - _t13) - _t2*u[3];  /* [3] */
+        _f0[_f0_at[4]] = _t15 + p[0] + _t4*(u[3] - _t16 + 1) - _t2*u[4];  /* [4] */
+        _f0[_f0_at[5]] = -_t1 + _t4*(u[6] - 2*u[5] + 3) + p[1]*u[0];  /* [5] */
+        _f0[_f0_at[6]] = -_t6 + _t4*(u[5] + u[7] - 2*u[6]) + p[1]*u[1];  /* [6] */
+        _f0[_f0_at[7]] = -_t9 + _t4*(u[6] + u[8] - 2*u[7]) + p[1]*u[2];  /* [7] */
+        _f0[_f0_at[8]] = -_t12 + _t4*(u[7] + u[9] - 2*u[8]) + p[1]*u[3];  /* [8] */
         _f0[_f0_at[9]] = -_t15 + _t4*(u[8] - 2*u[9] + 3) + p[1]*u[4];  /* [9] */
         _jac0_0[_jac0_0_at[0]] = -_t17 - _t19;  /* [0, 0] */
         _jac0_0[_jac0_0_at[1]] = _t4;  /* [0, 1] */
@@ -950,7 +950,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '9d0e1f5cc25b15bdd1bede59498a37faac375d396e7e19a1d7b5a175e70ed3a3'
+CONTENT_HASH = '3a19ce96a2049caf83aadf1ded7693c4fa358f9e4c21b998d9cf9d29940e8555'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe
+symjac-content-hash: dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21
 """
 
 import os
@@ -88,13 +88,10 @@ cdef extern from *:
     static const int _symjac_arg_ndims[1] = {1};
     static const Py_ssize_t _symjac_shape_0[] = {9};  /* x */
     static const Py_ssize_t *_symjac_arg_shapes[1] = {_symjac_shape_0};
-    static const Py_ssize_t _symjac_identity[81] = {
+    static const Py_ssize_t _symjac_identity[45] = {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
         16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-        48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-        64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-        80
+        32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44
     };
 
     /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. Lane body: SYMJAC_LANES points at once, lane _l
@@ -107,227 +104,121 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = -x[0][_l] + x[3][_l];
-            const double _t1 = -x[1][_l] + x[4][_l];
-            const double _t2 = -x[2][_l] + x[5][_l];
+            const double _t0 = x[3][_l] - x[0][_l];
+            const double _t1 = x[4][_l] - x[1][_l];
+            const double _t2 = x[5][_l] - x[2][_l];
             const double _t3 = (_t0*_t0) + (_t1*_t1) + (_t2*_t2);
-            const double _t4 = (1.0/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3));
-            const double _t5 = -48*_t4;
-            const double _t6 = -x[0][_l] + x[6][_l];
-            const double _t7 = -x[1][_l] + x[7][_l];
-            const double _t8 = -x[2][_l] + x[8][_l];
+            const double _t4 = -24/((_t3*_t3*_t3)*(_t3*_t3*_t3)*_t3) + 12/(_t3*_t3*_t3*_t3);
+            const double _t5 = -2*_t4;
+            const double _t6 = x[6][_l] - x[0][_l];
+            const double _t7 = x[7][_l] - x[1][_l];
+            const double _t8 = x[8][_l] - x[2][_l];
             const double _t9 = (_t6*_t6) + (_t7*_t7) + (_t8*_t8);
-            const double _t10 = (1.0/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9));
-            const double _t11 = -48*_t10;
-            const double _t12 = (1.0/(_t3*_t3*_t3*_t3));
-            const double _t13 = 24*_t12;
-            const double _t14 = (1.0/(_t9*_t9*_t9*_t9));
-            const double _t15 = 24*_t14;
-            const double _t16 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
-            const double _t17 = -2*x[3][_l];
-            const double _t18 = 2*x[0][_l];
-            const double _t19 = _t17 + _t18;
-            const double _t20 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
-            const double _t21 = -48*_t16*_t19 + 168*_t19*_t20;
-            const double _t22 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
-            const double _t23 = -2*x[6][_l];
-            const double _t24 = _t18 + _t23;
-            const double _t25 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
-            const double _t26 = -48*_t22*_t24 + 168*_t24*_t25;
-            const double _t27 = -2*_t1*_t21 - 2*_t26*_t7;
-            const double _t28 = -2*_t2*_t21 - 2*_t26*_t8;
-            const double _t29 = -24*_t12;
-            const double _t30 = 48*_t4;
-            const double _t31 = 2*_t0*_t21 + _t29 + _t30;
-            const double _t32 = 2*_t1*_t21;
-            const double _t33 = 2*_t2*_t21;
-            const double _t34 = -24*_t14;
-            const double _t35 = 48*_t10;
-            const double _t36 = 2*_t26*_t6 + _t34 + _t35;
-            const double _t37 = 2*_t26*_t7;
-            const double _t38 = 2*_t26*_t8;
-            const double _t39 = -2*x[4][_l];
-            const double _t40 = 2*x[1][_l];
-            const double _t41 = _t39 + _t40;
-            const double _t42 = -48*_t16*_t41 + 168*_t20*_t41;
-            const double _t43 = -2*x[7][_l];
-            const double _t44 = _t40 + _t43;
-            const double _t45 = -48*_t22*_t44 + 168*_t25*_t44;
-            const double _t46 = -2*_t2*_t42 - 2*_t45*_t8;
-            const double _t47 = 2*_t0*_t42;
-            const double _t48 = 2*_t1*_t42 + _t29 + _t30;
-            const double _t49 = 2*_t2*_t42;
-            const double _t50 = 2*_t45*_t6;
-            const double _t51 = _t34 + _t35 + 2*_t45*_t7;
-            const double _t52 = 2*_t45*_t8;
-            const double _t53 = -2*x[5][_l];
-            const double _t54 = 2*x[2][_l];
-            const double _t55 = _t53 + _t54;
-            const double _t56 = -48*_t16*_t55 + 168*_t20*_t55;
-            const double _t57 = -2*x[8][_l];
-            const double _t58 = _t54 + _t57;
-            const double _t59 = -48*_t22*_t58 + 168*_t25*_t58;
-            const double _t60 = 2*_t0*_t56;
-            const double _t61 = 2*_t1*_t56;
-            const double _t62 = 2*_t2*_t56 + _t29 + _t30;
-            const double _t63 = 2*_t59*_t6;
-            const double _t64 = 2*_t59*_t7;
-            const double _t65 = _t34 + _t35 + 2*_t59*_t8;
-            const double _t66 = -x[3][_l] + x[6][_l];
-            const double _t67 = -x[4][_l] + x[7][_l];
-            const double _t68 = -x[5][_l] + x[8][_l];
-            const double _t69 = (_t66*_t66) + (_t67*_t67) + (_t68*_t68);
-            const double _t70 = (1.0/((_t69*_t69*_t69)*(_t69*_t69*_t69)*_t69));
-            const double _t71 = -48*_t70;
-            const double _t72 = (1.0/(_t69*_t69*_t69*_t69));
-            const double _t73 = 24*_t72;
-            const double _t74 = (1.0/((_t69*_t69)*(_t69*_t69)*_t69));
-            const double _t75 = 2*x[3][_l];
-            const double _t76 = _t23 + _t75;
-            const double _t77 = (1.0/((_t69*_t69*_t69*_t69)*(_t69*_t69*_t69*_t69)));
-            const double _t78 = -48*_t74*_t76 + 168*_t76*_t77;
-            const double _t79 = -2*x[0][_l];
-            const double _t80 = _t75 + _t79;
-            const double _t81 = -48*_t16*_t80 + 168*_t20*_t80;
-            const double _t82 = 2*_t1*_t81 - 2*_t67*_t78;
-            const double _t83 = 2*_t2*_t81 - 2*_t68*_t78;
-            const double _t84 = -24*_t72;
-            const double _t85 = 48*_t70;
-            const double _t86 = 2*_t66*_t78 + _t84 + _t85;
-            const double _t87 = 2*_t67*_t78;
-            const double _t88 = 2*_t68*_t78;
-            const double _t89 = 2*x[4][_l];
-            const double _t90 = _t43 + _t89;
-            const double _t91 = -48*_t74*_t90 + 168*_t77*_t90;
-            const double _t92 = -2*x[1][_l];
-            const double _t93 = _t89 + _t92;
-            const double _t94 = -48*_t16*_t93 + 168*_t20*_t93;
-            const double _t95 = 2*_t2*_t94 - 2*_t68*_t91;
-            const double _t96 = 2*_t66*_t91;
-            const double _t97 = 2*_t67*_t91 + _t84 + _t85;
-            const double _t98 = 2*_t68*_t91;
-            const double _t99 = 2*x[5][_l];
-            const double _t100 = _t57 + _t99;
-            const double _t101 = -48*_t100*_t74 + 168*_t100*_t77;
-            const double _t102 = -2*x[2][_l];
-            const double _t103 = _t102 + _t99;
-            const double _t104 = 2*_t101*_t66;
-            const double _t105 = 2*_t101*_t67;
-            const double _t106 = 2*_t101*_t68 + _t84 + _t85;
-            const double _t107 = 2*x[6][_l];
-            const double _t108 = _t107 + _t79;
-            const double _t109 = -48*_t108*_t22 + 168*_t108*_t25;
-            const double _t110 = _t107 + _t17;
-            const double _t111 = -48*_t110*_t74 + 168*_t110*_t77;
-            const double _t112 = 2*_t109*_t7 + 2*_t111*_t67;
-            const double _t113 = 2*_t109*_t8 + 2*_t111*_t68;
-            const double _t114 = 2*x[7][_l];
-            const double _t115 = _t114 + _t92;
-            const double _t116 = -48*_t115*_t22 + 168*_t115*_t25;
-            const double _t117 = _t114 + _t39;
-            const double _t118 = -48*_t117*_t74 + 168*_t117*_t77;
-            const double _t119 = 2*_t116*_t8 + 2*_t118*_t68;
-            const double _t120 = 2*x[8][_l];
-            const double _t121 = _t102 + _t120;
-            const double _t122 = _t120 + _t53;
-            _hess0_0_0[0][_l] = -2*_t0*_t21 + _t11 + _t13 + _t15 - 2*_t26*_t6 + _t5;  /* [0, 0] */
-            _hess0_0_0[1][_l] = _t27;  /* [0, 1] */
-            _hess0_0_0[2][_l] = _t28;  /* [0, 2] */
-            _hess0_0_0[3][_l] = _t31;  /* [0, 3] */
-            _hess0_0_0[4][_l] = _t32;  /* [0, 4] */
-            _hess0_0_0[5][_l] = _t33;  /* [0, 5] */
-            _hess0_0_0[6][_l] = _t36;  /* [0, 6] */
-            _hess0_0_0[7][_l] = _t37;  /* [0, 7] */
-            _hess0_0_0[8][_l] = _t38;  /* [0, 8] */
-            _hess0_0_0[9][_l] = _t27;  /* [1, 0] */
-            _hess0_0_0[10][_l] = -2*_t1*_t42 + _t11 + _t13 + _t15 - 2*_t45*_t7 + _t5;  /* [1, 1] */
-            _hess0_0_0[11][_l] = _t46;  /* [1, 2] */
-            _hess0_0_0[12][_l] = _t47;  /* [1, 3] */
-            _hess0_0_0[13][_l] = _t48;  /* [1, 4] */
-            _hess0_0_0[14][_l] = _t49;  /* [1, 5] */
-            _hess0_0_0[15][_l] = _t50;  /* [1, 6] */
-            _hess0_0_0[16][_l] = _t51;  /* [1, 7] */
-            _hess0_0_0[17][_l] = _t52;  /* [1, 8] */
-            _hess0_0_0[18][_l] = _t28;  /* [2, 0] */
-            _hess0_0_0[19][_l] = _t46;  /* [2, 1] */
-            _hess0_0_0[20][_l] = _t11 + _t13 + _t15 - 2*_t2*_t56 + _t5 - 2*_t59*_t8;  /* [2, 2] */
-            _hess0_0_0[21][_l] = _t60;  /* [2, 3] */
-            _hess0_0_0[22][_l] = _t61;  /* [2, 4] */
-            _hess0_0_0[23][_l] = _t62;  /* [2, 5] */
-            _hess0_0_0[24][_l] = _t63;  /* [2, 6] */
-            _hess0_0_0[25][_l] = _t64;  /* [2, 7] */
-            _hess0_0_0[26][_l] = _t65;  /* [2, 8] */
-            _hess0_0_0[27][_l] = _t31;  /* [3, 0] */
-            _hess0_0_0[28][_l] = _t47;  /* [3, 1] */
-            _hess0_0_0[29][_l] = _t60;  /* [3, 2] */
-            _hess0_0_0[30][_l] = 2*_t0*_t81 + _t13 + _t5 - 2*_t66*_t78 + _t71 + _t73;  /* [3, 3] */
-            _hess0_0_0[31][_l] = _t82;  /* [3, 4] */
-            _hess0_0_0[32][_l] = _t83;  /* [3, 5] */
-            _hess0_0_0[33][_l] = _t86;  /* [3, 6] */
-            _hess0_0_0[34][_l] = _t87;  /* [3, 7] */
-            _hess0_0_0[35][_l] = _t88;  /* [3, 8] */
-            _hess0_0_0[36][_l] = _t32;  /* [4, 0] */
-            _hess0_0_0[37][_l] = _t48;  /* [4, 1] */
-            _hess0_0_0[38][_l] = _t61;  /* [4, 2] */
-            _hess0_0_0[39][_l] = _t82;  /* [4, 3] */
-            _hess0_0_0[40][_l] = 2*_t1*_t94 + _t13 + _t5 - 2*_t67*_t91 + _t71 + _t73;  /* [4, 4] */
-            _hess0_0_0[41][_l] = _t95;  /* [4, 5] */
-            _hess0_0_0[42][_l] = _t96;  /* [4, 6] */
-            _hess0_0_0[43][_l] = _t97;  /* [4, 7] */
-            _hess0_0_0[44][_l] = _t98;  /* [4, 8] */
-            _hess0_0_0[45][_l] = _t33;  /* [5, 0] */
-            _hess0_0_0[46][_l] = _t49;  /* [5, 1] */
-            _hess0_0_0[47][_l] = _t62;  /* [5, 2] */
-            _hess0_0_0[48][_l] = _t83;  /* [5, 3] */
-            _hess0_0_0[49][_l] = _t95;  /* [5, 4] */
-            _hess0_0_0[50][_l] = -2*_t101*_t68 + _t13 + 2*_t2*(-48*_t103*_t16 + 168*_t103*_t20) + _t5 + _t71 + _t73;  /* [5, 5] */
-            _hess0_0_0[51][_l] = _t104;  /* [5, 6] */
-            _hess0_0_0[52][_l] = _t105;  /* [5, 7] */
-            _hess0_0_0[53][_l] = _t106;  /* [5, 8] */
-            _hess0_0_0[54][_l] = _t36;  /* [6, 0] */
-            _hess0_0_0[55][_l] = _t50;  /* [6, 1] */
-            _hess0_0_0[56][_l] = _t63;  /* [6, 2] */
-            _hess0_0_0[57][_l] = _t86;  /* [6, 3] */
-            _hess0_0_0[58][_l] = _t96;  /* [6, 4] */
-            _hess0_0_0[59][_l] = _t104;  /* [6, 5] */
-            _hess0_0_0[60][_l] = 2*_t109*_t6 + _t11 + 2*_t111*_t66 + _t15 + _t71 + _t73;  /* [6, 6] */
-            _hess0_0_0[61][_l] = _t112;  /* [6, 7] */
-            _hess0_0_0[62][_l] = _t113;  /* [6, 8] */
-            _hess0_0_0[63][_l] = _t37;  /* [7, 0] */
-            _hess0_0_0[64][_l] = _t51;  /* [7, 1] */
-            _hess0_0_0[65][_l] = _t64;  /* [7, 2] */
-            _hess0_0_0[66][_l] = _t87;  /* [7, 3] */
-            _hess0_0_0[67][_l] = _t97;  /* [7, 4] */
-            _hess0_0_0[68][_l] = _t105;  /* [7, 5] */
-            _hess0_0_0[69][_l] = _t112;  /* [7, 6] */
-            _hess0_0_0[70][_l] = _t11 + 2*_t116*_t7 + 2*_t118*_t67 + _t15 + _t71 + _t73;  /* [7, 7] */
-            _hess0_0_0[71][_l] = _t119;  /* [7, 8] */
-            _hess0_0_0[72][_l] = _t38;  /* [8, 0] */
-            _hess0_0_0[73][_l] = _t52;  /* [8, 1] */
-            _hess0_0_0[74][_l] = _t65;  /* [8, 2] */
-            _hess0_0_0[75][_l] = _t88;  /* [8, 3] */
-            _hess0_0_0[76][_l] = _t98;  /* [8, 4] */
-            _hess0_0_0[77][_l] = _t106;  /* [8, 5] */
-            _hess0_0_0[78][_l] = _t113;  /* [8, 6] */
-            _hess0_0_0[79][_l] = _t119;  /* [8, 7] */
-            _hess0_0_0[80][_l] = _t11 + _t15 + 2*_t68*(-48*_t122*_t74 + 168*_t122*_t77) + _t71 + _t73 + 2*_t8*(-48*_t121*_t22 + 168*_t121*_t25);  /* [8, 8] */
+            const double _t10 = -24/((_t9*_t9*_t9)*(_t9*_t9*_t9)*_t9) + 12/(_t9*_t9*_t9*_t9);
+            const double _t11 = -2*_t10;
+            const double _t12 = (1.0/((_t3*_t3*_t3*_t3)*(_t3*_t3*_t3*_t3)));
+            const double _t13 = (1.0/((_t3*_t3)*(_t3*_t3)*_t3));
+            const double _t14 = -336*_t12*_t0 + 96*_t13*_t0;
+            const double _t15 = 2*_t0*_t14;
+            const double _t16 = (1.0/((_t9*_t9*_t9*_t9)*(_t9*_t9*_t9*_t9)));
+            const double _t17 = (1.0/((_t9*_t9)*(_t9*_t9)*_t9));
+            const double _t18 = -336*_t16*_t6 + 96*_t17*_t6;
+            const double _t19 = 2*_t6*_t18;
+            const double _t20 = 2*_t1*_t14;
+            const double _t21 = 2*_t7*_t18;
+            const double _t22 = -336*_t12*_t1 + 96*_t13*_t1;
+            const double _t23 = 2*_t1*_t22;
+            const double _t24 = -336*_t16*_t7 + 96*_t17*_t7;
+            const double _t25 = 2*_t7*_t24;
+            const double _t26 = 2*_t2*_t14;
+            const double _t27 = 2*_t8*_t18;
+            const double _t28 = 2*_t2*_t22;
+            const double _t29 = 2*_t8*_t24;
+            const double _t30 = -336*_t12*_t2 + 96*_t13*_t2;
+            const double _t31 = 2*_t2*_t30;
+            const double _t32 = -336*_t16*_t8 + 96*_t17*_t8;
+            const double _t33 = 2*_t8*_t32;
+            const double _t34 = 2*_t4;
+            const double _t35 = x[6][_l] - x[3][_l];
+            const double _t36 = x[7][_l] - x[4][_l];
+            const double _t37 = x[8][_l] - x[5][_l];
+            const double _t38 = (_t35*_t35) + (_t36*_t36) + (_t37*_t37);
+            const double _t39 = -24/((_t38*_t38*_t38)*(_t38*_t38*_t38)*_t38) + 12/(_t38*_t38*_t38*_t38);
+            const double _t40 = 2*_t39;
+            const double _t41 = (1.0/((_t38*_t38*_t38*_t38)*(_t38*_t38*_t38*_t38)));
+            const double _t42 = (1.0/((_t38*_t38)*(_t38*_t38)*_t38));
+            const double _t43 = -336*_t41*_t35 + 96*_t42*_t35;
+            const double _t44 = -96*_t13*_t0 + 336*_t12*_t0;
+            const double _t45 = -336*_t41*_t36 + 96*_t42*_t36;
+            const double _t46 = -96*_t13*_t1 + 336*_t12*_t1;
+            const double _t47 = -336*_t41*_t37 + 96*_t42*_t37;
+            const double _t48 = -2*_t39;
+            const double _t49 = 2*_t10;
+            const double _t50 = -96*_t17*_t6 + 336*_t16*_t6;
+            const double _t51 = -96*_t42*_t35 + 336*_t41*_t35;
+            const double _t52 = -96*_t17*_t7 + 336*_t16*_t7;
+            const double _t53 = -96*_t42*_t36 + 336*_t41*_t36;
+            _hess0_0_0[0][_l] = -(_t5 + _t11 + _t15 + _t19);  /* [0, 0] */
+            _hess0_0_0[1][_l] = -(_t20 + _t21);  /* [1, 0] */
+            _hess0_0_0[2][_l] = -(_t5 + _t11 + _t23 + _t25);  /* [1, 1] */
+            _hess0_0_0[3][_l] = -(_t26 + _t27);  /* [2, 0] */
+            _hess0_0_0[4][_l] = -(_t28 + _t29);  /* [2, 1] */
+            _hess0_0_0[5][_l] = -(_t5 + _t11 + _t31 + _t33);  /* [2, 2] */
+            _hess0_0_0[6][_l] = _t5 + _t15;  /* [3, 0] */
+            _hess0_0_0[7][_l] = 2*_t0*_t22;  /* [3, 1] */
+            _hess0_0_0[8][_l] = 2*_t0*_t30;  /* [3, 2] */
+            _hess0_0_0[9][_l] = _t34 + _t40 - 2*_t35*_t43 + 2*_t0*_t44;  /* [3, 3] */
+            _hess0_0_0[10][_l] = _t20;  /* [4, 0] */
+            _hess0_0_0[11][_l] = _t5 + _t23;  /* [4, 1] */
+            _hess0_0_0[12][_l] = 2*_t1*_t30;  /* [4, 2] */
+            _hess0_0_0[13][_l] = -2*_t36*_t43 + 2*_t1*_t44;  /* [4, 3] */
+            _hess0_0_0[14][_l] = _t34 + _t40 - 2*_t36*_t45 + 2*_t1*_t46;  /* [4, 4] */
+            _hess0_0_0[15][_l] = _t26;  /* [5, 0] */
+            _hess0_0_0[16][_l] = _t28;  /* [5, 1] */
+            _hess0_0_0[17][_l] = _t5 + _t31;  /* [5, 2] */
+            _hess0_0_0[18][_l] = -2*_t37*_t43 + 2*_t2*_t44;  /* [5, 3] */
+            _hess0_0_0[19][_l] = -2*_t37*_t45 + 2*_t2*_t46;  /* [5, 4] */
+            _hess0_0_0[20][_l] = _t34 + _t40 - 2*_t37*_t47 + 2*_t2*(-96*_t13*_t2 + 336*_t12*_t2);  /* [5, 5] */
+            _hess0_0_0[21][_l] = _t11 + _t19;  /* [6, 0] */
+            _hess0_0_0[22][_l] = 2*_t6*_t24;  /* [6, 1] */
+            _hess0_0_0[23][_l] = 2*_t6*_t32;  /* [6, 2] */
+            _hess0_0_0[24][_l] = _t48 + 2*_t35*_t43;  /* [6, 3] */
+            _hess0_0_0[25][_l] = 2*_t35*_t45;  /* [6, 4] */
+            _hess0_0_0[26][_l] = 2*_t35*_t47;  /* [6, 5] */
+            _hess0_0_0[27][_l] = _t49 + _t40 + 2*_t6*_t50 + 2*_t35*_t51;  /* [6, 6] */
+            _hess0_0_0[28][_l] = _t21;  /* [7, 0] */
+            _hess0_0_0[29][_l] = _t11 + _t25;  /* [7, 1] */
+            _hess0_0_0[30][_l] = 2*_t7*_t32;  /* [7, 2] */
+            _hess0_0_0[31][_l] = 2*_t36*_t43;  /* [7, 3] */
+            _hess0_0_0[32][_l] = _t48 + 2*_t36*_t45;  /* [7, 4] */
+            _hess0_0_0[33][_l] = 2*_t36*_t47;  /* [7, 5] */
+            _hess0_0_0[34][_l] = 2*_t7*_t50 + 2*_t36*_t51;  /* [7, 6] */
+            _hess0_0_0[35][_l] = _t49 + _t40 + 2*_t7*_t52 + 2*_t36*_t53;  /* [7, 7] */
+            _hess0_0_0[36][_l] = _t27;  /* [8, 0] */
+            _hess0_0_0[37][_l] = _t29;  /* [8, 1] */
+            _hess0_0_0[38][_l] = _t11 + _t33;  /* [8, 2] */
+            _hess0_0_0[39][_l] = 2*_t37*_t43;  /* [8, 3] */
+            _hess0_0_0[40][_l] = 2*_t37*_t45;  /* [8, 4] */
+            _hess0_0_0[41][_l] = _t48 + 2*_t37*_t47;  /* [8, 5] */
+            _hess0_0_0[42][_l] = 2*_t8*_t50 + 2*_t37*_t51;  /* [8, 6] */
+            _hess0_0_0[43][_l] = 2*_t8*_t52 + 2*_t37*_t53;  /* [8, 7] */
+            _hess0_0_0[44][_l] = _t49 + _t40 + 2*_t8*(-96*_t17*_t8 + 336*_t16*_t8) + 2*_t37*(-96*_t42*_t37 + 336*_t41*_t37);  /* [8, 8] */
         }
     }
-    static const Py_ssize_t _symjac_hessian_dense0[81] = {
-        0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
-            16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
-            32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-            48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
-            64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79,
-            80
+    static const Py_ssize_t _symjac_hessian_dense0[45] = {
+        0, 9, 10, 18, 19, 20, 27, 28, 29, 30, 36, 37, 38, 39, 40, 45,
+            46, 47, 48, 49, 50, 54, 55, 56, 57, 58, 59, 60, 63, 64, 65, 66,
+            67, 68, 69, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80
     };
-    static const Py_ssize_t _symjac_hessian_slots0[81] = {
-        0, 1, 3, 6, 10, 15, 21, 28, 36, 1, 2, 4, 7, 11, 16, 22,
-            29, 37, 3, 4, 5, 8, 12, 17, 23, 30, 38, 6, 7, 8, 9, 13,
-            18, 24, 31, 39, 10, 11, 12, 13, 14, 19, 25, 32, 40, 15, 16, 17,
-            18, 19, 20, 26, 33, 41, 21, 22, 23, 24, 25, 26, 27, 34, 42, 28,
-            29, 30, 31, 32, 33, 34, 35, 43, 36, 37, 38, 39, 40, 41, 42, 43,
-            44
+    static const Py_ssize_t _symjac_hessian_mirror0_to[36] = {
+        1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 14, 15, 16, 17, 21,
+            22, 23, 24, 25, 26, 31, 32, 33, 34, 35, 41, 42, 43, 44, 51, 52,
+            53, 61, 62, 71
+    };
+    static const Py_ssize_t _symjac_hessian_mirror0_from[36] = {
+        1, 3, 6, 10, 15, 21, 28, 36, 4, 7, 11, 16, 22, 29, 37, 8,
+            12, 17, 23, 30, 38, 13, 18, 24, 31, 39, 19, 25, 32, 40, 26, 33,
+            41, 34, 42, 43
     };
 
     /* Hessian: every block d2 output / d argument d argument, each symmetric pair computed once. */
@@ -339,7 +230,7 @@ cdef extern from *:
     static int _symjac_hessian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-        double _hess0_0_0[81][SYMJAC_LANES];
+        double _hess0_0_0[45][SYMJAC_LANES];
         Py_ssize_t _block, _row[SYMJAC_LANES], _k;
         int _l, _count;
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
@@ -354,9 +245,13 @@ cdef extern from *:
                 for (_k = 0; _k < 9; ++_k)
                     for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
             _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
+            for (_k = 0; _k < 45; ++_k) {  /* each value to its place in its row */
                 double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_dense0[_k];
                 for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_k][_l];
+            }
+            for (_k = 0; _k < 36; ++_k) {  /* entries equal by symmetry to computed ones */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 81 + _symjac_hessian_mirror0_to[_k];
+                for (_l = 0; _l < _count; ++_l) _to[_l * 81] = _hess0_0_0[_symjac_hessian_mirror0_from[_k]][_l];
             }
         }
         return 0;
@@ -394,7 +289,7 @@ cdef extern from *:
     static int _symjac_hessian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         double _a0[9][SYMJAC_LANES];  /* x, lane by lane */
-        double _hess0_0_0[81][SYMJAC_LANES];
+        double _hess0_0_0[45][SYMJAC_LANES];
         Py_ssize_t _block, _row[SYMJAC_LANES], _k;
         int _l, _count;
         if (_arg_strides[0] == 0)  /* broadcast: the same in every lane of every block */
@@ -409,8 +304,8 @@ cdef extern from *:
                 for (_k = 0; _k < 9; ++_k)
                     for (_l = 0; _l < SYMJAC_LANES; ++_l) _a0[_k][_l] = _args[0][_row[_l] * _arg_strides[0] + _k];
             _symjac_hessian_lanes((const double (*)[SYMJAC_LANES])_a0, _hess0_0_0);
-            for (_k = 0; _k < 81; ++_k) {  /* each value to its place in its row */
-                double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_hessian_slots0[_k];
+            for (_k = 0; _k < 45; ++_k) {  /* each value to its place in its row */
+                double *const _to = _outs[0] + _block * SYMJAC_LANES * 45 + _symjac_identity[_k];
                 for (_l = 0; _l < _count; ++_l) _to[_l * 45] = _hess0_0_0[_k][_l];
             }
         }
@@ -912,7 +807,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '0596511badc170520d0ed6a0989627255cd85fb5909ec4884a1634b2f27d2afe'
+CONTENT_HASH = 'dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)
@@ -921,7 +816,7 @@ OUTPUT_SHAPES = ((),)
 OUTPUT_IS_TUPLE = False
 WRT_IS_TUPLE = False
 # Batches smaller than this run on one thread (threads cost more than they save).
-PARALLEL_MIN_POINTS = 132
+PARALLEL_MIN_POINTS = 166
 # Per kernel, the output buffers the caller must zero (very sparse dense blocks).
 CALLER_ZEROES = {'hessian': (False,), 'hessian_values': (False,)}
 # Per kernel: the core shape of each buffer it writes, and how results nest them.

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 9f6f06b21ba479b896e3576a934ca9c67b3144a87ddbcf700e35d814b3873d9e
+symjac-content-hash: ca0f405b5cb4a8a230f846465fe48c0b60dd54e0662a9da6efc879398fe5fac8
 """
 
 import os
@@ -196,9 +196,9 @@ cdef extern from *:
     static inline void _symjac_function_point(
         const double *restrict u, const double *restrict p, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
     {
-        _f0[_f0_at[0]] = p[0]*(-u[0] + u[1]);  /* [0] */
-        _f0[_f0_at[1]] = u[0]*(p[1] - u[2]) - u[1];  /* [1] */
-        _f0[_f0_at[2]] = -p[2]*u[2] + u[0]*u[1];  /* [2] */
+        _f0[_f0_at[0]] = p[0]*(u[1] - u[0]);  /* [0] */
+        _f0[_f0_at[1]] = -u[1] + u[0]*(p[1] - u[2]);  /* [1] */
+        _f0[_f0_at[2]] = u[0]*u[1] - p[2]*u[2];  /* [2] */
     }
     static const Py_ssize_t _symjac_function_dense0[3] = {
         0, 1, 2
@@ -254,9 +254,9 @@ cdef extern from *:
         const double *restrict u, const double *restrict p, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
         const double _t1 = p[1] - u[2];
-        _f0[_f0_at[0]] = p[0]*(-u[0] + u[1]);  /* [0] */
-        _f0[_f0_at[1]] = _t1*u[0] - u[1];  /* [1] */
-        _f0[_f0_at[2]] = -p[2]*u[2] + u[0]*u[1];  /* [2] */
+        _f0[_f0_at[0]] = p[0]*(u[1] - u[0]);  /* [0] */
+        _f0[_f0_at[1]] = -u[1] + _t1*u[0];  /* [1] */
+        _f0[_f0_at[2]] = u[0]*u[1] - p[2]*u[2];  /* [2] */
         _jac0_0[_jac0_0_at[0]] = -p[0];  /* [0, 0] */
         _jac0_0[_jac0_0_at[1]] = p[0];  /* [0, 1] */
         _jac0_0[_jac0_0_at[2]] = _t1;  /* [1, 0] */
@@ -793,7 +793,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '9f6f06b21ba479b896e3576a934ca9c67b3144a87ddbcf700e35d814b3873d9e'
+CONTENT_HASH = 'ca0f405b5cb4a8a230f846465fe48c0b60dd54e0662a9da6efc879398fe5fac8'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

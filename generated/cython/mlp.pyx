@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: f6be551c63b24c3bf85030e1c047f79e40bfda08659005c6b180fb7923a55970
+symjac-content-hash: 5ced2d744edfd51d98ebfeed545c3eae4f671b1c91e2cea2f3e4b4d0cf446464
 """
 
 import os
@@ -123,29 +123,29 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t24 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
-            const double _t0 = 1 - (_t24*_t24);
+            const double _t24 = tanh(b1[0][_l] + W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l]);
+            const double _t0 = -(_t24*_t24) + 1;
             const double _t1 = W2[0][0][_l]*_t0;
-            const double _t25 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
-            const double _t2 = 1 - (_t25*_t25);
+            const double _t25 = tanh(b1[1][_l] + W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l]);
+            const double _t2 = -(_t25*_t25) + 1;
             const double _t3 = W2[0][1][_l]*_t2;
-            const double _t26 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
-            const double _t4 = 1 - (_t26*_t26);
+            const double _t26 = tanh(b1[2][_l] + W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l]);
+            const double _t4 = -(_t26*_t26) + 1;
             const double _t5 = W2[0][2][_l]*_t4;
-            const double _t27 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
-            const double _t6 = 1 - (_t27*_t27);
+            const double _t27 = tanh(b1[3][_l] + W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l]);
+            const double _t6 = -(_t27*_t27) + 1;
             const double _t7 = W2[0][3][_l]*_t6;
-            const double _t28 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
-            const double _t8 = 1 - (_t28*_t28);
+            const double _t28 = tanh(b1[4][_l] + W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l]);
+            const double _t8 = -(_t28*_t28) + 1;
             const double _t9 = W2[0][4][_l]*_t8;
-            const double _t29 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
-            const double _t10 = 1 - (_t29*_t29);
+            const double _t29 = tanh(b1[5][_l] + W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l]);
+            const double _t10 = -(_t29*_t29) + 1;
             const double _t11 = W2[0][5][_l]*_t10;
-            const double _t30 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
-            const double _t12 = 1 - (_t30*_t30);
+            const double _t30 = tanh(b1[6][_l] + W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l]);
+            const double _t12 = -(_t30*_t30) + 1;
             const double _t13 = W2[0][6][_l]*_t12;
-            const double _t31 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
-            const double _t14 = 1 - (_t31*_t31);
+            const double _t31 = tanh(b1[7][_l] + W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l]);
+            const double _t14 = -(_t31*_t31) + 1;
             const double _t15 = W2[0][7][_l]*_t14;
             const double _t16 = W2[1][0][_l]*_t0;
             const double _t17 = W2[1][1][_l]*_t2;
@@ -343,16 +343,16 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
-            const double _t1 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
-            const double _t2 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
-            const double _t3 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
-            const double _t4 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
-            const double _t5 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
-            const double _t6 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
-            const double _t7 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
-            _f0[0][_l] = W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7 + b2[0][_l];  /* [0] */
-            _f0[1][_l] = W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7 + b2[1][_l];  /* [1] */
+            const double _t0 = tanh(b1[0][_l] + W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l]);
+            const double _t1 = tanh(b1[1][_l] + W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l]);
+            const double _t2 = tanh(b1[2][_l] + W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l]);
+            const double _t3 = tanh(b1[3][_l] + W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l]);
+            const double _t4 = tanh(b1[4][_l] + W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l]);
+            const double _t5 = tanh(b1[5][_l] + W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l]);
+            const double _t6 = tanh(b1[6][_l] + W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l]);
+            const double _t7 = tanh(b1[7][_l] + W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l]);
+            _f0[0][_l] = b2[0][_l] + W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7;  /* [0] */
+            _f0[1][_l] = b2[1][_l] + W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7;  /* [1] */
         }
     }
     static const Py_ssize_t _symjac_function_dense0[2] = {
@@ -452,29 +452,29 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = tanh(W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l] + b1[0][_l]);
-            const double _t1 = tanh(W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l] + b1[1][_l]);
-            const double _t2 = tanh(W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l] + b1[2][_l]);
-            const double _t3 = tanh(W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l] + b1[3][_l]);
-            const double _t4 = tanh(W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l] + b1[4][_l]);
-            const double _t5 = tanh(W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l] + b1[5][_l]);
-            const double _t6 = tanh(W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l] + b1[6][_l]);
-            const double _t7 = tanh(W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l] + b1[7][_l]);
-            const double _t8 = 1 - (_t0*_t0);
+            const double _t0 = tanh(b1[0][_l] + W1[0][0][_l]*x[0][_l] + W1[0][1][_l]*x[1][_l] + W1[0][2][_l]*x[2][_l]);
+            const double _t1 = tanh(b1[1][_l] + W1[1][0][_l]*x[0][_l] + W1[1][1][_l]*x[1][_l] + W1[1][2][_l]*x[2][_l]);
+            const double _t2 = tanh(b1[2][_l] + W1[2][0][_l]*x[0][_l] + W1[2][1][_l]*x[1][_l] + W1[2][2][_l]*x[2][_l]);
+            const double _t3 = tanh(b1[3][_l] + W1[3][0][_l]*x[0][_l] + W1[3][1][_l]*x[1][_l] + W1[3][2][_l]*x[2][_l]);
+            const double _t4 = tanh(b1[4][_l] + W1[4][0][_l]*x[0][_l] + W1[4][1][_l]*x[1][_l] + W1[4][2][_l]*x[2][_l]);
+            const double _t5 = tanh(b1[5][_l] + W1[5][0][_l]*x[0][_l] + W1[5][1][_l]*x[1][_l] + W1[5][2][_l]*x[2][_l]);
+            const double _t6 = tanh(b1[6][_l] + W1[6][0][_l]*x[0][_l] + W1[6][1][_l]*x[1][_l] + W1[6][2][_l]*x[2][_l]);
+            const double _t7 = tanh(b1[7][_l] + W1[7][0][_l]*x[0][_l] + W1[7][1][_l]*x[1][_l] + W1[7][2][_l]*x[2][_l]);
+            const double _t8 = -(_t0*_t0) + 1;
             const double _t9 = W2[0][0][_l]*_t8;
-            const double _t10 = 1 - (_t1*_t1);
+            const double _t10 = -(_t1*_t1) + 1;
             const double _t11 = W2[0][1][_l]*_t10;
-            const double _t12 = 1 - (_t2*_t2);
+            const double _t12 = -(_t2*_t2) + 1;
             const double _t13 = W2[0][2][_l]*_t12;
-            const double _t14 = 1 - (_t3*_t3);
+            const double _t14 = -(_t3*_t3) + 1;
             const double _t15 = W2[0][3][_l]*_t14;
-            const double _t16 = 1 - (_t4*_t4);
+            const double _t16 = -(_t4*_t4) + 1;
             const double _t17 = W2[0][4][_l]*_t16;
-            const double _t18 = 1 - (_t5*_t5);
+            const double _t18 = -(_t5*_t5) + 1;
             const double _t19 = W2[0][5][_l]*_t18;
-            const double _t20 = 1 - (_t6*_t6);
+            const double _t20 = -(_t6*_t6) + 1;
             const double _t21 = W2[0][6][_l]*_t20;
-            const double _t22 = 1 - (_t7*_t7);
+            const double _t22 = -(_t7*_t7) + 1;
             const double _t23 = W2[0][7][_l]*_t22;
             const double _t24 = W2[1][0][_l]*_t8;
             const double _t25 = W2[1][1][_l]*_t10;
@@ -484,8 +484,8 @@ cdef extern from *:
             const double _t29 = W2[1][5][_l]*_t18;
             const double _t30 = W2[1][6][_l]*_t20;
             const double _t31 = W2[1][7][_l]*_t22;
-            _f0[0][_l] = W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7 + b2[0][_l];  /* [0] */
-            _f0[1][_l] = W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7 + b2[1][_l];  /* [1] */
+            _f0[0][_l] = b2[0][_l] + W2[0][0][_l]*_t0 + W2[0][1][_l]*_t1 + W2[0][2][_l]*_t2 + W2[0][3][_l]*_t3 + W2[0][4][_l]*_t4 + W2[0][5][_l]*_t5 + W2[0][6][_l]*_t6 + W2[0][7][_l]*_t7;  /* [0] */
+            _f0[1][_l] = b2[1][_l] + W2[1][0][_l]*_t0 + W2[1][1][_l]*_t1 + W2[1][2][_l]*_t2 + W2[1][3][_l]*_t3 + W2[1][4][_l]*_t4 + W2[1][5][_l]*_t5 + W2[1][6][_l]*_t6 + W2[1][7][_l]*_t7;  /* [1] */
             _jac0_0[0][_l] = W1[0][0][_l]*_t9 + W1[1][0][_l]*_t11 + W1[2][0][_l]*_t13 + W1[3][0][_l]*_t15 + W1[4][0][_l]*_t17 + W1[5][0][_l]*_t19 + W1[6][0][_l]*_t21 + W1[7][0][_l]*_t23;  /* [0, 0] */
             _jac0_0[1][_l] = W1[0][1][_l]*_t9 + W1[1][1][_l]*_t11 + W1[2][1][_l]*_t13 + W1[3][1][_l]*_t15 + W1[4][1][_l]*_t17 + W1[5][1][_l]*_t19 + W1[6][1][_l]*_t21 + W1[7][1][_l]*_t23;  /* [0, 1] */
             _jac0_0[2][_l] = W1[0][2][_l]*_t9 + W1[1][2][_l]*_t11 + W1[2][2][_l]*_t13 + W1[3][2][_l]*_t15 + W1[4][2][_l]*_t17 + W1[5][2][_l]*_t19 + W1[6][2][_l]*_t21 + W1[7][2][_l]*_t23;  /* [0, 2] */
@@ -1062,7 +1062,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'f6be551c63b24c3bf85030e1c047f79e40bfda08659005c6b180fb7923a55970'
+CONTENT_HASH = '5ced2d744edfd51d98ebfeed545c3eae4f671b1c91e2cea2f3e4b4d0cf446464'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

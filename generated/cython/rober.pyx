@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: d9d84659a9c9f6c88a79d91d5cd047e4237ea124a2086375036343bde699562d
+symjac-content-hash: 04edaea394b1a8d78bfa9ac3e2395fbb6af4e4de629efbfa9182888a04c8078a
 """
 
 import os
@@ -201,7 +201,7 @@ cdef extern from *:
         const double _t0 = k[0]*y[0];
         const double _t1 = k[2]*y[1]*y[2];
         const double _t2 = k[1]*(y[1]*y[1]);
-        _f0[_f0_at[0]] = -_t0 + _t1;  /* [0] */
+        _f0[_f0_at[0]] = _t1 - _t0;  /* [0] */
         _f0[_f0_at[1]] = _t0 - _t1 - _t2;  /* [1] */
         _f0[_f0_at[2]] = _t2;  /* [2] */
     }
@@ -264,7 +264,7 @@ cdef extern from *:
         const double _t3 = k[1]*(y[1]*y[1]);
         const double _t4 = k[2]*y[1];
         const double _t5 = 2*k[1]*y[1];
-        _f0[_f0_at[0]] = -_t0 + _t2;  /* [0] */
+        _f0[_f0_at[0]] = _t2 - _t0;  /* [0] */
         _f0[_f0_at[1]] = _t0 - _t2 - _t3;  /* [1] */
         _f0[_f0_at[2]] = _t3;  /* [2] */
         _jac0_0[_jac0_0_at[0]] = -k[0];  /* [0, 0] */
@@ -802,7 +802,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'd9d84659a9c9f6c88a79d91d5cd047e4237ea124a2086375036343bde699562d'
+CONTENT_HASH = '04edaea394b1a8d78bfa9ac3e2395fbb6af4e4de629efbfa9182888a04c8078a'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 71a20a573585abf767a7640eb3c2564a9d3a4178c1d18a13fba6106e22fa6e64
+symjac-content-hash: 4d1cd19084acb9c624453c5043084f1a0272f783c6dc63a4bbe9aad987d5a882
 """
 
 import os
@@ -100,16 +100,16 @@ cdef extern from *:
         int _l;
         #pragma omp simd
         for (_l = 0; _l < SYMJAC_LANES; ++_l) {
-            const double _t0 = -(x[0][_l]*x[0][_l]) + x[1][_l];
-            const double _t1 = -(x[1][_l]*x[1][_l]) + x[2][_l];
-            const double _t2 = -(x[2][_l]*x[2][_l]) + x[3][_l];
-            const double _t3 = -(x[3][_l]*x[3][_l]) + x[4][_l];
-            const double _t4 = -(x[4][_l]*x[4][_l]) + x[5][_l];
-            _f0[0][_l] = -400*_t0*x[0][_l] - 2*(1 - x[0][_l]);  /* [0] */
-            _f0[1][_l] = 200*_t0 - 400*_t1*x[1][_l] - 2*(1 - x[1][_l]);  /* [1] */
-            _f0[2][_l] = 200*_t1 - 400*_t2*x[2][_l] - 2*(1 - x[2][_l]);  /* [2] */
-            _f0[3][_l] = 200*_t2 - 400*_t3*x[3][_l] - 2*(1 - x[3][_l]);  /* [3] */
-            _f0[4][_l] = 200*_t3 - 400*_t4*x[4][_l] - 2*(1 - x[4][_l]);  /* [4] */
+            const double _t0 = x[1][_l] - (x[0][_l]*x[0][_l]);
+            const double _t1 = x[2][_l] - (x[1][_l]*x[1][_l]);
+            const double _t2 = x[3][_l] - (x[2][_l]*x[2][_l]);
+            const double _t3 = x[4][_l] - (x[3][_l]*x[3][_l]);
+            const double _t4 = x[5][_l] - (x[4][_l]*x[4][_l]);
+            _f0[0][_l] = -2*(-x[0][_l] + 1) - 400*_t0*x[0][_l];  /* [0] */
+            _f0[1][_l] = -400*_t1*x[1][_l] + 200*_t0 - 2*(-x[1][_l] + 1);  /* [1] */
+            _f0[2][_l] = -400*_t2*x[2][_l] + 200*_t1 - 2*(-x[2][_l] + 1);  /* [2] */
+            _f0[3][_l] = -400*_t3*x[3][_l] + 200*_t2 - 2*(-x[3][_l] + 1);  /* [3] */
+            _f0[4][_l] = -400*_t4*x[4][_l] + 200*_t3 - 2*(-x[4][_l] + 1);  /* [4] */
             _f0[5][_l] = 200*_t4;  /* [5] */
         }
     }
@@ -636,7 +636,7 @@ POINT_KINDS = MODEL.point_kinds  # make_entry takes these
 make_entry = MODEL.make_entry
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '71a20a573585abf767a7640eb3c2564a9d3a4178c1d18a13fba6106e22fa6e64'
+CONTENT_HASH = '4d1cd19084acb9c624453c5043084f1a0272f783c6dc63a4bbe9aad987d5a882'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 64fcb1344f8bd0d18bce84f88a2235eb8ddac8e0ef068b9baa23b7c6b7ee753f
+symjac-content-hash: 7b19d88487de8603813b0b08beaeec2e6a64bd801ae0b3a94fb06c8e3b1f8562
 """
 
 import os
@@ -90,7 +90,7 @@ cdef extern from *:
     {
         _jac0_0[_jac0_0_at[0]] = 1;  /* [0, 1] */
         _jac0_0[_jac0_0_at[1]] = -2*mu[0]*y[0]*y[1] - 1;  /* [1, 0] */
-        _jac0_0[_jac0_0_at[2]] = mu[0]*(1 - (y[0]*y[0]));  /* [1, 1] */
+        _jac0_0[_jac0_0_at[2]] = mu[0]*(-(y[0]*y[0]) + 1);  /* [1, 1] */
     }
     static const Py_ssize_t _symjac_jacobian_dense0[3] = {
         1, 2, 3
@@ -192,7 +192,7 @@ cdef extern from *:
         const double *restrict y, const double *restrict mu, double *restrict _f0, const Py_ssize_t *restrict _f0_at)
     {
         _f0[_f0_at[0]] = y[1];  /* [0] */
-        _f0[_f0_at[1]] = mu[0]*y[1]*(1 - (y[0]*y[0])) - y[0];  /* [1] */
+        _f0[_f0_at[1]] = -y[0] + mu[0]*y[1]*(-(y[0]*y[0]) + 1);  /* [1] */
     }
     static const Py_ssize_t _symjac_function_dense0[2] = {
         0, 1
@@ -247,9 +247,9 @@ cdef extern from *:
     static inline void _symjac_function_and_jacobian_point(
         const double *restrict y, const double *restrict mu, double *restrict _f0, const Py_ssize_t *restrict _f0_at, double *restrict _jac0_0, const Py_ssize_t *restrict _jac0_0_at)
     {
-        const double _t0 = mu[0]*(1 - (y[0]*y[0]));
+        const double _t0 = mu[0]*(-(y[0]*y[0]) + 1);
         _f0[_f0_at[0]] = y[1];  /* [0] */
-        _f0[_f0_at[1]] = _t0*y[1] - y[0];  /* [1] */
+        _f0[_f0_at[1]] = -y[0] + _t0*y[1];  /* [1] */
         _jac0_0[_jac0_0_at[0]] = 1;  /* [0, 1] */
         _jac0_0[_jac0_0_at[1]] = -2*mu[0]*y[0]*y[1] - 1;  /* [1, 0] */
         _jac0_0[_jac0_0_at[2]] = _t0;  /* [1, 1] */
@@ -781,7 +781,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '64fcb1344f8bd0d18bce84f88a2235eb8ddac8e0ef068b9baa23b7c6b7ee753f'
+CONTENT_HASH = '7b19d88487de8603813b0b08beaeec2e6a64bd801ae0b3a94fb06c8e3b1f8562'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())

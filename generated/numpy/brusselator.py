@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1b564897b22c103a5c13d5a0907a0cc958f75a0453bfed629acdb08fbebd7059
+symjac-content-hash: 9f297e97b084ca21824a1b2af5ef6bfd73d938d7f71c9483f2fb680f31fc5b2d
 """
 
 import os
@@ -114,23 +114,23 @@ def _symjac_function_body(args, outs, at):
     _f0, = outs
     _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = u[:, 0]**2*u[:, 5]
+        _t0 = u[:, 5]*u[:, 0]**2
         _t1 = p[:, 1] + 1
         _t2 = 36*p[:, 2]
-        _t3 = u[:, 1]**2*u[:, 6]
-        _t4 = u[:, 2]**2*u[:, 7]
-        _t5 = u[:, 3]**2*u[:, 8]
-        _t6 = u[:, 4]**2*u[:, 9]
-        _f0[:, _f0_at[0]] = _t0 - _t1*u[:, 0] + _t2*(-2*u[:, 0] + u[:, 1] + 1) + p[:, 0]  # [0]
-        _f0[:, _f0_at[1]] = -_t1*u[:, 1] + _t2*(u[:, 0] - 2*u[:, 1] + u[:, 2]) + _t3 + p[:, 0]  # [1]
-        _f0[:, _f0_at[2]] = -_t1*u[:, 2] + _t2*(u[:, 1] - 2*u[:, 2] + u[:, 3]) + _t4 + p[:, 0]  # [2]
-        _f0[:, _f0_at[3]] = -_t1*u[:, 3] + _t2*(u[:, 2] - 2*u[:, 3] + u[:, 4]) + _t5 + p[:, 0]  # [3]
-        _f0[:, _f0_at[4]] = -_t1*u[:, 4] + _t2*(u[:, 3] - 2*u[:, 4] + 1) + _t6 + p[:, 0]  # [4]
-        _f0[:, _f0_at[5]] = -_t0 + _t2*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]  # [5]
-        _f0[:, _f0_at[6]] = _t2*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t3 + p[:, 1]*u[:, 1]  # [6]
-        _f0[:, _f0_at[7]] = _t2*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t4 + p[:, 1]*u[:, 2]  # [7]
-        _f0[:, _f0_at[8]] = _t2*(u[:, 7] - 2*u[:, 8] + u[:, 9]) - _t5 + p[:, 1]*u[:, 3]  # [8]
-        _f0[:, _f0_at[9]] = _t2*(u[:, 8] - 2*u[:, 9] + 3) - _t6 + p[:, 1]*u[:, 4]  # [9]
+        _t3 = u[:, 6]*u[:, 1]**2
+        _t4 = u[:, 7]*u[:, 2]**2
+        _t5 = u[:, 8]*u[:, 3]**2
+        _t6 = u[:, 9]*u[:, 4]**2
+        _f0[:, _f0_at[0]] = _t0 + p[:, 0] + _t2*(u[:, 1] - 2*u[:, 0] + 1) - _t1*u[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = _t3 + p[:, 0] + _t2*(u[:, 0] + u[:, 2] - 2*u[:, 1]) - _t1*u[:, 1]  # [1]
+        _f0[:, _f0_at[2]] = _t4 + p[:, 0] + _t2*(u[:, 1] + u[:, 3] - 2*u[:, 2]) - _t1*u[:, 2]  # [2]
+        _f0[:, _f0_at[3]] = _t5 + p[:, 0] + _t2*(u[:, 2] + u[:, 4] - 2*u[:, 3]) - _t1*u[:, 3]  # [3]
+        _f0[:, _f0_at[4]] = _t6 + p[:, 0] + _t2*(u[:, 3] - 2*u[:, 4] + 1) - _t1*u[:, 4]  # [4]
+        _f0[:, _f0_at[5]] = -_t0 + _t2*(u[:, 6] - 2*u[:, 5] + 3) + p[:, 1]*u[:, 0]  # [5]
+        _f0[:, _f0_at[6]] = -_t3 + _t2*(u[:, 5] + u[:, 7] - 2*u[:, 6]) + p[:, 1]*u[:, 1]  # [6]
+        _f0[:, _f0_at[7]] = -_t4 + _t2*(u[:, 6] + u[:, 8] - 2*u[:, 7]) + p[:, 1]*u[:, 2]  # [7]
+        _f0[:, _f0_at[8]] = -_t5 + _t2*(u[:, 7] + u[:, 9] - 2*u[:, 8]) + p[:, 1]*u[:, 3]  # [8]
+        _f0[:, _f0_at[9]] = -_t6 + _t2*(u[:, 8] - 2*u[:, 9] + 3) + p[:, 1]*u[:, 4]  # [9]
 
 
 _SYMJAC_FUNCTION_DENSE = (
@@ -179,15 +179,15 @@ def _symjac_function_and_jacobian_body(args, outs, at):
         _t21 = -_t10*u[:, 7]
         _t22 = -_t13*u[:, 8]
         _t23 = -_t16*u[:, 9]
-        _f0[:, _f0_at[0]] = _t1 - _t2*u[:, 0] + _t4*(-_t3 + u[:, 1] + 1) + p[:, 0]  # [0]
-        _f0[:, _f0_at[1]] = -_t2*u[:, 1] + _t4*(-_t7 + u[:, 0] + u[:, 2]) + _t6 + p[:, 0]  # [1]
-        _f0[:, _f0_at[2]] = -_t2*u[:, 2] + _t4*(-_t10 + u[:, 1] + u[:, 3]) + _t9 + p[:, 0]  # [2]
-        _f0[:, _f0_at[3]] = _t12 - _t2*u[:, 3] + _t4*(-_t13 + u[:, 2] + u[:, 4]) + p[:, 0]  # [3]
-        _f0[:, _f0_at[4]] = _t15 - _t2*u[:, 4] + _t4*(-_t16 + u[:, 3] + 1) + p[:, 0]  # [4]
-        _f0[:, _f0_at[5]] = -_t1 + _t4*(-2*u[:, 5] + u[:, 6] + 3) + p[:, 1]*u[:, 0]  # [5]
-        _f0[:, _f0_at[6]] = _t4*(u[:, 5] - 2*u[:, 6] + u[:, 7]) - _t6 + p[:, 1]*u[:, 1]  # [6]
-        _f0[:, _f0_at[7]] = _t4*(u[:, 6] - 2*u[:, 7] + u[:, 8]) - _t9 + p[:, 1]*u[:, 2]  # [7]
-        _f0[:, _f0_at[8]] = -_t12 + _t4*(u[:, 7] - 2*u[:, 8] + u[:, 9]) + p[:, 1]*u[:, 3]  # [8]
+        _f0[:, _f0_at[0]] = _t1 + p[:, 0] + _t4*(u[:, 1] - _t3 + 1) - _t2*u[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = _t6 + p[:, 0] + _t4*(u[:, 0] + u[:, 2] - _t7) - _t2*u[:, 1]  # [1]
+        _f0[:, _f0_at[2]] = _t9 + p[:, 0] + _t4*(u[:, 1] + u[:, 3] - _t10) - _t2*u[:, 2]  # [2]
+        _f0[:, _f0_at[3]] = _t12 + p[:, 0] + _t4*(u[:, 2] + u[:, 4] - _t13) - _t2*u[:, 3]  # [3]
+        _f0[:, _f0_at[4]] = _t15 + p[:, 0] + _t4*(u[:, 3] - _t16 + 1) - _t2*u[:, 4]  # [4]
+        _f0[:, _f0_at[5]] = -_t1 + _t4*(u[:, 6] - 2*u[:, 5] + 3) + p[:, 1]*u[:, 0]  # [5]
+        _f0[:, _f0_at[6]] = -_t6 + _t4*(u[:, 5] + u[:, 7] - 2*u[:, 6]) + p[:, 1]*u[:, 1]  # [6]
+        _f0[:, _f0_at[7]] = -_t9 + _t4*(u[:, 6] + u[:, 8] - 2*u[:, 7]) + p[:, 1]*u[:, 2]  # [7]
+        _f0[:, _f0_at[8]] = -_t12 + _t4*(u[:, 7] + u[:, 9] - 2*u[:, 8]) + p[:, 1]*u[:, 3]  # [8]
         _f0[:, _f0_at[9]] = -_t15 + _t4*(u[:, 8] - 2*u[:, 9] + 3) + p[:, 1]*u[:, 4]  # [9]
         _jac0_0[:, _jac0_0_at[0]] = -_t17 - _t19  # [0, 0]
         _jac0_0[:, _jac0_0_at[1]] = _t4  # [0, 1]
@@ -245,7 +245,7 @@ _IDENTITY = range(36)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1b564897b22c103a5c13d5a0907a0cc958f75a0453bfed629acdb08fbebd7059'
+CONTENT_HASH = '9f297e97b084ca21824a1b2af5ef6bfd73d938d7f71c9483f2fb680f31fc5b2d'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5e90d98b8ea3c3360b8a583b7a97a262353d137f3d6775bea60524e142b97736
+symjac-content-hash: b6d5067bafa34b87788507e7cf2d075893a61166a99ecbbec9604b59086de5d0
 """
 
 import os
@@ -71,9 +71,9 @@ def _symjac_function_body(args, outs, at):
     _f0, = outs
     _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _f0[:, _f0_at[0]] = p[:, 0]*(-u[:, 0] + u[:, 1])  # [0]
-        _f0[:, _f0_at[1]] = u[:, 0]*(p[:, 1] - u[:, 2]) - u[:, 1]  # [1]
-        _f0[:, _f0_at[2]] = -p[:, 2]*u[:, 2] + u[:, 0]*u[:, 1]  # [2]
+        _f0[:, _f0_at[0]] = p[:, 0]*(u[:, 1] - u[:, 0])  # [0]
+        _f0[:, _f0_at[1]] = -u[:, 1] + u[:, 0]*(p[:, 1] - u[:, 2])  # [1]
+        _f0[:, _f0_at[2]] = u[:, 0]*u[:, 1] - p[:, 2]*u[:, 2]  # [2]
 
 
 _SYMJAC_FUNCTION_DENSE = (
@@ -99,9 +99,9 @@ def _symjac_function_and_jacobian_body(args, outs, at):
     _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _t1 = p[:, 1] - u[:, 2]
-        _f0[:, _f0_at[0]] = p[:, 0]*(-u[:, 0] + u[:, 1])  # [0]
-        _f0[:, _f0_at[1]] = _t1*u[:, 0] - u[:, 1]  # [1]
-        _f0[:, _f0_at[2]] = -p[:, 2]*u[:, 2] + u[:, 0]*u[:, 1]  # [2]
+        _f0[:, _f0_at[0]] = p[:, 0]*(u[:, 1] - u[:, 0])  # [0]
+        _f0[:, _f0_at[1]] = -u[:, 1] + _t1*u[:, 0]  # [1]
+        _f0[:, _f0_at[2]] = u[:, 0]*u[:, 1] - p[:, 2]*u[:, 2]  # [2]
         _jac0_0[:, _jac0_0_at[0]] = -p[:, 0]  # [0, 0]
         _jac0_0[:, _jac0_0_at[1]] = p[:, 0]  # [0, 1]
         _jac0_0[:, _jac0_0_at[2]] = _t1  # [1, 0]
@@ -128,7 +128,7 @@ _IDENTITY = range(8)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5e90d98b8ea3c3360b8a583b7a97a262353d137f3d6775bea60524e142b97736'
+CONTENT_HASH = 'b6d5067bafa34b87788507e7cf2d075893a61166a99ecbbec9604b59086de5d0'
 FUNCTION_NAME = 'lorenz'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((3,), (3,))

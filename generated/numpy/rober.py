@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 435272fcb721f68fd949d5d53fd8b708b74e04abfaf750785fd517250296499d
+symjac-content-hash: de8b21de10ee74484fed28ca268b5d963a1ba949566f5ff7ad5b6a344cb0ab25
 """
 
 import os
@@ -76,7 +76,7 @@ def _symjac_function_body(args, outs, at):
         _t0 = k[:, 0]*y[:, 0]
         _t1 = k[:, 2]*y[:, 1]*y[:, 2]
         _t2 = k[:, 1]*y[:, 1]**2
-        _f0[:, _f0_at[0]] = -_t0 + _t1  # [0]
+        _f0[:, _f0_at[0]] = _t1 - _t0  # [0]
         _f0[:, _f0_at[1]] = _t0 - _t1 - _t2  # [1]
         _f0[:, _f0_at[2]] = _t2  # [2]
 
@@ -109,7 +109,7 @@ def _symjac_function_and_jacobian_body(args, outs, at):
         _t3 = k[:, 1]*y[:, 1]**2
         _t4 = k[:, 2]*y[:, 1]
         _t5 = 2*k[:, 1]*y[:, 1]
-        _f0[:, _f0_at[0]] = -_t0 + _t2  # [0]
+        _f0[:, _f0_at[0]] = _t2 - _t0  # [0]
         _f0[:, _f0_at[1]] = _t0 - _t2 - _t3  # [1]
         _f0[:, _f0_at[2]] = _t3  # [2]
         _jac0_0[:, _jac0_0_at[0]] = -k[:, 0]  # [0, 0]
@@ -137,7 +137,7 @@ _IDENTITY = range(7)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '435272fcb721f68fd949d5d53fd8b708b74e04abfaf750785fd517250296499d'
+CONTENT_HASH = 'de8b21de10ee74484fed28ca268b5d963a1ba949566f5ff7ad5b6a344cb0ab25'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

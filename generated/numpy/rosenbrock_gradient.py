@@ -8,7 +8,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 1d8547895a8997102043202a8465b4e85fd2e45ee2bfc62a8be01cecedbc78e2
+symjac-content-hash: cc7a787b7ccd70a6543717153f8deb918a1290780e780247a0fed54bda67e6cf
 """
 
 import os
@@ -28,16 +28,16 @@ def _symjac_function_body(args, outs, at):
     _f0, = outs
     _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = -x[:, 0]**2 + x[:, 1]
-        _t1 = -x[:, 1]**2 + x[:, 2]
-        _t2 = -x[:, 2]**2 + x[:, 3]
-        _t3 = -x[:, 3]**2 + x[:, 4]
-        _t4 = -x[:, 4]**2 + x[:, 5]
-        _f0[:, _f0_at[0]] = -400*_t0*x[:, 0] - 2*(1 - x[:, 0])  # [0]
-        _f0[:, _f0_at[1]] = 200*_t0 - 400*_t1*x[:, 1] - 2*(1 - x[:, 1])  # [1]
-        _f0[:, _f0_at[2]] = 200*_t1 - 400*_t2*x[:, 2] - 2*(1 - x[:, 2])  # [2]
-        _f0[:, _f0_at[3]] = 200*_t2 - 400*_t3*x[:, 3] - 2*(1 - x[:, 3])  # [3]
-        _f0[:, _f0_at[4]] = 200*_t3 - 400*_t4*x[:, 4] - 2*(1 - x[:, 4])  # [4]
+        _t0 = x[:, 1] - x[:, 0]**2
+        _t1 = x[:, 2] - x[:, 1]**2
+        _t2 = x[:, 3] - x[:, 2]**2
+        _t3 = x[:, 4] - x[:, 3]**2
+        _t4 = x[:, 5] - x[:, 4]**2
+        _f0[:, _f0_at[0]] = -2*(-x[:, 0] + 1) - 400*_t0*x[:, 0]  # [0]
+        _f0[:, _f0_at[1]] = -400*_t1*x[:, 1] + 200*_t0 - 2*(-x[:, 1] + 1)  # [1]
+        _f0[:, _f0_at[2]] = -400*_t2*x[:, 2] + 200*_t1 - 2*(-x[:, 2] + 1)  # [2]
+        _f0[:, _f0_at[3]] = -400*_t3*x[:, 3] + 200*_t2 - 2*(-x[:, 3] + 1)  # [3]
+        _f0[:, _f0_at[4]] = -400*_t4*x[:, 4] + 200*_t3 - 2*(-x[:, 4] + 1)  # [4]
         _f0[:, _f0_at[5]] = 200*_t4  # [5]
 
 
@@ -55,7 +55,7 @@ _IDENTITY = range(6)  # the position table of packed values in their own order
 KERNELS = {"function": _kernel_function}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '1d8547895a8997102043202a8465b4e85fd2e45ee2bfc62a8be01cecedbc78e2'
+CONTENT_HASH = 'cc7a787b7ccd70a6543717153f8deb918a1290780e780247a0fed54bda67e6cf'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)

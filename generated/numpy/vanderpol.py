@@ -13,7 +13,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5f95cf60474f81f3cd795170491d13a7c018ec67f3e1165c7f8bb8786c80c7e0
+symjac-content-hash: 92fc10e86cc04727b836785fc8733806454f01e3e15b9ea5a8ef747f6475040d
 """
 
 import os
@@ -35,7 +35,7 @@ def _symjac_jacobian_body(args, outs, at):
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _jac0_0[:, _jac0_0_at[0]] = 1  # [0, 1]
         _jac0_0[:, _jac0_0_at[1]] = -2*mu[:, 0]*y[:, 0]*y[:, 1] - 1  # [1, 0]
-        _jac0_0[:, _jac0_0_at[2]] = mu[:, 0]*(1 - y[:, 0]**2)  # [1, 1]
+        _jac0_0[:, _jac0_0_at[2]] = mu[:, 0]*(-y[:, 0]**2 + 1)  # [1, 1]
 
 
 _SYMJAC_JACOBIAN_DENSE = (
@@ -67,7 +67,7 @@ def _symjac_function_body(args, outs, at):
     _f0_at, = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
         _f0[:, _f0_at[0]] = y[:, 1]  # [0]
-        _f0[:, _f0_at[1]] = mu[:, 0]*y[:, 1]*(1 - y[:, 0]**2) - y[:, 0]  # [1]
+        _f0[:, _f0_at[1]] = -y[:, 0] + mu[:, 0]*y[:, 1]*(-y[:, 0]**2 + 1)  # [1]
 
 
 _SYMJAC_FUNCTION_DENSE = (
@@ -92,9 +92,9 @@ def _symjac_function_and_jacobian_body(args, outs, at):
     _f0, _jac0_0 = outs
     _f0_at, _jac0_0_at = at
     with numpy.errstate(all="ignore"):  # like C: inf/nan propagate without warnings
-        _t0 = mu[:, 0]*(1 - y[:, 0]**2)
+        _t0 = mu[:, 0]*(-y[:, 0]**2 + 1)
         _f0[:, _f0_at[0]] = y[:, 1]  # [0]
-        _f0[:, _f0_at[1]] = _t0*y[:, 1] - y[:, 0]  # [1]
+        _f0[:, _f0_at[1]] = -y[:, 0] + _t0*y[:, 1]  # [1]
         _jac0_0[:, _jac0_0_at[0]] = 1  # [0, 1]
         _jac0_0[:, _jac0_0_at[1]] = -2*mu[:, 0]*y[:, 0]*y[:, 1] - 1  # [1, 0]
         _jac0_0[:, _jac0_0_at[2]] = _t0  # [1, 1]
@@ -116,7 +116,7 @@ _IDENTITY = range(3)  # the position table of packed values in their own order
 KERNELS = {"jacobian": _kernel_jacobian, "jacobian_values": _kernel_jacobian_values, "function": _kernel_function, "function_and_jacobian": _kernel_function_and_jacobian}
 POINT_KINDS = ()  # no compiled single-point fast path in numpy modules
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5f95cf60474f81f3cd795170491d13a7c018ec67f3e1165c7f8bb8786c80c7e0'
+CONTENT_HASH = '92fc10e86cc04727b836785fc8733806454f01e3e15b9ea5a8ef747f6475040d'
 FUNCTION_NAME = 'vanderpol'
 ARGUMENT_NAMES = ('y', 'mu')
 ARGUMENT_SHAPES = ((2,), ())

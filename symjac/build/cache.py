@@ -183,9 +183,10 @@ def _building(workdir: Path):
 
 def entry_kind(entry: Path) -> str:
     """"model" (a model's kernels), "runtime" (the shared kernel runtime),
-    "source" (the rendered source of a traced program) or "warm" (a
-    function's key -> its source's, ``warm.py``), by the entry's name."""
-    for prefix in ("runtime", "source", "warm"):
+    "source" (the rendered source of a traced program), "warm" (a
+    function's key -> its source's, ``warm.py``) or "templates" (a compiled
+    Jinja template, ``templates.py``), by the entry's name."""
+    for prefix in ("runtime", "source", "warm", "templates"):
         if entry.name.startswith(prefix + "-"):
             return prefix
     return "model"

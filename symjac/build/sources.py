@@ -64,7 +64,7 @@ def _settings() -> dict:
 
     return {name: getattr(simplify, name) for name in (
         "FULL_CSE_NODES", "CHUNK_THRESHOLD", "CHUNK_THRESHOLD_OPERATIONS", "CHUNK_STATEMENTS",
-        "CHUNK_OPERATIONS", "CHUNKS_PER_FILE")} | {
+        "CHUNK_OPERATIONS", "CHUNKS_PER_FILE", "FILE_OPERATIONS", "MIN_FILES", "MAX_FILES")} | {
         name: getattr(c_backend, name) for name in ("INLINE_OPERATIONS", "LANE_OPERATIONS_PER_ELEMENT",
                                                   "LIBM_CALL_COST")} | {
         "PARALLEL_MIN_OPERATIONS": backend.PARALLEL_MIN_OPERATIONS}

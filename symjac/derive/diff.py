@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
+from sympy.core.parameters import distribute, global_parameters
 
 from ..front.trace import Traced
 
@@ -132,6 +133,41 @@ def _almost_everywhere(expr: sympy.Expr) -> sympy.Expr:
 
 # Piecewise-constant functions: derivative zero almost everywhere.
 _FLAT = (sympy.sign, sympy.Heaviside, sympy.floor, sympy.ceiling)
+# Where numbers are not distributed over sums (second derivatives), a
+# number times a sum of at most this many terms still is when that merges
+# like terms (see _sum).
+_SMALL_SUM = 4
+
+
+def _scaled_sum(term):
+    """(number, sum) when ``term`` is a number times a small sum, else None."""
+    if term.is_Mul and len(term.args) == 2 and term.args[0].is_Number and term.args[1].is_Add \
+            and len(term.args[1].args) <= _SMALL_SUM:
+        return term.args
+    return None
+
+
+def _sum(terms):
+    """The sum of ``terms``. When sympy does not distribute numbers over
+    sums (``distribute(False)``, see :func:`second_derivative`), a number
+    times a small sum is still opened up where one of its terms merges with
+    another term of this sum (Rosenbrock's ``800 x^2 - 400 (x1 - x^2)``
+    becomes ``1200 x^2 - 400 x1``); otherwise it stays whole, shared."""
+    total = sympy.Add(*terms)
+    if global_parameters.distribute or not total.is_Add:
+        return total
+    scaled = {term: _scaled_sum(term) for term in total.args}
+    if not any(scaled.values()):
+        return total
+    cores = {term.as_coeff_Mul()[1] for term in total.args if not scaled[term]}
+    opened = []
+    for term in total.args:
+        pair = scaled[term]
+        if pair and any(inner.as_coeff_Mul()[1] in cores for inner in pair[1].args):
+            opened += [pair[0] * inner for inner in pair[1].args]
+        else:
+            opened.append(term)
+    return sympy.Add(*opened) if len(opened) != len(total.args) else total
 
 
 class _Differentiator:
@@ -179,7 +215,7 @@ class _Differentiator:
         if node.is_Symbol:
             return sympy.S.One
         if node.is_Add:
-            return sympy.Add(*[d(arg, symbol) for arg in node.args])
+            return _sum([d(arg, symbol) for arg in node.args])
         if node.is_Mul:
             args = node.args
             terms = []
@@ -187,7 +223,7 @@ class _Differentiator:
                 factor = d(arg, symbol)
                 if factor is not sympy.S.Zero:
                     terms.append(sympy.Mul(*args[:i], factor, *args[i + 1:]))
-            return sympy.Add(*terms)
+            return _sum(terms)
         if node.is_Pow:
             base, exponent = node.args
             if symbol not in self.symbols(exponent):
@@ -219,7 +255,7 @@ class _Differentiator:
                     break
                 terms.append(_drop_deltas(outer, own) * inner)
             else:
-                return sympy.Add(*terms)
+                return _sum(terms)
         return _almost_everywhere(node.diff(symbol))
 
 
@@ -283,13 +319,19 @@ def second_derivative(traced: Traced, wrt: tuple[int, ...], wrt_is_tuple: bool =
     Symmetry is used, not just reported: over the concatenated ``wrt``
     symbols, only the lower triangle (row >= col) is differentiated; each
     entry above the diagonal is the same expression as its mirror, so a
-    kernel computes it once."""
+    kernel computes it once.
+
+    Numbers are not distributed over sums here (sympy's ``2*(a + b)`` ->
+    ``2*a + 2*b``): a gradient entry is a sum of shared adjoints scaled by
+    constants (an MLP's weights), and distributing each product rule's
+    factors copies those sums into every term, a tree of millions of
+    operations (10 s for an 8 -> 16 -> 8 MLP, 0.6 s without)."""
     symbols = [symbol for number in wrt for symbol in traced.arguments[number].symbols.flat]
     index = {symbol: k for k, symbol in enumerate(symbols)}
     owner = [(number, flat) for number in wrt for flat in range(traced.arguments[number].size)]
     d = _Differentiator(index)
     blocks = []
-    with _DeepRecursion():
+    with _DeepRecursion(), distribute(False):
         for out_number, output in enumerate(traced.outputs):
             found = {(a, b): [] for a in wrt for b in wrt}
             for out_flat, gradient in enumerate(_first_derivatives(traced, output, symbols, d)):

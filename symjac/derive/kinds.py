@@ -15,7 +15,8 @@ generated module. Adding a kind is one :data:`KINDS` entry.
     jacobian                d output_i / d wrt_j blocks                jacobian_values: each block's non-zeros
     function_and_jacobian   both, sharing subexpressions               -
     hessian                 d2 output_i / d wrt_j d wrt_k blocks       hessian_values: lower triangle
-                                                                       (row >= col) over the concatenated wrt
+                            (computes the lower triangle; the upper    (row >= col) over the concatenated wrt
+                            is mirrored by the dense driver)
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ class Packing:
     element at flat index ``nonzeros[p][k]`` of an array of ``full_shapes[p]``,
     which reads as a matrix of ``sparse_shapes[p]`` (rows, cols). Entry ``e``
     of the kernel's buffer ``b`` goes to packed buffer ``targets[b][0]`` at
-    ``targets[b][1][e]`` (two entries may share a slot when they are equal by
-    symmetry).
+    ``targets[b][1][e]``.
     """
 
     nonzeros: tuple[tuple[int, ...], ...]
@@ -67,6 +67,10 @@ class KernelSpec:
     outputs: tuple[Output, ...]
     structure: object
     packing: Packing | None = None
+    # Entries not computed because they equal another by symmetry: (buffer,
+    # flat index, source buffer, source flat index). Dense drivers copy them;
+    # a packing holds only the computed entries.
+    mirrors: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -132,40 +136,57 @@ def _function_and_jacobian(derivative: Derivative) -> KernelSpec:
 def _hessian(derivative: Derivative) -> KernelSpec:
     """Blocks H[i][j][k]; packed: per output, the lower triangle (row >= col)
     of the Hessian over the concatenated ``wrt`` arguments, row by row: the
-    layout of cyipopt's ``hessianstructure()`` for a scalar objective."""
+    layout of cyipopt's ``hessianstructure()`` for a scalar objective.
+
+    The kernel computes the lower triangle only; each entry above the
+    diagonal is a :attr:`KernelSpec.mirrors` copy of its mirror image, made
+    by the dense drivers (the packed layout holds the lower triangle alone)."""
     if derivative.order != 2:
         raise ValueError("the hessian kind needs a second derivative")
     traced = derivative.traced
     sizes = [traced.arguments[j].size for j in derivative.wrt]
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
     total = int(offsets[-1])
-    outputs = _blocks(derivative)
+    blocks = _blocks(derivative)
     coordinates = []  # per block and entry: (output flat index, global row, global col)
     for block in derivative.blocks:
         a, b = (derivative.wrt.index(j) for j in block.arguments)
         flats = np.array([flat for flat, _ in block.entries], dtype=np.int64)
         out_flat, rest = np.divmod(flats, sizes[a] * sizes[b])
         row, col = np.divmod(rest, sizes[b])
-        coordinates.append((out_flat, row + offsets[a], col + offsets[b]))
+        coordinates.append((out_flat.tolist(), (row + offsets[a]).tolist(), (col + offsets[b]).tolist()))
+    computed = {}  # (output, output flat index, row, col), row >= col -> (block number, flat index in the block)
+    for number, (block, (out_flats, rows, cols)) in enumerate(zip(derivative.blocks, coordinates)):
+        for (flat, _), out_flat, row, col in zip(block.entries, out_flats, rows, cols):
+            if row >= col:
+                computed[(block.output, out_flat, row, col)] = (number, flat)
+    outputs, mirrors = [], []
+    for number, (output, block, (out_flats, rows, cols)) in enumerate(zip(blocks, derivative.blocks, coordinates)):
+        entries = []
+        for entry, out_flat, row, col in zip(output.entries, out_flats, rows, cols):
+            if row >= col:
+                entries.append(entry)
+            else:
+                mirrors.append((number, entry[0], *computed[(block.output, out_flat, col, row)]))
+        outputs.append(Output(output.name, output.shape, tuple(entries)))
     lower = {}  # output number -> sorted flat indices over output shape + (total, total)
-    for block, (out_flat, row, col) in zip(derivative.blocks, coordinates):
-        keep = row >= col
-        lower.setdefault(block.output, set()).update(((out_flat * total + row) * total + col)[keep].tolist())
+    flat_of = []  # per block: the packed flat index of each computed entry
+    for block, (out_flats, rows, cols) in zip(derivative.blocks, coordinates):
+        flats = [(out_flat * total + row) * total + col for out_flat, row, col in zip(out_flats, rows, cols)
+                 if row >= col]
+        lower.setdefault(block.output, set()).update(flats)
+        flat_of.append(flats)
     nonzeros = tuple(tuple(sorted(lower.get(o, ()))) for o in range(len(traced.outputs)))
     slot_of = [{flat: k for k, flat in enumerate(indices)} for indices in nonzeros]
-    targets = []
-    for block, (out_flat, row, col) in zip(derivative.blocks, coordinates):
-        high, low = np.maximum(row, col), np.minimum(row, col)
-        flats = ((out_flat * total + high) * total + low).tolist()
-        targets.append((block.output, tuple(slot_of[block.output][flat] for flat in flats)))
     packing = Packing(
         nonzeros=nonzeros,
         full_shapes=tuple(output.shape + (total, total) for output in traced.outputs),
         sparse_shapes=tuple((_size(output.shape) * total, total) for output in traced.outputs),
-        targets=tuple(targets),
+        targets=tuple((block.output, tuple(slot_of[block.output][flat] for flat in flats))
+                      for block, flats in zip(derivative.blocks, flat_of)),
         structure=nest_numbers((traced.output_is_tuple,), (len(traced.outputs),)),
     )
-    return KernelSpec("hessian", outputs, derivative.structure, packing)
+    return KernelSpec("hessian", tuple(outputs), derivative.structure, packing, tuple(mirrors))
 
 
 KINDS: dict[str, KernelKind] = {kind.name: kind for kind in (

@@ -22,6 +22,7 @@ import numpy as np
 import sympy
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence
 
 from ..errors import PrinterError
 
@@ -42,9 +43,119 @@ def _float_text(value: float) -> str:
     return text if any(c in text for c in ".eEn") else text + ".0"
 
 
+_ADD, _MUL, _POW, _ATOM = (PRECEDENCE[name] for name in ("Add", "Mul", "Pow", "Atom"))
+
+
+def _negative(number) -> bool:
+    """Whether a sympy Number is below zero, without the assumption system."""
+    if number.is_Rational:
+        return number.p < 0
+    if number.is_Float:
+        return float(number) < 0
+    return bool(number.is_extended_negative)  # -oo
+
+
+def _fast_precedence(expr) -> int:
+    """sympy's ``precedence`` for the common node types, without its cost:
+    for a product sympy builds ``-expr`` (a new, evaluated Mul) to ask
+    whether a minus sign comes out; here the leading coefficient says so,
+    as it does in sympy's own ``Mul.could_extract_minus_sign``."""
+    if expr.is_Add:
+        return _ADD
+    if expr.is_Mul:
+        first = expr.args[0]
+        return _ADD if first.is_Number and _negative(first) else _MUL
+    if expr.is_Pow:
+        return _POW
+    if expr.is_Symbol:
+        return _ATOM
+    if expr.is_Number:
+        if expr.is_Integer or expr.is_Float:
+            return _ADD if _negative(expr) else _ATOM
+        if expr.is_Rational:
+            return _ADD if expr.p < 0 else _MUL
+    return precedence(expr)
+
+
 class _KernelPrinting:
     """What both printers share: argument symbols as element accesses, exact
-    floats, and Piecewise as nested selections (``_select`` gives the form)."""
+    floats, and Piecewise as nested selections (``_select`` gives the form).
+
+    Sums and products print as sympy's printers print them, with one
+    difference that makes printing a large program several times faster:
+    terms and factors come in the order the expression holds them (sympy's
+    canonical order: deterministic, the numbers of a sum moved to its end)
+    instead of being sorted again by sympy's monomial order, which expands
+    each term into powers and coefficients to compare them. Printing was
+    the slowest stage of a Hessian build (2 s of an 8 -> 16 -> 8 MLP's)."""
+
+    def doprint(self, expr, assign_to=None):
+        # sympy's doprint first walks and rebuilds the whole tree (to strip
+        # re() around UnevaluatedExpr, which traced code never holds); a
+        # plain expression prints directly, anything else the way sympy does.
+        if assign_to is not None or not isinstance(expr, sympy.Expr) or isinstance(expr, sympy.UnevaluatedExpr):
+            return super().doprint(expr, assign_to)
+        self._not_supported, self._number_symbols = set(), set()
+        text = self._print(expr)
+        if self._not_supported or self._number_symbols or "\n" in text:
+            return super().doprint(expr)
+        return text
+
+    def parenthesize(self, item, level, strict=False):
+        prec = _fast_precedence(item)
+        if prec < level or (not strict and prec <= level):
+            return f"({self._print(item)})"
+        return self._print(item)
+
+    def _print_Add(self, expr, order=None):
+        args = expr.args
+        terms = [term for term in args if not term.is_Number] + [term for term in args if term.is_Number]
+        parts = []
+        for term in terms:
+            text = self._print(term)
+            if text.startswith("-") and not term.is_Add:
+                sign, text = "-", text[1:]
+            else:
+                sign = "+"
+            parts += (sign, f"({text})" if term.is_Add or _fast_precedence(term) < _ADD else text)
+        sign = parts.pop(0)
+        return ("" if sign == "+" else sign) + " ".join(parts)
+
+    def _print_Mul(self, expr):
+        """sympy's CodePrinter._print_Mul: a sign, then the numerator's
+        factors and the denominator's (negative rational powers)."""
+        macros = getattr(self, "math_macros", None)  # C's M_SQRT2 and the like
+        if macros and expr in macros:
+            return super()._print_Mul(expr)
+        factors = list(expr.args)
+        sign = ""
+        if factors[0].is_Number:
+            coefficient = factors.pop(0)
+            if _negative(coefficient):
+                sign, coefficient = "-", -coefficient
+            if coefficient is not sympy.S.One:
+                factors.insert(0, coefficient)
+        level = _ADD if sign else _MUL  # sympy parenthesizes at the product's own precedence
+        numerator, denominator = [], []
+        for factor in factors:
+            if factor.is_Pow and factor.exp.is_Rational and factor.exp.p < 0:
+                denominator.append(factor.base if factor.exp is sympy.S.NegativeOne
+                                   else sympy.Pow(factor.base, -factor.exp, evaluate=False))
+            else:
+                numerator.append(factor)
+        numerator = numerator or [sympy.S.One]
+        if len(numerator) == 1 and sign:
+            top = [self.parenthesize(numerator[0], (_POW + _MUL) / 2)]
+        else:
+            top = [self.parenthesize(factor, level) for factor in numerator]
+        # A product in the denominator keeps its parentheses (sympy issue 14160).
+        bottom = [f"({self._print(factor)})" if factor.is_Mul and _fast_precedence(factor) > level
+                  else self.parenthesize(factor, level) for factor in denominator]
+        if not bottom:
+            return sign + "*".join(top)
+        if len(bottom) == 1:
+            return sign + "*".join(top) + "/" + bottom[0]
+        return sign + "*".join(top) + "/(" + "*".join(bottom) + ")"
 
     def _print_Symbol(self, expr):
         return self._symbol_text.get(expr, expr.name)

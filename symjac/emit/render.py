@@ -79,6 +79,20 @@ class TargetContext:
 
 
 @dataclass(frozen=True)
+class MirrorContext:
+    """Copies a dense driver makes after the kernel: ``count`` entries of
+    output ``out`` (at the flat indices of table ``to``) equal to entries of
+    buffer ``source`` (table ``source_at``: entry numbers of the kernel
+    buffer in a lane driver, flat indices of the output row otherwise)."""
+
+    out: int
+    source: int
+    count: int
+    to: str
+    source_at: str
+
+
+@dataclass(frozen=True)
 class DriverContext:
     kind: str  # the public name: "jacobian", "jacobian_values", ...
     kernel_kind: str  # the kernel's kind: "jacobian" for both of those
@@ -90,6 +104,7 @@ class DriverContext:
     out_shape: tuple[int, ...] | None  # the output's shape when there is one, not nested in a tuple
     kernel_zeroes: tuple[int, ...]  # outputs whose structural zeros the kernel clears
     caller_zeroes: tuple[bool, ...]  # per output: must the caller hand it over zeroed?
+    mirrors: tuple[MirrorContext, ...] = ()  # entries copied from others (symmetric Hessians)
 
     @property
     def single(self) -> bool:
@@ -200,11 +215,32 @@ def _chunk_context(program: Program, entry_of: dict, printer_type, symbols: dict
     return ChunkContext(tuple(functions), tuple(tuple(r) for r in chunks.files), len(chunks.slots))
 
 
-def _dense_driver(program: Program, c_name: str) -> DriverContext:
-    def zeroes(buffer):  # structural zeros in this buffer at all, and very sparse?
-        return len(buffer.positions) < buffer.size, 4 * len(buffer.positions) < buffer.size
+def _mirror_tables(program: Program, c_name: str, lanes: bool, entry_of: dict) -> tuple[list, list]:
+    """The dense driver's copies of ``program.mirrors``, one table pair per
+    (output, source buffer), and those tables: (name, length, rows)."""
+    groups: dict = {}
+    for out, flat, source, source_flat in program.mirrors:
+        to, source_at = groups.setdefault((out, source), ([], []))
+        to.append(flat)
+        source_at.append(entry_of[(source, source_flat)] if lanes else source_flat)
+    mirrors, tables = [], []
+    for number, ((out, source), (to, source_at)) in enumerate(groups.items()):
+        names = f"{c_name}_mirror{number}_to", f"{c_name}_mirror{number}_from"
+        mirrors.append(MirrorContext(out, source, len(to), *names))
+        tables += [(name, len(values), number_rows(values, " " * 8)) for name, values in zip(names, (to, source_at))]
+    return mirrors, tables
 
-    return DriverContext(
+
+def _dense_driver(program: Program, c_name: str, lanes: bool, entry_of: dict) -> tuple[DriverContext, list]:
+    written = [len(buffer.positions) for buffer in program.buffers]
+    for out, *_ in program.mirrors:
+        written[out] += 1
+
+    def zeroes(b):  # structural zeros in this buffer at all, and very sparse?
+        return written[b] < program.buffers[b].size, 4 * written[b] < program.buffers[b].size
+
+    mirrors, tables = _mirror_tables(program, c_name, lanes, entry_of)
+    driver = DriverContext(
         kind=program.kind, kernel_kind=program.kind, c_name=f"_symjac_{program.kind}", docs=KINDS[program.kind].docs,
         layout="dense",
         out_sizes=tuple(buffer.size for buffer in program.buffers),
@@ -213,9 +249,11 @@ def _dense_driver(program: Program, c_name: str) -> DriverContext:
         # Dense buffers with some structural zeros are cleared row by row by the
         # kernel; the caller hands sparser ones over already zeroed (np.zeros is
         # lazily zeroed memory: nothing is written for the zeros at all).
-        kernel_zeroes=tuple(b for b, buffer in enumerate(program.buffers) if zeroes(buffer) == (True, False)),
-        caller_zeroes=tuple(zeroes(buffer)[1] for buffer in program.buffers),
+        kernel_zeroes=tuple(b for b in range(len(program.buffers)) if zeroes(b) == (True, False)),
+        caller_zeroes=tuple(zeroes(b)[1] for b in range(len(program.buffers))),
+        mirrors=tuple(mirrors),
     )
+    return driver, tables
 
 
 def _packed_driver(program: Program, c_name: str) -> tuple[DriverContext, list]:
@@ -248,10 +286,12 @@ def _kernel_context(program: Program, backend: Backend, arguments) -> KernelCont
     symbols = symbol_names(arguments, backend.lane_element if lanes else backend.element)
     printer = backend.printer(symbols)
     chunks = _chunk_context(program, entry_of, backend.printer, symbols, lanes) if backend.chunked(program) else None
-    drivers, tables = [_dense_driver(program, c_name)], []
+    dense, tables = _dense_driver(program, c_name, lanes, entry_of)
+    drivers = [dense]
     if program.packing is not None:
-        packed, tables = _packed_driver(program, c_name)
+        packed, packed_tables = _packed_driver(program, c_name)
         drivers.append(packed)
+        tables += packed_tables
     return KernelContext(
         kind=program.kind, c_name=c_name, docs=KINDS[program.kind].docs,
         inline=backend.inline(operations) and chunks is None, operations=operations,
@@ -316,6 +356,10 @@ def _packed_tables(programs) -> tuple[tuple[str, str, int, str], ...]:
         for p, indices in enumerate(program.packing.nonzeros))
 
 
+# Stands for the content hash while a module is rendered (see render).
+_HASH_PLACEHOLDER = "@symjac-content-hash@"
+
+
 def render(
     derivative: Derivative,
     programs: tuple[Program, ...],
@@ -353,36 +397,34 @@ def render(
     library = not standalone and chosen.library_template is not None
     template = environment().get_template(chosen.library_template if library else chosen.template)
 
-    def context(content_hash: str) -> ModuleContext:
-        return ModuleContext(
-            header=HeaderContext(**{**header.__dict__, "content_hash": content_hash}),
-            kernels=kernels,
-            arguments=tuple(ArgumentContext(a.name, a.size, a.shape) for a in arguments),
-            max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
-            max_entries=max_entries,
-            identity=number_rows(range(max_entries), " " * 4),
-            metadata=_metadata(derivative, content_hash, parallel_min_points, chosen.c_tables, programs, drivers),
-            packed_tables=_packed_tables(programs),
-            runtime=calling_source() if standalone else None,
-            vector_functions=vector_functions,
-        )
-
-    def text_with(content_hash: str) -> str:
-        return template.render(module=context(content_hash))
-
-    unhashed = context("")
+    # Rendered once, with a placeholder where the hash goes: the text with
+    # the placeholder removed is what the hash covers, the text with the
+    # hash in its place is the module (templates print the hash verbatim).
+    full = ModuleContext(
+        header=HeaderContext(**{**header.__dict__, "content_hash": _HASH_PLACEHOLDER}),
+        kernels=kernels,
+        arguments=tuple(ArgumentContext(a.name, a.size, a.shape) for a in arguments),
+        max_outs=max(max(len(d.out_sizes), len(d.targets)) for d in drivers),
+        max_entries=max_entries,
+        identity=number_rows(range(max_entries), " " * 4),
+        metadata=_metadata(derivative, _HASH_PLACEHOLDER, parallel_min_points, chosen.c_tables, programs, drivers),
+        packed_tables=_packed_tables(programs),
+        runtime=calling_source() if standalone else None,
+        vector_functions=vector_functions,
+    )
+    text = template.render(module=full)
     parts = tuple(
         (f"_{kernel.kind}_{number}.c", environment().get_template("c_chunks.c.j2").render(
-            header=header, kernel=kernel, arguments=unhashed.arguments, library=library,
+            header=header, kernel=kernel, arguments=full.arguments, library=library,
             vector_functions=vector_functions, functions=[kernel.chunks.functions[f] for f in functions]))
         for kernel in kernels if kernel.chunks
         for number, functions in enumerate(kernel.chunks.files)
     )
-    digest = hashlib.sha256(text_with("").encode())
-    for name, text in parts:
-        digest.update(f"\0{name}\0{text}".encode())
+    digest = hashlib.sha256(text.replace(_HASH_PLACEHOLDER, "").encode())
+    for name, part in parts:
+        digest.update(f"\0{name}\0{part}".encode())
     if library:
-        digest.update(b"\0metadata\0" + unhashed.metadata.encode())
+        digest.update(b"\0metadata\0" + full.metadata.replace(_HASH_PLACEHOLDER, "").encode())
     content_hash = digest.hexdigest()
-    return Source(backend, text_with(content_hash), content_hash, header.kinds, parts,
-                  context(content_hash).metadata if library else "")
+    return Source(backend, text.replace(_HASH_PLACEHOLDER, content_hash), content_hash, header.kinds, parts,
+                  full.metadata.replace(_HASH_PLACEHOLDER, content_hash) if library else "")

@@ -18,6 +18,7 @@ transformations of a program live next to it; ``render`` only prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import sympy
@@ -53,6 +54,7 @@ class Program:
     results: tuple[tuple[int, int, sympy.Expr], ...]  # (buffer number, flat index, expr)
     structure: object = 0  # how callers see the buffers (see kinds.py)
     packing: Packing | None = None
+    mirrors: tuple[tuple[int, int, int, int], ...] = ()  # copies the dense drivers make (see kinds.KernelSpec)
 
     def __str__(self) -> str:
         lines = [f"program {self.kind}: {len(self.temporaries)} temporaries, {len(self.results)} results"]
@@ -60,7 +62,7 @@ class Program:
         lines += [f"  {self.buffers[b].name}[{index}] = {expr}" for b, index, expr in self.results]
         return "\n".join(lines)
 
-    @property
+    @cached_property  # asked for by several stages; a frozen dataclass may cache in its __dict__
     def operations(self) -> int:
         return count_operations([e for _, e in self.temporaries] + [e for _, _, e in self.results])
 
@@ -141,7 +143,17 @@ def eliminate_common_subexpressions(exprs, full: bool = True):
     temporaries = []
     for node in order:  # children first, so arguments are rebuilt already
         args = [rebuilt.get(arg, arg) for arg in node.args]
-        new = node if all(a is b for a, b in zip(args, node.args)) else node.func(*args)
+        if all(a is b for a, b in zip(args, node.args)):
+            new = node
+        elif node.is_Add or node.is_Mul:
+            # The arguments of a canonical node, some now distinct symbols:
+            # nothing to merge, and re-evaluating (sorting, assumptions) costs
+            # more than the rest of the elimination.
+            new = node.func._from_args(args, node.is_commutative)
+        elif node.is_Pow:
+            new = node.func(*args, evaluate=False)
+        else:
+            new = node.func(*args)
         if node in repeated:
             symbol = next(names)
             temporaries.append((symbol, new))
@@ -232,7 +244,8 @@ def simplify_spec(spec: KernelSpec, full_cse: bool = True) -> Program:
     results = [(b, flat, expr) for (b, flat), expr in zip(targets, reduced)]
     count = len(temporaries)  # CSE named them _t0 ... _t<count - 1>
     temporaries, results = _hoist_power_bases(*_inline_trivial(temporaries, results), count)
-    return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing)
+    return Program(spec.kind, buffers, tuple(temporaries), tuple(results), spec.structure, spec.packing,
+                   spec.mirrors)
 
 
 def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
@@ -247,15 +260,31 @@ def simplify(derivative: Derivative, kind: str = "jacobian") -> Program:
 # chunking: large programs become several C functions in several files
 
 CHUNK_THRESHOLD = 1_500  # statements: larger programs are split into chunks
-CHUNK_THRESHOLD_OPERATIONS = 20_000  # or operations
+# or operations. gcc's time on one straight-line function grows faster than
+# its length (register allocation over a body of SIMD lanes dominates):
+# Lennard-Jones' 24x24 Hessian (3,071 operations) compiles in 1.3 s of CPU
+# at -O3 as one function, 0.9 s as two chunk functions at -O1, and
+# evaluates as fast (benchmarks/hessians.py, one run, load 1.4).
+CHUNK_THRESHOLD_OPERATIONS = 2_000
 CHUNK_STATEMENTS = 200  # at most this many statements per chunk function
 CHUNK_OPERATIONS = 2_000  # and about this many operations
 CHUNKS_PER_FILE = 15  # chunk functions per C file (files compile in parallel)
+# Chunk files: a power of two of them (so that they share the cores of
+# common machines evenly), at least MIN_FILES, about FILE_OPERATIONS
+# operations each, at most MAX_FILES. Each file costs gcc about 0.03 s
+# before its first statement, and the main file (the drivers) compiles
+# alongside them. On 2 cores (benchmarks/hessians.py, cold builds):
+# Lennard-Jones' Hessian (3,071 operations) builds in 0.95 s in 2 files,
+# 1.3 s in one; an MLP's (8,716) compiles in 0.79 s in 2, 0.90 s in 4.
+FILE_OPERATIONS = 5_000
+MIN_FILES = 2
+MAX_FILES = 16
 
 
 @dataclass(frozen=True, eq=False)
 class Chunks:
-    """A program cut into runs of statements, one C function each.
+    """A program cut into runs of statements, one C function each, and the
+    runs grouped into C files (``files``: consecutive run numbers per file).
 
     Statements are ``("temporary", symbol, expr)`` or ``("result", b, flat,
     expr)``. A temporary used only in the run that defines it stays local; one
@@ -264,12 +293,30 @@ class Chunks:
 
     runs: tuple[tuple[tuple, ...], ...]
     slots: dict
-    per_file: int
+    files: tuple[range, ...]
 
-    @property
-    def files(self) -> list[range]:
-        return [range(start, min(start + self.per_file, len(self.runs)))
-                for start in range(0, len(self.runs), self.per_file)]
+
+def _group_files(weights: list[int]) -> tuple[range, ...]:
+    """Consecutive runs (operation counts ``weights``) in files of about equal
+    weight: a power of two of them, at least MIN_FILES (while there are as
+    many runs), of about FILE_OPERATIONS operations each (at most MAX_FILES
+    of them) and at most CHUNKS_PER_FILE runs each."""
+    wanted = max(MIN_FILES, min(-(-sum(weights) // FILE_OPERATIONS), MAX_FILES), -(-len(weights) // CHUNKS_PER_FILE))
+    count = 1
+    while count < wanted:
+        count *= 2
+    count = min(count, len(weights))
+    total, files, start, done = sum(weights), [], 0, 0
+    for number, weight in enumerate(weights):
+        if number > start and len(files) < count - 1:
+            target = total * (len(files) + 1) / count  # where this file should end
+            rest = len(weights) - number <= count - 1 - len(files)  # each later file needs a run
+            if rest or number - start >= CHUNKS_PER_FILE or done + weight - target > target - done:
+                files.append(range(start, number))
+                start = number
+        done += weight
+    files.append(range(start, len(weights)))
+    return tuple(files)
 
 
 def needs_chunks(program: Program) -> bool:
@@ -283,19 +330,21 @@ def chunk(program: Program) -> Chunks:
     grow linearly and files compile in parallel."""
     statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
     statements += [("result", b, flat, expr) for b, flat, expr in program.results]
-    runs, run, weight = [], [], 0
+    runs, weights, run, weight = [], [], [], 0
     for statement in statements:
         cost = 1 + count_operations([statement[-1]])
         if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
             runs.append(tuple(run))
+            weights.append(weight)
             run, weight = [], 0
         run.append(statement)
         weight += cost
     runs.append(tuple(run))
+    weights.append(weight)
     defined_in = {statement[1]: number for number, run in enumerate(runs)
                   for statement in run if statement[0] == "temporary"}
     order = {symbol: k for k, (symbol, _) in enumerate(program.temporaries)}
     shared = {symbol for number, run in enumerate(runs) for statement in run
               for symbol in statement[-1].free_symbols if defined_in.get(symbol, number) != number}
     slots = {symbol: k for k, symbol in enumerate(sorted(shared, key=order.__getitem__))}
-    return Chunks(tuple(runs), slots, CHUNKS_PER_FILE)
+    return Chunks(tuple(runs), slots, _group_files(weights))

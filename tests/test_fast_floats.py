@@ -1,0 +1,41 @@
+"""``front/fast_floats.py``: the same answers as sympy's assumption system, and sympy restored after."""
+
+import math
+import struct
+
+import numpy as np
+import sympy
+
+from symjac.front.fast_floats import fast_float_zero
+
+VALUES = [0.0, -0.0, 1.5, -1.5, 1e-300, -1e-300, 5e-324, -5e-324, 1.7976931348623157e308, -2.5e-7]
+
+
+def _answers(value):
+    number = sympy.Float(value)
+    return number.is_zero, number.is_extended_negative, number.is_negative, number.is_nonzero
+
+
+def test_answers_are_sympys():
+    rng = np.random.default_rng(5)
+    bits = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
+    values = VALUES + [v for v in (struct.unpack("<d", struct.pack("<q", int(b)))[0] for b in bits) if math.isfinite(v)]
+    expected = [_answers(value) for value in values]
+    with fast_float_zero():
+        assert [_answers(value) for value in values] == expected
+        assert (sympy.Float(2.0) * sympy.Symbol("x")).is_zero is None  # products keep asking sympy
+
+
+def test_sympy_is_restored_after_nested_use():
+    plain = sympy.Float.__dict__.get("is_zero"), sympy.Float.__dict__.get("is_extended_negative")
+    with fast_float_zero():
+        with fast_float_zero():
+            pass
+        assert "is_zero" in sympy.Float.__dict__  # still inside the outer block
+    assert (sympy.Float.__dict__.get("is_zero"), sympy.Float.__dict__.get("is_extended_negative")) == plain
+    try:
+        with fast_float_zero():
+            raise ValueError
+    except ValueError:
+        pass
+    assert "is_zero" not in sympy.Float.__dict__
