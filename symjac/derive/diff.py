@@ -133,6 +133,7 @@ def _almost_everywhere(expr: sympy.Expr) -> sympy.Expr:
 
 # Piecewise-constant functions: derivative zero almost everywhere.
 _FLAT = (sympy.sign, sympy.Heaviside, sympy.floor, sympy.ceiling)
+_NONE = frozenset()
 # Where numbers are not distributed over sums (second derivatives), a
 # number times a sum of at most this many terms still is when that merges
 # like terms (see _sum).
@@ -189,14 +190,11 @@ class _Differentiator:
 
     def symbols(self, node) -> frozenset:
         """The wanted symbols ``node`` depends on."""
+        if not node.args:  # a leaf: not memoised (hashing a sympy Float costs more than this)
+            return self._wanted & {node} if node.is_Symbol else _NONE
         found = self._symbols.get(node)
         if found is None:
-            if node.is_Symbol:
-                found = self._wanted & {node}
-            elif not node.args:
-                found = frozenset()
-            else:
-                found = frozenset().union(*(self.symbols(arg) for arg in node.args))
+            found = frozenset().union(*(self.symbols(arg) for arg in node.args))
             self._symbols[node] = found
         return found
 

@@ -51,7 +51,7 @@ def _negative(number) -> bool:
     if number.is_Rational:
         return number.p < 0
     if number.is_Float:
-        return float(number) < 0
+        return number._mpf_[0] == 1  # mpmath's sign bit: every negative Float, never nan or 0
     return bool(number.is_extended_negative)  # -oo
 
 

@@ -67,25 +67,26 @@ class Program:
         return count_operations([e for _, e in self.temporaries] + [e for _, _, e in self.results])
 
 
-def count_operations(exprs, call_cost: int = 1) -> int:
+def count_operations(exprs, call_cost: int = 1, sizes: dict | None = None) -> int:
     """Operations needed to evaluate ``exprs`` as written, without sharing.
 
     An n-ary Add or Mul counts n - 1, a function call or a power that is not
     a small integer one (a libm call) ``call_cost``, every other operation
-    one. Sizes of repeated subtrees are memoised, so counting an expression
-    whose tree is exponentially larger than its DAG stays cheap.
+    one. Sizes of repeated subtrees are memoised (in ``sizes``, which calls
+    with the same ``call_cost`` may share), so counting an expression whose
+    tree is exponentially larger than its DAG stays cheap. Leaves are not
+    memoised: hashing a sympy Float costs more than recognising it.
     """
-    sizes: dict = {}
+    sizes = {} if sizes is None else sizes
 
     def size(node) -> int:
+        if not node.args or node.is_Atom:
+            return 0
         known = sizes.get(node)
         if known is not None:
             return known
-        if not node.args or node.is_Atom:
-            result = 0
-        else:
-            own = call_cost if _calls_libm(node) else len(node.args) - 1 if node.is_Add or node.is_Mul else 1
-            result = own + sum(size(arg) for arg in node.args)
+        own = call_cost if _calls_libm(node) else len(node.args) - 1 if node.is_Add or node.is_Mul else 1
+        result = own + sum(size(arg) for arg in node.args)
         sizes[node] = result
         return result
 
@@ -330,9 +331,9 @@ def chunk(program: Program) -> Chunks:
     grow linearly and files compile in parallel."""
     statements = [("temporary", symbol, expr) for symbol, expr in program.temporaries]
     statements += [("result", b, flat, expr) for b, flat, expr in program.results]
-    runs, weights, run, weight = [], [], [], 0
+    runs, weights, run, weight, sizes = [], [], [], 0, {}
     for statement in statements:
-        cost = 1 + count_operations([statement[-1]])
+        cost = 1 + count_operations([statement[-1]], sizes=sizes)
         if run and (len(run) >= CHUNK_STATEMENTS or weight + cost > CHUNK_OPERATIONS):
             runs.append(tuple(run))
             weights.append(weight)
