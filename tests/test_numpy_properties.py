@@ -78,6 +78,17 @@ def _stable_difference(f, x, h):
     return b
 
 
+def _stable_derivatives(f, x):
+    """First and second central differences of ``f`` at ``x``; the example is
+    rejected where either is unstable (near a kink, or a repeated eigen- or
+    singular value, where the derivative is undefined)."""
+    gradient = _stable_difference(f, x, 1e-6)
+    assume(gradient is not None)
+    hessian = _stable_difference(lambda y: central_difference_jacobian(f, [y], 0, h=1e-5), x, 1e-4)
+    assume(hessian is not None)
+    return gradient, hessian
+
+
 @settings(max_examples=30, derandomize=True, database=None, deadline=None,
           suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(
@@ -100,10 +111,7 @@ def test_compositions_values_and_derivatives(new, old, order, x):
             assume(np.ptp(y) > 0.05)
             y = layer(y)
     assume(np.isfinite(value) and abs(value) < 1e6)
-    gradient = _stable_difference(f, x, 1e-6)
-    assume(gradient is not None)
-    hessian = _stable_difference(lambda y: central_difference_jacobian(f, [y], 0, h=1e-5), x, 1e-4)
-    assume(hessian is not None)
+    gradient, hessian = _stable_derivatives(f, x)
 
     jac = symjac.jacobian(f, x=N, backend="numpy", kernels=("jacobian", "function"))
     np.testing.assert_allclose(jac.function(x), value, rtol=1e-10, atol=1e-10)
@@ -157,10 +165,7 @@ def test_linalg_compositions_in_the_array_form(new, old, order, x):
     with np.errstate(all="ignore"):
         value = f(x)
     assume(np.isfinite(value) and abs(value) < 1e6)
-    gradient = _stable_difference(f, x, 1e-6)
-    assume(gradient is not None)  # near a repeated eigen/singular value the derivative is undefined
-    hessian = _stable_difference(lambda y: central_difference_jacobian(f, [y], 0, h=1e-5), x, 1e-4)
-    assume(hessian is not None)
+    gradient, hessian = _stable_derivatives(f, x)
 
     jac = symjac.jacobian(f, x=N, form="array")
     scale = max(1.0, float(np.max(np.abs(gradient))))
