@@ -59,7 +59,9 @@ def block_sum(J, reduction):
 def lazy_total(jac, points, chunk, reduction, seed=0):
     import dask.array as da
 
-    states = Y0 + da.random.default_rng(seed).uniform(0.0, 1.0, size=(points, 8), chunks=(chunk, 8))
+    # Y0 as map_blocks' argument is written into each task; `Y0 + X` would make it a graph key that all
+    # tasks share, and Dask would not fuse the generation into the task that computes the Jacobian
+    states = da.random.default_rng(seed).uniform(0.0, 1.0, size=(points, 8), chunks=(chunk, 8)).map_blocks(np.add, Y0)
     J = jac(states, K_DEFAULT)  # lazy (points, 8, 8), one kernel thread per task
     if reduction == "frobenius":  # Dask's einsum works on the blocks as they are
         return da.sqrt(da.einsum("...ij,...ij->...", J, J)).sum()

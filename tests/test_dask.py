@@ -22,6 +22,7 @@ import dask.array as da
 import distributed
 
 import symjac
+import symjac.adapters.dask
 import symjac.dask
 from shipping import K_ROBER, calls, flat, invoke, objects, pair_jacobian, rober, sample_arguments
 
@@ -119,9 +120,30 @@ def test_nothing_runs_until_compute_and_meta_is_given(monkeypatch):
     np.testing.assert_array_equal(J.compute(), jac(Y.compute(), K_ROBER))
 
 
-def test_parameters_and_the_kernel_are_single_graph_keys():
-    """A numpy parameter is stored once in the graph (every task refers to
-    its key), and so is the compiled object; tasks run one kernel thread."""
+def test_small_parameters_and_the_kernel_go_into_each_task_so_dask_fuses_the_chain():
+    """A small parameter and the kernel are written into the tasks, so each
+    task depends on its blocks only, and Dask's linear fusion merges the
+    block's producer, the kernel and its consumer into one task per chunk;
+    tasks run one kernel thread."""
+    jac = objects("cython")["jacobian"]
+    k = K_ROBER * np.array([1.0, 1.0 + 2**-40, 1.0])
+    Y = da.from_array(sample_arguments("jacobian", batch=(40,))[0], chunks=4)
+    total = (jac(Y * 1.0, k) ** 2).sum(axis=(1, 2))  # multiply, kernel, square, sum: a chain per chunk
+    (fused,) = dask.optimize(total)
+    graph = dict(fused.__dask_graph__())
+    kernel_tasks = [key for key in graph if "run_block" in str(key)]
+    assert len(kernel_tasks) == 10, kernel_tasks  # one per chunk, nothing left of the chain outside it
+    assert all("array-mul-run_block-sum" in str(key) for key in kernel_tasks), kernel_tasks  # source to sum
+    assert _kernel_of(jac(Y, k)).num_threads == 1  # (its repr names no threads: a test of it could never hold)
+    assert _kernel_of(jac(Y, k, num_threads=2)).num_threads == 2  # the override
+    np.testing.assert_array_equal(total.compute(scheduler="sync"),
+                                  (jac(Y.compute(), k) ** 2).sum(axis=(1, 2)))
+
+
+def test_large_parameters_and_kernels_are_single_graph_keys(monkeypatch):
+    """Above EMBED_BYTES a numpy parameter is stored once in the graph (every
+    task refers to its key), and so is the compiled object."""
+    monkeypatch.setattr(symjac.adapters.dask, "EMBED_BYTES", 16)
     jac = objects("cython")["jacobian"]
     k = K_ROBER * np.array([1.0, 1.0 + 2**-40, 1.0])  # a recognisable byte pattern
     Y = da.from_array(sample_arguments("jacobian", batch=(40,))[0], chunks=4)
@@ -131,15 +153,15 @@ def test_parameters_and_the_kernel_are_single_graph_keys():
     assert len(holding_k) == 1, holding_k
     kernels = [value for value in graph.values() if "symjac.dask.Kernel" in repr(value)]
     assert len(kernels) == 1
-    assert _kernel_of(J).num_threads == 1  # (its repr names no threads: a test of it could never hold)
-    assert _kernel_of(jac(Y, k, num_threads=2)).num_threads == 2  # the override
+    np.testing.assert_array_equal(J.compute(scheduler="sync"), jac(Y.compute(), k))
 
 
 def _kernel_of(lazy):
+    """The Kernel a lazy result's tasks call: a graph key or a task argument."""
     for value in dict(lazy.__dask_graph__()).values():
-        inner = getattr(value, "value", value)
-        if isinstance(inner, symjac.dask.Kernel):
-            return inner
+        for inner in (getattr(value, "value", value), *getattr(value, "kwargs", {}).values()):
+            if isinstance(inner, symjac.dask.Kernel):
+                return inner
     raise AssertionError("no kernel in the graph")
 
 

@@ -24,14 +24,18 @@ but without its copies):
 - Batch (loop) dimensions keep their chunks; where arguments are chunked
   differently along the same batch dimension the chunks are unified. Core
   dimensions are rechunked into one chunk.
-- A numpy argument without batch dimensions (a parameter vector) becomes one
-  graph key that every task depends on: it is stored once in the graph and
-  sent once per worker, never copied into each task. A numpy argument with
-  batch dimensions is split along the Dask arguments' chunks.
-- The compiled object itself is one more graph key (:class:`Kernel`). It
-  pickles by its generated source and build options; a worker process loads
-  it once — from its own build cache, or building it there once — on first
-  use, not when a scheduler merely unpickles the graph.
+- A small numpy argument without batch dimensions (a parameter vector) and
+  the compiled object itself (:class:`Kernel`) are written into each task,
+  so every task depends only on its blocks and Dask's linear fusion can merge
+  the producers and consumers of a block with the kernel into one task (a
+  graph key shared by all tasks stops that fusion; on a small machine
+  distributed spends 2-4 ms of CPU per task, as much as 2x10^5 HIRES points
+  cost). Above ``EMBED_BYTES`` (pickled), each becomes one graph key that
+  every task depends on, stored once in the graph and sent once per worker.
+  A numpy argument with batch dimensions is split along the Dask arguments'
+  chunks. The kernel pickles by its generated source and build options; a
+  worker process loads it once — from its own build cache, or building it
+  there once — on first use, not when a scheduler merely unpickles the graph.
 - Inside a task the kernel runs with ``num_threads=1``: Dask already runs one
   task per worker thread, and OpenMP threads on top would oversubscribe the
   cores. ``jac(Y, k, num_threads=n)`` overrides it (for example with one
@@ -52,6 +56,7 @@ extra ``symjac[dask]``.
 from __future__ import annotations
 
 import operator
+import pickle
 import threading
 import time
 
@@ -64,6 +69,7 @@ __all__ = ["Kernel", "call", "chunk_points", "is_dask_array", "worker_environmen
 
 TARGET_SECONDS = 0.1  # Dask's rule of thumb for the work in one task
 TASK_THREADS = 1  # kernel threads inside a task unless the call says otherwise
+EMBED_BYTES = 2**16  # parameters and kernels up to this size (pickled) are written into each task
 
 
 def is_dask_array(value) -> bool:
@@ -213,7 +219,11 @@ def call(compiled, kind, args, out=None, num_threads=None):
             chunks = tuple(loop_chunks.get(n_loop - loop + axis, -1) if array.shape[axis] != 1 else 1
                            for axis in range(loop)) + (-1,) * len(shape)
             array = da.from_array(array, chunks=chunks)
-        else:  # a parameter: one graph key, read with stride 0 by every block
+        elif array.nbytes <= EMBED_BYTES:  # a small parameter: written into each task (fusable)
+            operands.append(array)
+            indices.append(None)
+            continue
+        else:  # a large parameter: one graph key, read with stride 0 by every block
             array = da.from_array(array, chunks=array.shape or -1)
         operands.append(array)
         indices.append(tuple(f"l{n_loop - loop + axis}" for axis in range(loop)) + cores)
@@ -222,7 +232,8 @@ def call(compiled, kind, args, out=None, num_threads=None):
     shapes = signature.buffer_shapes(kind)
     loop_index = tuple(f"l{axis}" for axis in range(n_loop))
     kernel = Kernel(compiled, kind, TASK_THREADS if num_threads is None else int(num_threads))
-    kernel_key = dask.delayed(kernel, pure=True, traverse=False)
+    if len(pickle.dumps(kernel)) > EMBED_BYTES:
+        kernel = dask.delayed(kernel, pure=True, traverse=False)
     arginds = [x for pair in zip(operands, indices) for x in pair]
     metas = [np.empty((0,) * (n_loop + len(shape)), dtype=np.float64) for shape in shapes]
 
@@ -232,10 +243,10 @@ def call(compiled, kind, args, out=None, num_threads=None):
     if len(shapes) == 1:
         results = [da.blockwise(_run_block, loop_index + tuple(core_axes(0, shapes[0])), *arginds,
                                 new_axes=core_axes(0, shapes[0]), concatenate=False, meta=metas[0],
-                                kernel=kernel_key)]
+                                kernel=kernel)]
     else:  # one task computes the tuple of outputs; each output takes its item
         both = da.blockwise(_run_block, loop_index, *arginds, concatenate=False, meta=tuple(metas),
-                            kernel=kernel_key)
+                            kernel=kernel)
         results = [da.blockwise(operator.getitem, loop_index + tuple(core_axes(number, shape)),
                                 both, loop_index, number, None, new_axes=core_axes(number, shape),
                                 meta=metas[number])
