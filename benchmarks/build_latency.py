@@ -5,10 +5,12 @@
 Every measurement runs in a new process (imports are not timed; the timed
 call is the whole setup: trace ... compile ... load). Printed, with ratios:
 
-    kernel runtime  the one-time build of symjac's shared kernel runtime
-                    (Cython, once per machine and toolchain)
+    kernel runtime  the first model on a machine: an empty cache, so the
+                    one-time entries too (the kernel runtime, unless it was
+                    built at install; the compiled Jinja templates)
     cold small      symjac.jacobian() of Robertson and Lorenz with an empty
-                    cache except the runtime, against "sympy + gcc -O3 on
+                    cache except those one-time entries (a new model on a
+                    machine that has built one before), against "sympy + gcc -O3 on
                     one plain C file" (symjac.trace, sympy's jacobian, cse and
                     ccode, gcc -O3 -shared, ctypes) in the same run
     warm start      the same call in a new process with the cache warm,
@@ -17,7 +19,8 @@ call is the whole setup: trace ... compile ... load). Printed, with ratios:
                     1,000 unknowns (both written with Python-level indexing),
                     against CasADi's generate-C-and-compile path (SX jacobian,
                     CodeGenerator, gcc -O3 -shared; run with --casadi-python,
-                    default /work/bench-venv/bin/python), and the evaluation
+                    default: this Python; benchmarks/requirements.txt installs
+                    casadi), and the evaluation
                     time of jac.values over a batch against the hand-written
                     C loop (symjac's CSE'd program in one plain C function,
                     gcc -O3), one thread each.
@@ -34,7 +37,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASADI_PYTHON = "/work/bench-venv/bin/python"
+CASADI_PYTHON = sys.executable
 
 # The large models, in plain Python indexing; `np` is numpy for symjac and a
 # CasADi shim for CasADi (np.array -> vertcat).
@@ -208,11 +211,14 @@ def run(script, *args, python=sys.executable, cache=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def cache_with_runtime_only(template: Path, directory: Path) -> Path:
+MACHINE_ENTRIES = ("runtime-", "templates-")  # built once per machine and symjac version, not per model
+
+
+def cache_with_machine_entries(template: Path, directory: Path) -> Path:
     cache = directory / "cache"
     cache.mkdir(mode=0o700)
     for entry in template.iterdir():
-        if entry.name.startswith("runtime-"):
+        if entry.name.startswith(MACHINE_ENTRIES):
             shutil.copytree(entry, cache / entry.name)
     return cache
 
@@ -230,7 +236,7 @@ def main() -> None:
         first = top / "first"
         first.mkdir(mode=0o700)
         runtime = run(SYMJAC_COLD, "lorenz", cache=first / "cache")["jacobian"]
-        print(f"kernel runtime + first model, empty cache (once per machine): {runtime:.2f} s\n")
+        print(f"first model on the machine, empty cache (runtime if not installed, templates): {runtime:.2f} s\n")
 
         print(f"{'cold small (median of ' + str(opts.repeat) + ')':34s}{'symjac s':>10s}{'sympy+gcc s':>13s}{'ratio':>8s}"
               f"{'  target <= 3'}")
@@ -239,7 +245,7 @@ def main() -> None:
             for number in range(opts.repeat):
                 work = top / f"{name}{number}"
                 work.mkdir()
-                cache = cache_with_runtime_only(first / "cache", work)
+                cache = cache_with_machine_entries(first / "cache", work)
                 ours.append(run(SYMJAC_COLD, name, cache=cache))
                 peer.append(run(SYMPY_C, name)["total"])
             cold = median(r["jacobian"] for r in ours)
@@ -256,7 +262,7 @@ def main() -> None:
         for name in LARGE:
             work = top / f"large-{name}"
             work.mkdir()
-            cache = cache_with_runtime_only(first / "cache", work)
+            cache = cache_with_machine_entries(first / "cache", work)
             ours = run(SYMJAC_COLD, name, work / "ours.npy", cache=cache)
             try:
                 casadi = run(CASADI_C, name, python=opts.casadi_python)["total"]
