@@ -217,3 +217,42 @@ def test_cache_info_counts_leftovers_and_clear_keeps_running_builds(tmp_path, mo
     os.utime(live, (1, 1))
     os.utime(live / "kernel.o", (1, 1))
     assert cache.cache_leftovers(root)[0][2] is True
+
+
+def test_kernels_build_without_probing_the_toolchain_and_fall_back_where_it_lacks_a_feature(tmp_path, monkeypatch):
+    """A kernel build tries -fopenmp and vector libm without probing for them
+    (each probe is a compile and a link in every new process); where the
+    toolchain lacks one, the failed build asks the probes and builds without
+    it; a source that fails with every feature present is reported."""
+    monkeypatch.setenv("SYMJAC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "VECTOR_MATH_LIKELY", True)
+    for probe in (toolchain._openmp_works_with, toolchain._vector_math_works_with):
+        probe.cache_clear()
+    probes = []
+    real_links, real_compile = toolchain._links, toolchain.compile_kernels
+    monkeypatch.setattr(toolchain, "_links", lambda *args: probes.append(args[2]) or real_links(*args))
+    u, p = np.array([1.0, 2.0, 3.0]), np.array([10.0, 28.0, 8.0 / 3.0])
+    expected = [[-10.0, 10.0, 0.0], [28.0 - 3.0, -1.0, -1.0], [2.0, 1.0, -8.0 / 3.0]]
+
+    np.testing.assert_array_equal(symjac.jacobian(lorenz, 3, 3, backend="cython", flags=("-O1",))(u, p), expected)
+    assert probes == []
+
+    def without_libmvec(text, name, workdir, flags, parts=(), libraries=()):
+        if "-lmvec" in libraries:
+            raise symjac.BuildError("the linker failed: cannot find -lmvec")
+        return real_compile(text, name, workdir, flags, parts, libraries)
+
+    monkeypatch.setattr(toolchain, "compile_kernels", without_libmvec)
+    monkeypatch.setattr(toolchain, "vector_math_works", lambda: False)
+    jac = symjac.jacobian(lorenz, 3, 3, backend="cython", flags=("-O2",))  # a new key: built again
+    np.testing.assert_array_equal(jac(u, p), expected)
+    assert cache.verified_extension(Path(jac._module.__file__).parent) is not None
+
+    def broken(*args, **kwargs):
+        raise symjac.BuildError("the C compiler failed: the source itself")
+
+    monkeypatch.setattr(toolchain, "compile_kernels", broken)
+    monkeypatch.setattr(toolchain, "vector_math_works", lambda: True)
+    monkeypatch.setattr(toolchain, "openmp_works", lambda: True)
+    with pytest.raises(symjac.BuildError, match="the source itself"):
+        symjac.jacobian(lorenz, 3, 3, backend="cython", flags=("-O0",))

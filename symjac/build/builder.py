@@ -30,6 +30,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import platform
 import sys
 import sysconfig
 import threading
@@ -63,6 +64,8 @@ SIMD_FLAGS = ("-fopenmp-simd",)
 # sin(x) and cos(x) into one sincos call, which has no vector version and
 # would keep the whole lane loop scalar: the -fno-builtin flags prevent it.
 VECTOR_MATH_FLAGS = ("-DSYMJAC_VECTOR_MATH", "-fno-builtin-sin", "-fno-builtin-cos")
+# Where a kernel build first tries vector libm without probing for it.
+VECTOR_MATH_LIKELY = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
 _loaded: dict[str, types.ModuleType] = {}
 _loaded_lock = threading.Lock()
 
@@ -89,20 +92,24 @@ class BuildOptions:
     vector_math: bool = True
     cache_dir: Path | None = None
 
-    def compiler_flags(self, openmp: bool | None = None) -> tuple[str, ...]:
-        """The flags to compile with; ``openmp=True`` adds ``-fopenmp`` (when
-        asked for) without first probing the compiler for it."""
+    def compiler_flags(self, openmp: bool | None = None, vector_math: bool | None = None) -> tuple[str, ...]:
+        """The flags to compile with; ``openmp=True`` and ``vector_math=True``
+        add ``-fopenmp`` and vector libm (when asked for) without first
+        probing the compiler for them (a probe is a compile and a link)."""
         extra = ("-march=native",) if self.native else ()
         extra += SIMD_FLAGS
-        if self.vector_math and toolchain.vector_math_works():
+        if self._vector_math(vector_math):
             extra += VECTOR_MATH_FLAGS
         if self.openmp and (openmp if openmp is not None else toolchain.openmp_works()):
             extra += ("-fopenmp",)
         return tuple(self.flags) + extra
 
-    def libraries(self) -> tuple[str, ...]:
+    def libraries(self, vector_math: bool | None = None) -> tuple[str, ...]:
         """Link flags after the objects: libmvec for vector math."""
-        return ("-lmvec",) if self.vector_math and toolchain.vector_math_works() else ()
+        return ("-lmvec",) if self._vector_math(vector_math) else ()
+
+    def _vector_math(self, assumed: bool | None) -> bool:
+        return self.vector_math and (assumed if assumed is not None else toolchain.vector_math_works())
 
 
 def toolchain_fingerprint() -> dict:
@@ -267,18 +274,22 @@ def load_kernels(source: Source, options: BuildOptions) -> types.ModuleType:
     name = f"_symjac_{key[:32]}"
 
     def compile_into(workdir: Path) -> Path:
-        # Try -fopenmp first: probing the compiler for it costs a compile and
-        # a link, every process. Only when that fails is the probe asked
-        # whether to build without it (the outcome depends on the compiler
-        # alone, which the key names).
+        # Try -fopenmp and vector libm first: probing the compiler for them
+        # costs a compile and a link each, every process (a third of a small
+        # model's cold build). Only when that fails are the probes asked
+        # what to build without (the outcome depends on the toolchain alone,
+        # which the key names). Vector libm exists on glibc x86-64 only.
+        vector_math = VECTOR_MATH_LIKELY or None  # None: probe for it now
         try:
-            return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=True),
-                                             source.parts, options.libraries())
+            return toolchain.compile_kernels(
+                source.text, name, workdir, options.compiler_flags(openmp=True, vector_math=vector_math),
+                source.parts, options.libraries(vector_math))
         except BuildError:
-            if not options.openmp or toolchain.openmp_works():
-                raise
-        return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp=False), source.parts,
-                                         options.libraries())
+            openmp, vector_math = toolchain.openmp_works(), toolchain.vector_math_works()
+            if (openmp or not options.openmp) and (vector_math or not options.vector_math):
+                raise  # not the toolchain: the source itself
+        return toolchain.compile_kernels(source.text, name, workdir, options.compiler_flags(openmp, vector_math),
+                                         source.parts, options.libraries(vector_math))
 
     def open_library() -> types.ModuleType:
         path = cache.extension_for(root, key, compile_into)
