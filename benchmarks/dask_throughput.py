@@ -14,7 +14,9 @@ chunks (each figure the best of ``--repeats`` runs):
 3. ``LocalCluster(processes=True)``, ``--workers`` worker processes of one
    thread, started with distributed's own environment and with
    ``symjac.dask.worker_environment()``; warm: one untimed run first, so each
-   worker has loaded the kernel.
+   worker has loaded the kernel. Beside each, the same workers each running
+   the plain loop over its share in one task: no graph, so the most those
+   processes can do on this machine (the ceiling of the Dask run).
 
 The issue's target: the 2-worker cluster at >= 1.6x the throughput of one
 process with one thread. Per-task overhead = (wall time x workers - points x
@@ -190,14 +192,19 @@ def main(argv=None):
                 report(f"LocalCluster {options.workers}x1, {label}", points, chunk, elapsed, options.workers,
                        ", ".join(f"{peaks[a]:.0f} MB" for a in sorted(peaks)))
                 assert np.isclose(total, references[points, chunk], rtol=1e-3), (total, references[points, chunk])
+                workers = sorted(client.scheduler_info()["workers"])
+                elapsed, _ = best_time(lambda: [future.result(timeout=3600) for future in [  # no graph: the ceiling
+                    client.submit(plain_loop, jac, points // len(workers), chunk, options.reduction, pure=False,
+                                  workers=[address]) for address in workers]], options.repeats)
+                report(f"  {label}: a plain loop per worker, no graph", points, chunk, elapsed, options.workers)
 
-    print("# cluster throughput / one process, one thread (target >= 1.6):")
+    print("# cluster throughput / one process, one thread (target >= 1.6; 'no graph': the workers' ceiling):")
     for points, chunk in sizes:
         times = {mode.strip(): elapsed for mode, p, c, elapsed in rows if (p, c) == (points, chunk)}
         single = times["one process, 1 thread"]
         single_kept = times["same, worker_environment()"]
         for mode, elapsed in times.items():
-            if mode.startswith("LocalCluster"):
+            if mode.startswith("LocalCluster") or "no graph" in mode:
                 print(f"#   {points:>11,} points, chunk {chunk:,}, {mode}: {single / elapsed:.2f}x "
                       f"({single_kept / elapsed:.2f}x one thread with worker_environment())")
     return rows
