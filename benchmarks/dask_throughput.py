@@ -24,6 +24,7 @@ single-thread cost per point) / tasks.
 
     python benchmarks/dask_throughput.py                          # 2e6 and 2e7 points in chunks of 2e5
     python benchmarks/dask_throughput.py --points 1e8 --chunks 1e6
+    python benchmarks/dask_throughput.py --worker-saturation inf      # no queuing of root tasks
 
 Needs ``symjac[dask]``. All networking is on 127.0.0.1.
 """
@@ -58,12 +59,22 @@ def block_sum(J, reduction):
     return np.atleast_1d(REDUCTIONS[reduction](J).sum())
 
 
+def chunk_states(seed, number, size):
+    """The HIRES states of chunk ``number``: the same numbers in every run mode."""
+    return Y0 + np.random.default_rng([seed, number]).uniform(0.0, 1.0, size=(size, 8))
+
+
 def lazy_total(jac, points, chunk, reduction, seed=0):
     import dask.array as da
 
-    # Y0 as map_blocks' argument is written into each task; `Y0 + X` would make it a graph key that all
-    # tasks share, and Dask would not fuse the generation into the task that computes the Jacobian
-    states = da.random.default_rng(seed).uniform(0.0, 1.0, size=(points, 8), chunks=(chunk, 8)).map_blocks(np.add, Y0)
+    def states_block(block_info=None):
+        where = block_info[None]
+        return chunk_states(seed, where["chunk-location"][0], where["chunk-shape"][0])
+
+    # each chunk's states made in its task, as the plain loop makes them (a blockwise step: Dask fuses
+    # it with the Jacobian and the reduction into one task per chunk)
+    sizes = (chunk,) * (points // chunk) + ((points % chunk,) if points % chunk else ())
+    states = da.map_blocks(states_block, chunks=(sizes, (8,)), dtype=np.float64, meta=np.empty((0, 8)))
     J = jac(states, K_DEFAULT)  # lazy (points, 8, 8), one kernel thread per task
     if reduction == "frobenius":  # Dask's einsum works on the blocks as they are
         return da.sqrt(da.einsum("...ij,...ij->...", J, J)).sum()
@@ -78,17 +89,17 @@ def per_point_cost(jac, reduction, n=200_000, repeats=3):
     best = float("inf")
     for seed in range(repeats):
         start = time.perf_counter()
-        Y = Y0 + np.random.default_rng(seed).uniform(0.0, 1.0, size=(n, 8))
+        Y = chunk_states(seed, 0, n)
         block_sum(jac(Y, K_DEFAULT, num_threads=1), reduction)
         best = min(best, time.perf_counter() - start)
     return best / n
 
 
-def plain_loop(jac, points, chunk, reduction, num_threads=1):
+def plain_loop(jac, points, chunk, reduction, num_threads=1, seed=0, first=0):
     total = 0.0
     for number, begin in enumerate(range(0, points, chunk)):
         size = min(chunk, points - begin)
-        Y = Y0 + np.random.default_rng(number).uniform(0.0, 1.0, size=(size, 8))
+        Y = chunk_states(seed, first + number, size)
         total += block_sum(jac(Y, K_DEFAULT, num_threads=num_threads), reduction)[0]
     return total
 
@@ -137,6 +148,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (the best is shown)")
     parser.add_argument("--reduction", choices=tuple(REDUCTIONS), default="frobenius")
     parser.add_argument("--threads", action="store_true", help="also run Dask's threaded scheduler")
+    parser.add_argument("--worker-saturation", default=None,
+                        help="distributed.scheduler.worker-saturation ('inf': send every root task at once)")
     options = parser.parse_args(argv)
     sizes = [(int(float(p)), int(float(c))) for p in options.points.split(",") for c in options.chunks.split(",")]
     cores = os.cpu_count() or 1
@@ -178,6 +191,9 @@ def main(argv=None):
             report(f"threaded scheduler, {cores} threads", points, chunk, elapsed, cores)
     print(f"# load average now {os.getloadavg()[0]:.1f}")
 
+    if options.worker_saturation is not None:  # the scheduler runs in this process
+        dask.config.set({"distributed.scheduler.worker-saturation": float(options.worker_saturation)})
+        print(f"# distributed.scheduler.worker-saturation: {options.worker_saturation}")
     for label, environ in (("distributed's environment", {}), ("worker_environment()", symjac.dask.worker_environment())):
         os.environ.update(environ)  # the nanny starts workers with this process's environment (docs/adapters/dask.md)
         with distributed.LocalCluster(n_workers=options.workers, threads_per_worker=1, processes=True,
@@ -191,12 +207,15 @@ def main(argv=None):
                 peaks = client.run(peak_rss_mb)
                 report(f"LocalCluster {options.workers}x1, {label}", points, chunk, elapsed, options.workers,
                        ", ".join(f"{peaks[a]:.0f} MB" for a in sorted(peaks)))
-                assert np.isclose(total, references[points, chunk], rtol=1e-3), (total, references[points, chunk])
+                assert np.isclose(total, references[points, chunk], rtol=1e-9), (total, references[points, chunk])
                 workers = sorted(client.scheduler_info()["workers"])
-                elapsed, _ = best_time(lambda: [future.result(timeout=3600) for future in [  # no graph: the ceiling
-                    client.submit(plain_loop, jac, points // len(workers), chunk, options.reduction, pure=False,
-                                  workers=[address]) for address in workers]], options.repeats)
+                share = -(-points // chunk // len(workers)) * chunk  # whole chunks per worker
+                elapsed, totals = best_time(lambda: [future.result(timeout=3600) for future in [  # no graph
+                    client.submit(plain_loop, jac, min(share, points - number * share), chunk, options.reduction,
+                                  first=number * share // chunk, pure=False, workers=[address])
+                    for number, address in enumerate(workers)]], options.repeats)
                 report(f"  {label}: a plain loop per worker, no graph", points, chunk, elapsed, options.workers)
+                assert np.isclose(sum(totals), references[points, chunk], rtol=1e-9)
 
     print("# cluster throughput / one process, one thread (target >= 1.6; 'no graph': the workers' ceiling):")
     for points, chunk in sizes:
