@@ -2,11 +2,11 @@
 ``dask.distributed`` cluster of worker processes.
 
 Every call kind of every derivative object, over several chunk layouts and
-with numpy or Dask parameters, must give the numpy call's numbers to the
-last bits (2 ulp): a task runs the same kernel on a slice of the batch, and
-only where a point falls in gcc's vectorized loop or its scalar remainder
-may differ in rounding. The cluster tests use two single-threaded worker processes on
-127.0.0.1; one kills a worker in the middle of a computation.
+with numpy or Dask parameters, must give exactly the numpy call's numbers:
+a task runs the same kernel on a slice of the batch, and a kernel computes
+a point alike wherever it falls in a batch (tests/test_lanes.py). The
+cluster tests use two single-threaded worker processes on 127.0.0.1; one
+kills a worker in the middle of a computation.
 """
 
 import os
@@ -83,9 +83,7 @@ def test_every_kind_equals_the_numpy_call_to_the_last_bits(name, label, method):
         computed = dask.compute(*lazy_flat, scheduler="threads", num_workers=2)
         for got, want, item in zip(computed, expected_flat, lazy_flat):
             assert item.shape == want.shape and item.dtype == np.float64, description
-            # a point may fall in gcc -O3's vectorized loop in one call and in its scalar
-            # remainder in the other, which can round the last bit differently
-            np.testing.assert_array_max_ulp(got, want, maxulp=2)
+            np.testing.assert_array_equal(got, want, err_msg=description)
 
 
 def test_batch_chunks_are_kept_and_core_dimensions_are_one_chunk():

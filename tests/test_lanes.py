@@ -224,3 +224,27 @@ def test_chunked_kernels_run_in_lanes_too(monkeypatch):
     np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(got[9], chunked(X[9], W, b))
     np.testing.assert_array_equal(chunked(X, W, b, num_threads=2), got)
+
+
+def robertson(y, k):
+    return np.array([-k[0] * y[0] + k[2] * y[1] * y[2],
+                     k[0] * y[0] - k[1] * y[1] ** 2 - k[2] * y[1] * y[2],
+                     k[1] * y[1] ** 2])
+
+
+def test_kernels_without_lanes_compute_a_point_alike_wherever_it_falls():
+    """One rounding per operation on every path of a kernel without lanes
+    too: single-point calls, slices of a batch and thread counts give each
+    point's bits exactly. (Robertson's J v has the a*b + c, a*b - c pairs
+    that gcc's basic-block vectorizer fused before gcc 14: with gcc 12 a
+    quarter of its single-point calls differed from the batch in the last
+    bit.)"""
+    jvp = symjac.jvp(robertson, y=3, k=3, wrt="y")
+    assert "_lanes(" not in jvp.source
+    k = np.array([0.04, 3e7, 1e4])
+    Y, V = RNG.uniform(0.1, 1.0, (301, 3)), RNG.standard_normal((301, 3))
+    batch = jvp(Y, k, V, num_threads=1)
+    np.testing.assert_array_equal(np.array([jvp(y, k, v) for y, v in zip(Y, V)]), batch)
+    for start, stop in [(0, 3), (5, 6), (7, 300), (1, 301)]:
+        np.testing.assert_array_equal(jvp(Y[start:stop], k, V[start:stop], num_threads=1), batch[start:stop])
+    np.testing.assert_array_equal(jvp(Y, k, V, num_threads=2), batch)

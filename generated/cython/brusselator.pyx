@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 3a19ce96a2049caf83aadf1ded7693c4fa358f9e4c21b998d9cf9d29940e8555
+symjac-content-hash: 172d035910161303e19ff806a024a10d6aeb8678370e3b6b65e4ea448dfa12a9
 """
 
 import os
@@ -72,6 +72,20 @@ cdef extern from *:
     #include <string.h>
     #ifdef _OPENMP
     #include <omp.h>
+    #endif
+    /* One rounding per operation, as written (-ffp-contract=off), on every path:
+       before gcc 14 the basic-block vectorizer pairs a*b + c with a*b - c into
+       one fused multiply-add-subtract even so, so a single point (or one in the
+       scalar remainder of a vectorized point loop) could differ in its last bit
+       from the same point in a batch. The point loops of kernels without lanes
+       switch that pass off there (lane kernels run every point in lanes); the
+       loop vectorizer stays on. -DSYMJAC_EXACT= in flags keeps the pass. */
+    #ifndef SYMJAC_EXACT
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 14
+    #define SYMJAC_EXACT __attribute__((optimize("no-tree-slp-vectorize")))
+    #else
+    #define SYMJAC_EXACT
+    #endif
     #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
@@ -164,7 +178,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -210,7 +224,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -433,7 +447,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -950,7 +964,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '3a19ce96a2049caf83aadf1ded7693c4fa358f9e4c21b998d9cf9d29940e8555'
+CONTENT_HASH = '172d035910161303e19ff806a024a10d6aeb8678370e3b6b65e4ea448dfa12a9'
 FUNCTION_NAME = 'brusselator'
 ARGUMENT_NAMES = ('u', 'p')
 ARGUMENT_SHAPES = ((10,), (3,))

@@ -11,7 +11,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21
+symjac-content-hash: 2a2c363e23dbb3d3f3f0125568c5f8e99674cc8317bbae5713efd1b7d5b1898c
 """
 
 import os
@@ -69,6 +69,20 @@ cdef extern from *:
     #include <string.h>
     #ifdef _OPENMP
     #include <omp.h>
+    #endif
+    /* One rounding per operation, as written (-ffp-contract=off), on every path:
+       before gcc 14 the basic-block vectorizer pairs a*b + c with a*b - c into
+       one fused multiply-add-subtract even so, so a single point (or one in the
+       scalar remainder of a vectorized point loop) could differ in its last bit
+       from the same point in a batch. The point loops of kernels without lanes
+       switch that pass off there (lane kernels run every point in lanes); the
+       loop vectorizer stays on. -DSYMJAC_EXACT= in flags keeps the pass. */
+    #ifndef SYMJAC_EXACT
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 14
+    #define SYMJAC_EXACT __attribute__((optimize("no-tree-slp-vectorize")))
+    #else
+    #define SYMJAC_EXACT
+    #endif
     #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
@@ -807,7 +821,7 @@ make_entry = MODEL.make_entry
 _kernel_hessian = KERNELS["hessian"]  # Hessian: every block d2 output / d argument d argument, each symmetric pair computed once.
 _kernel_hessian_values = KERNELS["hessian_values"]  # Packed Hessian: per output, the lower triangle (row >= col), in NONZEROS order.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = 'dc34d33009f30d663fe1e4bd0f20102487a7f12d3d59c851c2820d4b01fcbc21'
+CONTENT_HASH = '2a2c363e23dbb3d3f3f0125568c5f8e99674cc8317bbae5713efd1b7d5b1898c'
 FUNCTION_NAME = 'lennard_jones'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((9,),)

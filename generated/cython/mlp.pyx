@@ -17,7 +17,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 5ced2d744edfd51d98ebfeed545c3eae4f671b1c91e2cea2f3e4b4d0cf446464
+symjac-content-hash: 0afd965f7623c01bb5cee70d20460df8fa5837010f1d07c03de6a37234f81976
 """
 
 import os
@@ -75,6 +75,20 @@ cdef extern from *:
     #include <string.h>
     #ifdef _OPENMP
     #include <omp.h>
+    #endif
+    /* One rounding per operation, as written (-ffp-contract=off), on every path:
+       before gcc 14 the basic-block vectorizer pairs a*b + c with a*b - c into
+       one fused multiply-add-subtract even so, so a single point (or one in the
+       scalar remainder of a vectorized point loop) could differ in its last bit
+       from the same point in a batch. The point loops of kernels without lanes
+       switch that pass off there (lane kernels run every point in lanes); the
+       loop vectorizer stays on. -DSYMJAC_EXACT= in flags keeps the pass. */
+    #ifndef SYMJAC_EXACT
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 14
+    #define SYMJAC_EXACT __attribute__((optimize("no-tree-slp-vectorize")))
+    #else
+    #define SYMJAC_EXACT
+    #endif
     #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
@@ -1062,7 +1076,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '5ced2d744edfd51d98ebfeed545c3eae4f671b1c91e2cea2f3e4b4d0cf446464'
+CONTENT_HASH = '0afd965f7623c01bb5cee70d20460df8fa5837010f1d07c03de6a37234f81976'
 FUNCTION_NAME = 'mlp'
 ARGUMENT_NAMES = ('x', 'W1', 'b1', 'W2', 'b2')
 ARGUMENT_SHAPES = ((3,), (8, 3), (8,), (2, 8), (2,))

@@ -14,7 +14,7 @@ Functions (this module needs only numpy):
     sparsity()  -> bool pattern of the structural non-zeros
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 04edaea394b1a8d78bfa9ac3e2395fbb6af4e4de629efbfa9182888a04c8078a
+symjac-content-hash: 8444b4726ffaa76a47347a227dab75ff581a3202b4526662e58d70f9d2c9f807
 """
 
 import os
@@ -73,6 +73,20 @@ cdef extern from *:
     #ifdef _OPENMP
     #include <omp.h>
     #endif
+    /* One rounding per operation, as written (-ffp-contract=off), on every path:
+       before gcc 14 the basic-block vectorizer pairs a*b + c with a*b - c into
+       one fused multiply-add-subtract even so, so a single point (or one in the
+       scalar remainder of a vectorized point loop) could differ in its last bit
+       from the same point in a batch. The point loops of kernels without lanes
+       switch that pass off there (lane kernels run every point in lanes); the
+       loop vectorizer stays on. -DSYMJAC_EXACT= in flags keeps the pass. */
+    #ifndef SYMJAC_EXACT
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 14
+    #define SYMJAC_EXACT __attribute__((optimize("no-tree-slp-vectorize")))
+    #else
+    #define SYMJAC_EXACT
+    #endif
+    #endif
 
     typedef int (*_kernel_fn)(Py_ssize_t, const double **, const Py_ssize_t *, double **, int);
     static const Py_ssize_t _symjac_arg_sizes[2] = {3, 3};
@@ -109,7 +123,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -155,7 +169,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_jacobian_values_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -215,7 +229,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_function_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -287,7 +301,7 @@ cdef extern from *:
 
     /* Points (lane kernels: blocks of SYMJAC_LANES points) _begin to _end of
        the batch, on the calling thread. 0, or -1 if out of memory. */
-    static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
+    SYMJAC_EXACT static int _symjac_function_and_jacobian_range(Py_ssize_t _n, Py_ssize_t _begin, Py_ssize_t _end, const double **_args, const Py_ssize_t *_arg_strides, double **_outs)
     {
         /* The pointers and strides, read once: the stores below could alias them otherwise. */
         const double *const _arg0 = _args[0];
@@ -802,7 +816,7 @@ _kernel_jacobian_values = KERNELS["jacobian_values"]  # Packed Jacobian: the non
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 _kernel_function_and_jacobian = KERNELS["function_and_jacobian"]  # Function and Jacobian in one pass, sharing subexpressions.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '04edaea394b1a8d78bfa9ac3e2395fbb6af4e4de629efbfa9182888a04c8078a'
+CONTENT_HASH = '8444b4726ffaa76a47347a227dab75ff581a3202b4526662e58d70f9d2c9f807'
 FUNCTION_NAME = 'rober'
 ARGUMENT_NAMES = ('y', 'k')
 ARGUMENT_SHAPES = ((3,), (3,))

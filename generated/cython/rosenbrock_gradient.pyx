@@ -9,7 +9,7 @@ Functions (this module needs only numpy):
     gradient(x, out=None, num_threads=None) (also as function())
 Derivative blocks are output shape + argument shape(s), as in torch.autograd.functional.jacobian.
 
-symjac-content-hash: 4d1cd19084acb9c624453c5043084f1a0272f783c6dc63a4bbe9aad987d5a882
+symjac-content-hash: 7abdb719a42533c88ef9e58f310969e5f7547904fb758b78b2581a18b0e0bf33
 """
 
 import os
@@ -67,6 +67,20 @@ cdef extern from *:
     #include <string.h>
     #ifdef _OPENMP
     #include <omp.h>
+    #endif
+    /* One rounding per operation, as written (-ffp-contract=off), on every path:
+       before gcc 14 the basic-block vectorizer pairs a*b + c with a*b - c into
+       one fused multiply-add-subtract even so, so a single point (or one in the
+       scalar remainder of a vectorized point loop) could differ in its last bit
+       from the same point in a batch. The point loops of kernels without lanes
+       switch that pass off there (lane kernels run every point in lanes); the
+       loop vectorizer stays on. -DSYMJAC_EXACT= in flags keeps the pass. */
+    #ifndef SYMJAC_EXACT
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 14
+    #define SYMJAC_EXACT __attribute__((optimize("no-tree-slp-vectorize")))
+    #else
+    #define SYMJAC_EXACT
+    #endif
     #endif
     /* Batch drivers run SYMJAC_LANES points at once, one per SIMD lane of the
        widest vectors the compiler targets (-march decides; -DSYMJAC_LANES=1
@@ -636,7 +650,7 @@ POINT_KINDS = MODEL.point_kinds  # make_entry takes these
 make_entry = MODEL.make_entry
 _kernel_function = KERNELS["function"]  # Function: writes the non-zero entries of every output.
 SYMJAC_VERSION = '0.1.0'
-CONTENT_HASH = '4d1cd19084acb9c624453c5043084f1a0272f783c6dc63a4bbe9aad987d5a882'
+CONTENT_HASH = '7abdb719a42533c88ef9e58f310969e5f7547904fb758b78b2581a18b0e0bf33'
 FUNCTION_NAME = 'rosenbrock'
 ARGUMENT_NAMES = ('x',)
 ARGUMENT_SHAPES = ((6,),)
