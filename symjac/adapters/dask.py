@@ -26,16 +26,16 @@ but without its copies):
   dimensions are rechunked into one chunk.
 - A small numpy argument without batch dimensions (a parameter vector) and
   the compiled object itself (:class:`Kernel`) are written into each task,
-  so every task depends only on its blocks and Dask's linear fusion can merge
-  the producers and consumers of a block with the kernel into one task (a
-  graph key shared by all tasks stops that fusion; on a small machine
-  distributed spends 2-4 ms of CPU per task, as much as 2x10^5 HIRES points
-  cost). Above ``EMBED_BYTES`` (pickled), each becomes one graph key that
-  every task depends on, stored once in the graph and sent once per worker.
-  A numpy argument with batch dimensions is split along the Dask arguments'
-  chunks. The kernel pickles by its generated source and build options; a
-  worker process loads it once — from its own build cache, or building it
-  there once — on first use, not when a scheduler merely unpickles the graph.
+  so every task depends only on its blocks and Dask's linear fusion merges a
+  block's producers and consumers with the kernel into one task (a graph key
+  that all tasks share stops that fusion; distributed spends milliseconds of
+  CPU per task). Above ``EMBED_BYTES`` (a parameter's bytes, the kernel's
+  pickle) each is one graph key instead, stored once in the graph and sent
+  once per worker. A numpy argument with batch dimensions is split along the
+  Dask arguments' chunks. The kernel pickles by its generated source and
+  build options; a worker process loads it once — from its own build cache,
+  or building it there once — on first use, not when a scheduler merely
+  unpickles the graph.
 - Inside a task the kernel runs with ``num_threads=1``: Dask already runs one
   task per worker thread, and OpenMP threads on top would oversubscribe the
   cores. ``jac(Y, k, num_threads=n)`` overrides it (for example with one
@@ -69,7 +69,7 @@ __all__ = ["Kernel", "call", "chunk_points", "is_dask_array", "worker_environmen
 
 TARGET_SECONDS = 0.1  # Dask's rule of thumb for the work in one task
 TASK_THREADS = 1  # kernel threads inside a task unless the call says otherwise
-EMBED_BYTES = 2**16  # parameters and kernels up to this size (pickled) are written into each task
+EMBED_BYTES = 2**16  # parameters (their bytes) and kernels (pickled) up to this size go into each task
 
 
 def is_dask_array(value) -> bool:
