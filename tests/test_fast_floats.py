@@ -26,13 +26,26 @@ def test_answers_are_sympys():
         assert (sympy.Float(2.0) * sympy.Symbol("x")).is_zero is None  # products keep asking sympy
 
 
+def test_hashes_are_sympys():
+    numbers = [sympy.Float(value) for value in VALUES + [math.inf, -math.inf, math.nan]] + [sympy.Float("0.1", 30)]
+    expected = [hash(number) for number in numbers]
+    with fast_float_zero():
+        assert [hash(number) for number in numbers] == expected
+        assert [hash(number) for number in numbers] == expected  # remembered
+        fresh = [sympy.Float(value) for value in VALUES]
+        assert {number: 1 for number in fresh} == {number: 1 for number in numbers[:len(VALUES)]}
+    assert [hash(number) for number in numbers] == expected
+
+
 def test_sympy_is_restored_after_nested_use():
     plain = sympy.Float.__dict__.get("is_zero"), sympy.Float.__dict__.get("is_extended_negative")
+    plain_hash = sympy.Float.__hash__
     with fast_float_zero():
         with fast_float_zero():
             pass
         assert "is_zero" in sympy.Float.__dict__  # still inside the outer block
     assert (sympy.Float.__dict__.get("is_zero"), sympy.Float.__dict__.get("is_extended_negative")) == plain
+    assert sympy.Float.__hash__ is plain_hash
     try:
         with fast_float_zero():
             raise ValueError
