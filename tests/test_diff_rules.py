@@ -428,3 +428,39 @@ def test_logaddexp_neither_overflows_nor_loses_its_derivatives(backend):
     np.testing.assert_allclose(hessian(X), np.stack([[s, -s], [-s, s]]).transpose(2, 0, 1), rtol=1e-12, atol=1e-300)
     x = np.array([0.4, -1.1])  # and against differences where nothing overflows
     np.testing.assert_allclose(jac(x), central_difference_jacobian(f, [x], 0), rtol=1e-8)
+
+
+def _scaled_cases():
+    x, y = sympy.symbols("x y", real=True)
+    z = sympy.Symbol("z")
+    numbers = [sympy.Float(0.3), sympy.Float(-2.5), sympy.Float(1.0), sympy.Float(0.0), sympy.Float("1e-300"),
+               sympy.Float("0.1", 30), sympy.Integer(2), sympy.Rational(1, 3), sympy.S.One, sympy.S.NegativeOne,
+               sympy.oo]
+    with sympy.core.parameters.distribute(False):
+        factors = [x + y, 2.5 * x + 1, sympy.Float(0.5) * (x + y), sympy.Rational(1, 2) * (x + y), 3 * x,
+                   sympy.Float(0.25) * sympy.tanh(x), sympy.Float(-4.0) * sympy.tanh(x + y), sympy.Float(0.5) * z,
+                   sympy.Float(0.5) * sympy.exp(x), sympy.Float(0.5) * x**2, sympy.Float(2.0) * sympy.sqrt(x),
+                   2 * sympy.I, sympy.oo * x, sympy.Float(2.0) * sympy.I * x, x, sympy.tanh(x), x * y, -x,
+                   sympy.Float(0.5) * x * y, sympy.Float(1e300) * (x + 1), sympy.Float(0.5) * sympy.Abs(x),
+                   sympy.Float(0.5) * sympy.Piecewise((x, x > 0), (y, True))]
+    return numbers, factors
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_scaled_products_are_sympys(distributed):
+    """diff._scaled builds some products directly: the same expressions as sympy.Mul, or None."""
+    from symjac.derive.diff import _scaled
+
+    numbers, factors = _scaled_cases()
+    built = 0
+    with sympy.core.parameters.distribute(distributed):
+        for number in numbers:
+            for factor in factors:
+                product = _scaled(number, factor)
+                if product is None:
+                    continue
+                expected = sympy.Mul(number, factor)
+                assert type(product) is type(expected) and product.args == expected.args, (number, factor)
+                assert product == expected and hash(product) == hash(expected)
+                built += 1
+    assert built == (0 if distributed else 60)  # 5 non-zero Floats times 12 factors

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
+from mpmath.libmp import fzero
 from sympy.core.parameters import distribute, global_parameters
 
 from ..front.trace import Traced
@@ -140,6 +141,39 @@ _NONE = frozenset()
 _SMALL_SUM = 4
 
 
+def _plain_factor(expr) -> bool:
+    """A factor that ``Mul.flatten`` keeps as it is: a sum, a symbol, or a
+    function that is its own base (not ``exp``: ``E**x``)."""
+    return expr.is_commutative and (expr.is_Add or expr.is_Symbol or (
+        isinstance(expr, sympy.Function) and type(expr).as_base_exp is sympy.Expr.as_base_exp))
+
+
+def _nonzero_float(number) -> bool:
+    return number.is_Float and number._mpf_ != fzero  # a sympy Float is finite (oo and nan are not Floats)
+
+
+def _scaled(number, expr):
+    """``sympy.Mul(number, expr)`` in the two cases that second derivatives
+    build most, where numbers are not distributed: a weight times a shared
+    sum, or times a weighted factor. ``Mul.flatten`` then puts the product of
+    the numbers first and the factor after it; here that is done without its
+    general machinery (an MLP Hessian builds 2,300 of them; a test holds the
+    results to sympy's). None in every other case: the caller asks sympy."""
+    if global_parameters.distribute or not _nonzero_float(number):
+        return None
+    if expr.is_Add and expr.is_commutative:
+        return _product(number, expr)
+    if expr.is_Mul and len(expr.args) == 2 and expr.args[0].is_Number and _plain_factor(expr.args[1]):
+        coeff = number * expr.args[0]  # as flatten multiplies them
+        if _nonzero_float(coeff):
+            return _product(coeff, expr.args[1])
+    return None
+
+
+def _product(coeff, factor):
+    return sympy.Mul._exec_constructor_postprocessors(sympy.Mul._from_args((coeff, factor), True))
+
+
 def _scaled_sum(term):
     """(number, sum) when ``term`` is a number times a small sum, else None."""
     if term.is_Mul and len(term.args) == 2 and term.args[0].is_Number and term.args[1].is_Add \
@@ -216,6 +250,12 @@ class _Differentiator:
             return _sum([d(arg, symbol) for arg in node.args])
         if node.is_Mul:
             args = node.args
+            if len(args) == 2 and args[0].is_Number:  # a number times one factor: the most common product
+                factor = d(args[1], symbol)
+                if factor is sympy.S.Zero:
+                    return factor
+                product = _scaled(args[0], factor)
+                return _sum([sympy.Mul(args[0], factor) if product is None else product])
             terms = []
             for i, arg in enumerate(args):
                 factor = d(arg, symbol)
@@ -251,7 +291,9 @@ class _Differentiator:
                     break
                 if _find(outer, (sympy.Derivative, sympy.Subs), own):
                     break
-                terms.append(_drop_deltas(outer, own) * inner)
+                outer = _drop_deltas(outer, own)
+                product = _scaled(inner, outer)
+                terms.append(outer * inner if product is None else product)
             else:
                 return _sum(terms)
         return _almost_everywhere(node.diff(symbol))
