@@ -211,14 +211,16 @@ def run(script, *args, python=sys.executable, cache=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-MACHINE_ENTRIES = ("runtime-", "templates-")  # built once per machine and symjac version, not per model
+MACHINE_KINDS = ("runtime", "templates")  # cache entries built once per machine and symjac version, not per model
 
 
 def cache_with_machine_entries(template: Path, directory: Path) -> Path:
+    from symjac.build.cache import entry_kind
+
     cache = directory / "cache"
     cache.mkdir(mode=0o700)
     for entry in template.iterdir():
-        if entry.name.startswith(MACHINE_ENTRIES):
+        if entry_kind(entry) in MACHINE_KINDS:
             shutil.copytree(entry, cache / entry.name)
     return cache
 

@@ -715,7 +715,7 @@ def worker_env(cache_dir):
     return env
 
 
-MACHINE_ENTRIES = ("runtime-", "templates-")  # built once per machine and symjac version, not per model
+MACHINE_KINDS = ("runtime", "templates")  # cache entries built once per machine and symjac version, not per model
 
 
 def machine_cache(directory):
@@ -728,10 +728,12 @@ def machine_cache(directory):
 def run_worker(peer, section, opts, check_dir):
     with tempfile.TemporaryDirectory(prefix="symjac-hess-cache-") as cache:
         if opts.machine_cache is not None:
+            from symjac.build.cache import entry_kind
+
             os.mkdir(os.path.join(cache, "c"), 0o700)
-            for entry in os.listdir(opts.machine_cache):
-                if entry.startswith(MACHINE_ENTRIES):
-                    shutil.copytree(os.path.join(opts.machine_cache, entry), os.path.join(cache, "c", entry))
+            for entry in Path(opts.machine_cache).iterdir():
+                if entry_kind(entry) in MACHINE_KINDS:
+                    shutil.copytree(entry, os.path.join(cache, "c", entry.name))
         cmd = [sys.executable, __file__, "--worker", peer, section, "--check-dir", check_dir,
                "--points", str(opts.points), "--grad-points", str(opts.grad_points), "--repeats", str(opts.repeats),
                "--min-time", str(opts.min_time), "--sympy-budget", str(opts.sympy_budget)]

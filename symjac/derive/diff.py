@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy
-from mpmath.libmp import fzero
 from sympy.core.parameters import distribute, global_parameters
 
 from ..front.trace import Traced
@@ -149,7 +148,7 @@ def _plain_factor(expr) -> bool:
 
 
 def _nonzero_float(number) -> bool:
-    return number.is_Float and number._mpf_ != fzero  # a sympy Float is finite (oo and nan are not Floats)
+    return number.is_Float and not number.is_zero  # a Float knows (fast_floats answers it from the number)
 
 
 def _scaled(number, expr):
